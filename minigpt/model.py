@@ -1,0 +1,214 @@
+"""GPT-2, exactly: learned positions, pre-LayerNorm blocks, tanh-GELU MLP, tied head.
+
+The parameters live in one flat dict `model.params` named like Hugging Face
+GPT-2's state dict (without the `transformer.` prefix), with weights stored
+(in, out) so every linear is `x @ w + b`. `model.backward(cache)` returns a
+dict `grads` with exactly the same keys, so the optimizer, clipping,
+checkpoints and the gradient check are loops over keys.
+"""
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from . import layers as L
+from .backend import array_module, default_rng, resolve_device, to_device, to_numpy
+
+
+@dataclass
+class GPTConfig:
+    vocab_size: int = 65        # V: number of distinct tokens
+    block_size: int = 128       # T max: the longest context the model sees (size of wpe)
+    n_layer: int = 4            # number of transformer blocks
+    n_head: int = 4             # nh: attention heads per block
+    n_embd: int = 128           # C: width of the residual stream; divisible by n_head
+    dropout: float = 0.0        # dropout probability in training (embeddings, attention, residuals)
+    bias: bool = True           # biases in linears and LayerNorms, as GPT-2
+
+    def __post_init__(self):
+        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
+        if self.n_embd % self.n_head != 0:
+            raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+
+    def to_dict(self):
+        return asdict(self)
+
+
+def param_shapes(config):
+    """The name -> shape of every parameter, in a fixed order."""
+    C, V, T = config.n_embd, config.vocab_size, config.block_size
+    shapes = {"wte.weight": (V, C), "wpe.weight": (T, C)}
+    for i in range(config.n_layer):
+        h = f"h.{i}."
+        shapes[h + "ln_1.weight"] = (C,)
+        shapes[h + "ln_1.bias"] = (C,)
+        shapes[h + "attn.c_attn.weight"] = (C, 3 * C)
+        shapes[h + "attn.c_attn.bias"] = (3 * C,)
+        shapes[h + "attn.c_proj.weight"] = (C, C)
+        shapes[h + "attn.c_proj.bias"] = (C,)
+        shapes[h + "ln_2.weight"] = (C,)
+        shapes[h + "ln_2.bias"] = (C,)
+        shapes[h + "mlp.c_fc.weight"] = (C, 4 * C)
+        shapes[h + "mlp.c_fc.bias"] = (4 * C,)
+        shapes[h + "mlp.c_proj.weight"] = (4 * C, C)
+        shapes[h + "mlp.c_proj.bias"] = (C,)
+    shapes["ln_f.weight"] = (C,)
+    shapes["ln_f.bias"] = (C,)
+    if not config.bias:
+        shapes = {k: s for k, s in shapes.items() if not k.endswith(".bias")}
+    return shapes
+
+
+def init_params(config, seed=0, dtype=np.float32):
+    """GPT-2's initialisation, on the host: N(0, 0.02) weights, residual
+    projections (c_proj) scaled by 1/sqrt(2 n_layer), zero biases, LayerNorm weights 1."""
+    rng = np.random.default_rng(seed)
+    params = {}
+    for name, shape in param_shapes(config).items():
+        if name.endswith(".bias"):
+            p = np.zeros(shape)
+        elif ".ln_" in name or name.startswith("ln_f"):
+            p = np.ones(shape)
+        else:
+            std = 0.02
+            if name.endswith("c_proj.weight"):
+                std /= math.sqrt(2 * config.n_layer)
+            p = rng.normal(0.0, std, size=shape)
+        params[name] = p.astype(dtype)
+    return params
+
+
+class GPT:
+    """A GPT-2 language model whose forward and backward are written by hand."""
+
+    def __init__(self, config, seed=0, dtype=np.float32, params=None):
+        self.config = config
+        self.params = params if params is not None else init_params(config, seed, dtype)
+        self.device = "cpu"
+
+    def to(self, device):
+        """Move the parameters to "cpu" or "cuda" (or "auto"); returns self."""
+        self.device = resolve_device(device)
+        self.params = {k: to_device(p, self.device) for k, p in self.params.items()}
+        return self
+
+    def num_params(self):
+        """Number of parameters (the tied head counted once)."""
+        return sum(int(np.prod(p.shape)) for p in self.params.values())
+
+    def state_dict(self):
+        """The parameters as host NumPy arrays."""
+        return {k: to_numpy(p) for k, p in self.params.items()}
+
+    # ------------------------------------------------------------ forward
+
+    def forward(self, idx, targets=None, train=False, rng=None):
+        """Run the model on token ids.
+
+        idx: (B, T) integer ids with T <= block_size; targets: (B, T) ids or
+        None (-1 marks a position to ignore); train: apply dropout, drawn from
+        `rng` (a Generator on the parameters' device; one is made if None).
+        Returns logits (B, T, V), loss (0-d array, or None without targets),
+        and the cache that `backward` needs.
+        """
+        cfg, P = self.config, self.params
+        B, T = idx.shape
+        if T > cfg.block_size:
+            raise ValueError(f"sequence length {T} exceeds block_size {cfg.block_size}")
+        p = cfg.dropout if train else 0.0
+        if p > 0.0 and rng is None:
+            rng = default_rng(array_module(P["wte.weight"]), None)
+        caches = []
+        x, c = L.embedding_forward(idx, P["wte.weight"], P["wpe.weight"])  # (B, T, C)
+        caches.append(c)
+        x, c = L.dropout_forward(x, p, rng)
+        caches.append(c)
+        for i in range(cfg.n_layer):
+            x, c = self._block_forward(i, x, p, rng)
+            caches.append(c)
+        x, c = L.layernorm_forward(x, P["ln_f.weight"], P.get("ln_f.bias"))
+        caches.append(c)
+        # tied output head: logits = x @ wte^T
+        logits = (x.reshape(B * T, -1) @ P["wte.weight"].T).reshape(B, T, -1)  # (B, T, V)
+        caches.append(x)
+        loss = None
+        if targets is not None:
+            loss, c = L.cross_entropy_forward(logits, targets)
+            caches.append(c)
+        return logits, loss, caches
+
+    def _block_forward(self, i, x, p, rng):
+        """x + attn(ln_1(x)), then x + mlp(ln_2(x)). Returns x (B, T, C) and the cache."""
+        P, h = self.params, f"h.{i}."
+        a, c_ln1 = L.layernorm_forward(x, P[h + "ln_1.weight"], P.get(h + "ln_1.bias"))
+        qkv, c_qkv = L.linear_forward(a, P[h + "attn.c_attn.weight"], P.get(h + "attn.c_attn.bias"))
+        y, c_att = L.attention_forward(qkv, self.config.n_head, p, rng)
+        y, c_proj = L.linear_forward(y, P[h + "attn.c_proj.weight"], P.get(h + "attn.c_proj.bias"))
+        y, c_drop1 = L.dropout_forward(y, p, rng)
+        x = x + y                                  # residual 1
+        m, c_ln2 = L.layernorm_forward(x, P[h + "ln_2.weight"], P.get(h + "ln_2.bias"))
+        f, c_fc = L.linear_forward(m, P[h + "mlp.c_fc.weight"], P.get(h + "mlp.c_fc.bias"))  # (B, T, 4C)
+        g, c_gelu = L.gelu_forward(f)
+        y, c_mproj = L.linear_forward(g, P[h + "mlp.c_proj.weight"], P.get(h + "mlp.c_proj.bias"))
+        y, c_drop2 = L.dropout_forward(y, p, rng)
+        x = x + y                                  # residual 2
+        return x, (c_ln1, c_qkv, c_att, c_proj, c_drop1, c_ln2, c_fc, c_gelu, c_mproj, c_drop2)
+
+    # ------------------------------------------------------------ backward
+
+    def backward(self, caches):
+        """Gradients of the mean loss for every parameter: a dict with the keys of `params`."""
+        cfg, P = self.config, self.params
+        grads = {}
+        c_emb, c_drop, *c_blocks, c_lnf, x_final, c_ce = caches
+        dlogits = L.cross_entropy_backward(1.0, c_ce)             # (B, T, V)
+        B, T, V = dlogits.shape
+        dlogits = dlogits.reshape(B * T, V)
+        wte = P["wte.weight"]
+        # logits = x @ wte^T: the head's share of the tied weight's gradient
+        dwte_head = dlogits.T @ x_final.reshape(B * T, -1)        # (V, C)
+        dx = (dlogits @ wte).reshape(B, T, -1)                    # (B, T, C)
+        dx, grads["ln_f.weight"], dlnf_b = L.layernorm_backward(dx, c_lnf)
+        if cfg.bias:
+            grads["ln_f.bias"] = dlnf_b
+        for i in reversed(range(cfg.n_layer)):
+            dx = self._block_backward(i, dx, c_blocks[i], grads)
+        dx = L.dropout_backward(dx, c_drop)
+        dwte_emb, grads["wpe.weight"] = L.embedding_backward(dx, c_emb)
+        dwte_emb += dwte_head                     # the tied weight: sum of both uses
+        grads["wte.weight"] = dwte_emb
+        return {k: grads[k] for k in P}           # same keys, same order as params
+
+    def _block_backward(self, i, dx, cache, grads):
+        """Walk one block in reverse; writes its parameter gradients into grads."""
+        h = f"h.{i}."
+        c_ln1, c_qkv, c_att, c_proj, c_drop1, c_ln2, c_fc, c_gelu, c_mproj, c_drop2 = cache
+        # x = x + y (MLP): dx flows straight through and into the branch
+        dy = L.dropout_backward(dx, c_drop2)
+        dg, grads[h + "mlp.c_proj.weight"], db = L.linear_backward(dy, c_mproj)
+        self._set_bias(grads, h + "mlp.c_proj.bias", db)
+        df = L.gelu_backward(dg, c_gelu)
+        dm, grads[h + "mlp.c_fc.weight"], db = L.linear_backward(df, c_fc)
+        self._set_bias(grads, h + "mlp.c_fc.bias", db)
+        dxm, grads[h + "ln_2.weight"], db = L.layernorm_backward(dm, c_ln2)
+        self._set_bias(grads, h + "ln_2.bias", db)
+        dx = dx + dxm
+        # x = x + y (attention)
+        dy = L.dropout_backward(dx, c_drop1)
+        dy, grads[h + "attn.c_proj.weight"], db = L.linear_backward(dy, c_proj)
+        self._set_bias(grads, h + "attn.c_proj.bias", db)
+        dqkv = L.attention_backward(dy, c_att)
+        da, grads[h + "attn.c_attn.weight"], db = L.linear_backward(dqkv, c_qkv)
+        self._set_bias(grads, h + "attn.c_attn.bias", db)
+        dxa, grads[h + "ln_1.weight"], db = L.layernorm_backward(da, c_ln1)
+        self._set_bias(grads, h + "ln_1.bias", db)
+        dx += dxa
+        return dx
+
+    def _set_bias(self, grads, name, db):
+        if self.config.bias:
+            grads[name] = db

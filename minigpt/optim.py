@@ -1,0 +1,88 @@
+"""AdamW, gradient clipping and the learning-rate schedule, as loops over parameter names."""
+import math
+
+from .backend import array_module
+
+
+class AdamW:
+    """Adam with decoupled weight decay (Loshchilov & Hutter), over a dict of arrays.
+
+    Weight decay applies only to parameters with ndim >= 2 (embeddings and
+    matrices), not to biases or LayerNorm weights. The state (`m`, `v`,
+    `t`) is plain arrays and an int, so checkpoints can save it.
+    """
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1):
+        self.params = params
+        self.lr = lr
+        self.beta1, self.beta2 = betas
+        self.eps = eps
+        self.weight_decay = weight_decay
+        self.t = 0
+        self.m = {k: array_module(p).zeros_like(p) for k, p in params.items()}
+        self.v = {k: array_module(p).zeros_like(p) for k, p in params.items()}
+
+    def step(self, grads, lr=None):
+        """Update every parameter in place from its gradient; lr overrides self.lr."""
+        lr = self.lr if lr is None else lr
+        self.t += 1
+        b1, b2 = self.beta1, self.beta2
+        bias1 = 1.0 - b1 ** self.t                 # bias corrections
+        bias2 = 1.0 - b2 ** self.t
+        step_size = lr / bias1
+        for k, p in self.params.items():
+            g, m, v = grads[k], self.m[k], self.v[k]
+            xp = array_module(p)
+            m *= b1                                # m = b1 m + (1 - b1) g
+            m += (1.0 - b1) * g
+            v *= b2                                # v = b2 v + (1 - b2) g^2
+            v += (1.0 - b2) * (g * g)
+            if p.ndim >= 2 and self.weight_decay:
+                p *= 1.0 - lr * self.weight_decay  # decoupled decay: p -= lr wd p
+            denom = xp.sqrt(v)
+            denom *= 1.0 / math.sqrt(bias2)
+            denom += self.eps                      # sqrt(v_hat) + eps
+            p -= step_size * (m / denom)           # p -= lr m_hat / (sqrt(v_hat) + eps)
+
+    def state_dict(self):
+        return {"t": self.t, "m": self.m, "v": self.v}
+
+    def load_state_dict(self, state):
+        self.t = int(state["t"])
+        for k in self.params:
+            self.m[k][...] = state["m"][k]
+            self.v[k][...] = state["v"][k]
+
+
+def grad_norm(grads):
+    """The global L2 norm of all gradients, as a 0-d array (no host sync)."""
+    total = None
+    for g in grads.values():
+        s = (g * g).sum()
+        total = s if total is None else total + s
+    return total ** 0.5
+
+
+def clip_grad_norm(grads, max_norm):
+    """Scale all gradients in place so their global L2 norm is at most max_norm.
+
+    Returns the norm before clipping (a 0-d array). max_norm <= 0 disables clipping.
+    """
+    norm = grad_norm(grads)
+    if max_norm and max_norm > 0:
+        xp = array_module(norm)
+        scale = xp.minimum(1.0, max_norm / (norm + 1e-6)).astype(norm.dtype)
+        for g in grads.values():
+            g *= scale
+    return norm
+
+
+def lr_schedule(it, max_lr, min_lr, warmup_iters, decay_iters):
+    """Linear warm-up to max_lr over warmup_iters, then cosine decay to min_lr
+    at decay_iters, then min_lr."""
+    if it < warmup_iters:
+        return max_lr * (it + 1) / warmup_iters
+    if it >= decay_iters:
+        return min_lr
+    progress = (it - warmup_iters) / max(1, decay_iters - warmup_iters)
+    return min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (max_lr - min_lr)
