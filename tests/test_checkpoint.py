@@ -1,0 +1,215 @@
+"""Checkpoints: round trip, atomic writes, and a clear refusal of bad files."""
+import json
+import os
+import zipfile
+
+import numpy as np
+import pytest
+
+from minigpt.checkpoint import CheckpointError, load_checkpoint, load_model, save_checkpoint
+from minigpt.model import GPT, GPTConfig
+from minigpt.optim import AdamW
+
+TINY = GPTConfig(vocab_size=11, block_size=8, n_layer=2, n_head=2, n_embd=8)
+
+
+def _trained(seed=0):
+    """A tiny model and optimizer after two real steps, so m, v and t are non-trivial."""
+    model = GPT(TINY, seed=seed)
+    opt = AdamW(model.params, lr=1e-2, weight_decay=0.1)
+    rng = np.random.default_rng(seed)
+    for _ in range(2):
+        idx = rng.integers(0, TINY.vocab_size, size=(2, 8))
+        _, _, cache = model.forward(idx, np.roll(idx, -1, axis=1), train=True)
+        opt.step(model.backward(cache))
+    return model, opt
+
+
+@pytest.fixture
+def char_tokenizer(monkeypatch):
+    """A char tokenizer of "hello world" (8 distinct characters, within vocab 11)."""
+    try:
+        from minigpt.tokenizer import build_tokenizer
+    except ImportError:   # TEMPORARY until minigpt/tokenizer.py lands: a minimal local stand-in
+        import sys
+        import types
+
+        class Char:
+            def __init__(self, chars):
+                self.chars, self.vocab_size = chars, len(chars)
+
+            def encode(self, s):
+                return [self.chars.index(c) for c in s]
+
+            def decode(self, ids):
+                return "".join(self.chars[i] for i in ids)
+
+            def to_json(self):
+                return json.dumps({"chars": self.chars})
+
+        mod = types.SimpleNamespace(tokenizer_from_json=lambda s: Char(json.loads(s)["chars"]))
+        monkeypatch.setitem(sys.modules, "minigpt.tokenizer", mod)
+        return Char(sorted(set("hello world")))
+    return build_tokenizer("char", "hello world")
+
+
+def test_round_trip_restores_params_optimizer_and_metadata(tmp_path):
+    model, opt = _trained()
+    rng = np.random.default_rng(5)
+    rng.random(3)
+    path = tmp_path / "ckpt.npz"
+    save_checkpoint(path, model, opt, tokenizer=None, iter_num=7, best_val_loss=1.25,
+                    train_args={"lr": 0.01, "note": "x"},
+                    rng_state={"batch": rng.bit_generator.state})
+    ck = load_checkpoint(path)
+    assert ck["config"] == TINY and ck["iter_num"] == 7 and ck["best_val_loss"] == 1.25
+    assert ck["train_args"] == {"lr": 0.01, "note": "x"}
+    for k, p in model.params.items():
+        assert ck["model"].params[k].dtype == np.float32
+        np.testing.assert_array_equal(ck["model"].params[k], p)
+        np.testing.assert_array_equal(ck["optimizer_state"]["m"][k], opt.m[k])
+        np.testing.assert_array_equal(ck["optimizer_state"]["v"][k], opt.v[k])
+    assert ck["optimizer_state"]["t"] == opt.t == 2
+    restored = np.random.default_rng(0)
+    restored.bit_generator.state = ck["rng_state"]["batch"]
+    assert restored.random() == rng.random()       # the 128-bit state survives JSON
+
+
+def test_infinite_best_val_loss_round_trips_as_inf(tmp_path):
+    model, _ = _trained()
+    save_checkpoint(tmp_path / "c.npz", model)
+    ck = load_checkpoint(tmp_path / "c.npz")
+    assert ck["best_val_loss"] == float("inf") and ck["optimizer_state"] is None
+
+
+def test_tokenizer_travels_inside_the_checkpoint(tmp_path, char_tokenizer):
+    tok = char_tokenizer
+    model, _ = _trained()
+    save_checkpoint(tmp_path / "c.npz", model, tokenizer=tok)
+    loaded_model, loaded_tok = load_model(tmp_path / "c.npz")
+    assert loaded_tok.encode("hello") == tok.encode("hello")
+    assert loaded_tok.decode(tok.encode("world")) == "world"
+    assert loaded_model.config == TINY
+
+
+def test_save_replaces_atomically_and_leaves_no_temporary_file(tmp_path):
+    model, opt = _trained()
+    path = tmp_path / "ckpt.npz"
+    save_checkpoint(path, model, opt, iter_num=1)
+    save_checkpoint(path, model, opt, iter_num=2)
+    assert load_checkpoint(path)["iter_num"] == 2
+    assert os.listdir(tmp_path) == ["ckpt.npz"]
+
+
+def test_failed_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    model, opt = _trained()
+    path = tmp_path / "ckpt.npz"
+    save_checkpoint(path, model, opt, iter_num=3)
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(np, "savez", disk_full)
+    with pytest.raises(OSError):
+        save_checkpoint(path, model, opt, iter_num=4)
+    monkeypatch.undo()
+    assert load_checkpoint(path)["iter_num"] == 3
+    assert os.listdir(tmp_path) == ["ckpt.npz"]
+
+
+def test_missing_file_and_directory_are_refused(tmp_path):
+    with pytest.raises(CheckpointError, match="no checkpoint at"):
+        load_checkpoint(tmp_path / "nope.npz")
+    with pytest.raises(CheckpointError, match="directory"):
+        load_checkpoint(tmp_path)
+
+
+@pytest.mark.parametrize("content", [b"", b"not a zip at all", b"PK\x03\x04garbage"])
+def test_damaged_file_is_refused(tmp_path, content):
+    path = tmp_path / "bad.npz"
+    path.write_bytes(content)
+    with pytest.raises(CheckpointError, match="damaged or not a minigpt checkpoint"):
+        load_checkpoint(path)
+
+
+def test_truncated_checkpoint_is_refused(tmp_path):
+    model, opt = _trained()
+    path = tmp_path / "ckpt.npz"
+    save_checkpoint(path, model, opt)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError):
+        load_checkpoint(path)
+
+
+def test_pickled_object_is_refused(tmp_path):
+    path = tmp_path / "evil.npz"
+    np.savez(path, meta=np.array([{"a": 1}], dtype=object))
+    with pytest.raises(CheckpointError, match="pickle"):
+        load_checkpoint(path)
+
+
+def test_plain_npz_without_metadata_is_refused(tmp_path):
+    path = tmp_path / "weights.npz"
+    np.savez(path, w=np.zeros(3))
+    with pytest.raises(CheckpointError, match="not a minigpt checkpoint"):
+        load_checkpoint(path)
+
+
+def _rewrite(path, **changes):
+    """Copy an archive with some entries replaced (None deletes one)."""
+    with np.load(path) as a:
+        arrays = {k: a[k] for k in a.files}
+    for k, v in changes.items():
+        if v is None:
+            arrays.pop(k)
+        else:
+            arrays[k] = v
+    np.savez(path, **arrays)
+
+
+def test_parameter_of_another_shape_is_refused(tmp_path):
+    model, opt = _trained()
+    path = tmp_path / "ckpt.npz"
+    save_checkpoint(path, model, opt)
+    _rewrite(path, **{"param/h.0.attn.c_attn.weight": np.zeros((8, 9), np.float32)})
+    with pytest.raises(CheckpointError, match="another model shape"):
+        load_checkpoint(path)
+
+
+def test_missing_parameter_is_refused(tmp_path):
+    model, _ = _trained()
+    path = tmp_path / "ckpt.npz"
+    save_checkpoint(path, model)
+    _rewrite(path, **{"param/ln_f.weight": None})
+    with pytest.raises(CheckpointError, match="missing"):
+        load_checkpoint(path)
+
+
+def test_config_inconsistent_with_parameters_is_refused(tmp_path):
+    model, _ = _trained()
+    path = tmp_path / "ckpt.npz"
+    save_checkpoint(path, model)
+    with np.load(path) as a:
+        meta = json.loads(a["meta"].tobytes().decode())
+    meta["config"]["n_layer"] = 3
+    _rewrite(path, meta=np.frombuffer(json.dumps(meta).encode(), np.uint8))
+    with pytest.raises(CheckpointError, match="missing"):
+        load_checkpoint(path)
+
+
+def test_corrupt_metadata_is_refused(tmp_path):
+    model, _ = _trained()
+    path = tmp_path / "ckpt.npz"
+    save_checkpoint(path, model)
+    _rewrite(path, meta=np.frombuffer(b"{not json", np.uint8))
+    with pytest.raises(CheckpointError, match="not valid JSON"):
+        load_checkpoint(path)
+
+
+def test_checkpoint_is_a_plain_zip_of_npy_files(tmp_path, char_tokenizer):
+    model, opt = _trained()
+    path = tmp_path / "ckpt.npz"
+    save_checkpoint(path, model, opt, tokenizer=char_tokenizer)
+    names = zipfile.ZipFile(path).namelist()
+    assert "meta.npy" in names and "tokenizer.npy" in names
+    assert sum(n.startswith("param/") for n in names) == len(model.params)
