@@ -17,11 +17,11 @@ disk mid-write leaves the previous checkpoint intact.
 import json
 import math
 import os
-import tempfile
 import zipfile
 
 import numpy as np
 
+from .data import atomic_write
 from .model import GPT, GPTConfig, param_shapes
 
 FORMAT = "minigpt-checkpoint"
@@ -76,34 +76,8 @@ def save_checkpoint(path, model, optimizer=None, tokenizer=None, iter_num=0,
     arrays["meta"] = _text_array(json.dumps(meta))
     if tokenizer is not None:
         arrays["tokenizer"] = _text_array(tokenizer.to_json())
-    _atomic_savez(path, arrays)
-
-
-def _atomic_savez(path, arrays):
-    """np.savez into a temporary file next to `path`, fsync, then rename over `path`."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".ckpt-", suffix=".tmp", dir=folder)
-    try:
-        os.chmod(tmp, 0o666 & ~_umask())       # mkstemp makes 0600; use the usual mode
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.remove(tmp)
-        except OSError:
-            pass
-        raise
-
-
-def _umask():
-    """The process's file-creation mask (read by setting and restoring it)."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
 def _read_archive(path):

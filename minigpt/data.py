@@ -1,0 +1,207 @@
+"""From a text file to training batches, all on the host in NumPy.
+
+    text = read_text("shakespeare.txt")           # checked: exists, is a file, UTF-8, not empty
+    tokens = encode(text, tokenizer)              # (N,) uint16 when the vocabulary fits
+    train, val = split(tokens)                    # first 90% / last 10%
+    x, y = get_batch(train, 12, 64, rng)          # (B, T) inputs and next-token targets
+
+`load_corpus` does the first three steps and caches the tokens (and the
+tokenizer that made them) in the output folder as a raw `.bin` file that
+`np.memmap` opens, so a second run on the same file does not re-tokenize.
+"""
+import hashlib
+import json
+import os
+import tempfile
+
+import numpy as np
+
+VAL_FRACTION = 0.1
+CACHE_VERSION = 1
+CHUNK_CHARS = 1 << 20          # encode big texts a chunk of about this many characters at a time
+
+
+class DataError(ValueError):
+    """A text file that cannot be used for training; the message says why and what to do."""
+
+
+def read_text(path):
+    """The contents of a UTF-8 text file, or DataError with a one-line reason.
+
+    A leading byte-order mark is dropped. Returns a str (never empty).
+    """
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise DataError(f"no such file: {path}")
+    if os.path.isdir(path):
+        raise DataError(f"{path} is a directory: give a text file, e.g. shakespeare.txt")
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError as e:
+        raise DataError(f"cannot read {path}: {e.strerror or e}")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path} is not UTF-8 text: byte 0x{raw[e.start]:02x} at offset {e.start} "
+                        f"is invalid (convert it, e.g. iconv -f latin1 -t utf-8)")
+    text = text.removeprefix("\ufeff")
+    if not text:
+        raise DataError(f"{path} is empty: give a text file with something to learn from")
+    return text
+
+
+def token_dtype(vocab_size):
+    """uint16 when every id fits in 16 bits, else uint32."""
+    return np.uint16 if vocab_size <= 1 << 16 else np.uint32
+
+
+def _chunk_ends(text, size):
+    """Cut points about `size` characters apart, each just after a newline that sits
+    between two non-space characters, so regex pre-splitting sees the same pieces."""
+    ends, start = [], 0
+    while len(text) - start > size:
+        nl = text.find("\n", start + size - 1)
+        while nl != -1 and not (0 < nl < len(text) - 1 and not text[nl - 1].isspace()
+                                and not text[nl + 1].isspace()):
+            nl = text.find("\n", nl + 1)
+        if nl == -1:
+            break
+        start = nl + 1
+        ends.append(start)
+    return ends + [len(text)]
+
+
+def encode(text, tokenizer, chunk_chars=CHUNK_CHARS):
+    """Token ids of `text` as a 1-D NumPy array (uint16 when the vocabulary fits).
+
+    Long texts are encoded a chunk at a time (cut at line breaks) so no huge
+    Python list is ever held. Raises DataError if the tokenizer cannot encode it.
+    """
+    dtype = token_dtype(tokenizer.vocab_size)
+    # a BPE tokenizer with special tokens: "<|endoftext|>" in a corpus marks a document boundary
+    options = {"allowed_special": "all"} if getattr(tokenizer, "special_tokens", None) else {}
+    pieces, start = [], 0
+    for end in _chunk_ends(text, chunk_chars):
+        try:
+            ids = tokenizer.encode(text[start:end], **options)
+        except (KeyError, ValueError) as e:
+            raise DataError(f"the tokenizer cannot encode this text: {e}")
+        pieces.append(np.asarray(ids, dtype=dtype))
+        start = end
+    return np.concatenate(pieces)
+
+
+def split(tokens, val_fraction=VAL_FRACTION):
+    """The first (1 - val_fraction) of the tokens for training, the rest for validation."""
+    n = int(len(tokens) * (1.0 - val_fraction))
+    return tokens[:n], tokens[n:]
+
+
+def min_tokens(block_size, val_fraction=VAL_FRACTION):
+    """The fewest tokens whose train and val splits both exceed block_size."""
+    n = 2 * (block_size + 1)
+    while min(len(part) for part in split(range(n), val_fraction)) <= block_size:
+        n += 1
+    return n
+
+
+def check_length(tokens, block_size, path, val_fraction=VAL_FRACTION):
+    """DataError unless both splits hold more than block_size tokens (one full input + target)."""
+    need = min_tokens(block_size, val_fraction)
+    if len(tokens) < need:
+        raise DataError(f"{path} is too short for block size {block_size}: it has {len(tokens)} "
+                        f"tokens and needs at least {need} (use a longer text or a smaller --block-size)")
+
+
+def get_batch(data, batch_size, block_size, rng):
+    """A random batch of contiguous windows from a 1-D token array (or memmap).
+
+    data: (N,) ids with N > block_size; rng: a numpy Generator (host side).
+    Returns x, y: (B, T) int64, where y is x shifted one token to the left.
+    """
+    starts = rng.integers(0, len(data) - block_size, size=batch_size)
+    window = starts[:, None] + np.arange(block_size + 1)      # (B, T + 1)
+    chunk = np.asarray(data[window], dtype=np.int64)
+    return chunk[:, :-1], chunk[:, 1:]
+
+
+def file_digest(path):
+    """SHA-256 of a file's bytes (hex), read in blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def atomic_write(path, write):
+    """Replace `path` all at once: call write(f) on a temporary file in the same folder,
+    flush it to disk, then rename it over `path`. A crash or a full disk midway leaves
+    the old file intact and no temporary file behind.
+
+    write: a function of one binary file object, e.g. `lambda f: f.write(b"...")`.
+    """
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
+    try:
+        mask = os.umask(0o022)
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)               # mkstemp makes 0600; use the usual mode
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.remove(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def load_corpus(path, cache_dir, make_tokenizer=None, key=None, tokenizer=None):
+    """Read, tokenize and cache a text file; a second call on the same file reuses the
+    cache instead of reading the text or building the tokenizer again.
+
+    Give either make_tokenizer(text) -> tokenizer with `key`, a JSON-able
+    description of how it is made (e.g. {"kind": "char"}), or a ready `tokenizer`.
+    Returns (tokens (N,) array or memmap, tokenizer, from_cache bool). The cache
+    is `<cache_dir>/tokens.bin` (raw ids) plus `tokens.json`, which records the
+    file's SHA-256, the key and the tokenizer that made the ids.
+    """
+    if not os.path.isfile(path):
+        read_text(path)                  # raises the clear error for a missing path or a folder
+    bin_path, meta_path = os.path.join(cache_dir, "tokens.bin"), os.path.join(cache_dir, "tokens.json")
+    ident = {"version": CACHE_VERSION, "sha256": file_digest(path)}
+    wanted = dict(ident, tokenizer=tokenizer.to_json()) if tokenizer is not None else dict(ident, key=key)
+    cached = _read_cache(bin_path, meta_path, wanted)
+    if cached is not None:
+        return cached[0], cached[1], True
+    text = read_text(path)
+    if tokenizer is None:
+        tokenizer = make_tokenizer(text)
+    tokens = encode(text, tokenizer)
+    os.makedirs(cache_dir, exist_ok=True)
+    atomic_write(bin_path, tokens.tofile)
+    meta = dict(ident, key=key, dtype=tokens.dtype.name, count=int(len(tokens)), tokenizer=tokenizer.to_json())
+    atomic_write(meta_path, lambda f: f.write(json.dumps(meta).encode("utf-8")))
+    return tokens, tokenizer, False
+
+
+def _read_cache(bin_path, meta_path, wanted):
+    """(memmap, tokenizer) from an intact cache whose metadata has every `wanted` entry; else None."""
+    try:
+        with open(meta_path, encoding="utf-8") as f:
+            meta = json.load(f)
+        if any(meta.get(k) != v for k, v in wanted.items()):
+            return None
+        dtype = np.dtype(meta["dtype"])
+        if os.path.getsize(bin_path) != meta["count"] * dtype.itemsize or meta["count"] == 0:
+            return None
+        from .tokenizer import tokenizer_from_json
+        tokenizer = tokenizer_from_json(meta["tokenizer"])
+        return np.memmap(bin_path, dtype=dtype, mode="r"), tokenizer
+    except (OSError, ValueError, KeyError, TypeError):
+        return None

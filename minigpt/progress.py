@@ -1,0 +1,116 @@
+"""Watching a training run: the time budget, metrics.jsonl, loss.png and MFU.
+
+Nothing here touches the model: `train.py` reports what it measured and asks
+how many iterations still fit before the deadline.
+"""
+import json
+import math
+
+from .data import atomic_write
+
+
+class TimeBudget:
+    """Fits the number of iterations to a wall-clock deadline from the measured speed.
+
+    The plan keeps room for the evals still to come and for the end of the run
+    (a final eval, checkpoint and sample), so the whole command ends in time.
+    """
+
+    def __init__(self, deadline, eval_interval, eval_iters, grad_accum, sample_tokens, margin_s=3.0):
+        self.deadline = deadline                   # time.perf_counter() value; math.inf for none
+        self.eval_interval, self.eval_iters = eval_interval, eval_iters
+        self.grad_accum, self.sample_tokens, self.margin_s = grad_accum, sample_tokens, margin_s
+        self.iters, self.seconds = 0, 0.0          # timed training iterations (evals excluded)
+        self.eval_s = None                         # the last eval's duration
+        self.sample_s_per_token = 0.005            # a guess until a sample has been timed
+
+    @property
+    def s_iter(self):
+        """Measured seconds per training iteration (None before the first measurement)."""
+        return self.seconds / self.iters if self.iters else None
+
+    def observe(self, n_iters, seconds):
+        self.iters += n_iters
+        self.seconds += seconds
+
+    def eval_seconds(self):
+        """An eval's duration: measured, or estimated as 2 splits of forward-only passes."""
+        if self.eval_s is not None:
+            return self.eval_s
+        return 2 * self.eval_iters * (self.s_iter or 0.0) / (3 * self.grad_accum)
+
+    def reserve(self):
+        """Seconds to keep for the end of the run: final eval, checkpoint, sample, margin."""
+        return self.eval_seconds() + self.sample_tokens * self.sample_s_per_token + self.margin_s
+
+    def per_iter(self):
+        """Seconds per iteration with the periodic evals spread over them."""
+        return (self.s_iter or 0.0) + self.eval_seconds() / self.eval_interval
+
+    def fits_another(self, now):
+        """True while one more iteration still leaves the reserve before the deadline."""
+        return now + (self.s_iter or 0.0) + self.reserve() <= self.deadline
+
+    def plan(self, it, now, max_iters=None):
+        """The total number of iterations to run: what fits in the time left, capped by max_iters."""
+        cap = max_iters if max_iters is not None else math.inf
+        if self.s_iter is None or math.isinf(self.deadline):
+            return cap
+        fit = it + max(0, int((self.deadline - now - self.reserve()) / self.per_iter()))
+        return min(cap, fit)
+
+    def eta(self, it, total):
+        """Seconds until the run ends, or None if the total is not known yet."""
+        if self.s_iter is None or math.isinf(total):
+            return None
+        return (total - it) * self.per_iter() + self.reserve()
+
+
+def fmt_time(seconds):
+    """125.3 -> '2m05s'; None -> '?'."""
+    if seconds is None:
+        return "?"
+    seconds = max(0, int(seconds))
+    return f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+def write_metrics(path, records):
+    """metrics.jsonl: one JSON object per eval, rewritten whole and atomically."""
+    text = "".join(json.dumps(r) + "\n" for r in records)
+    atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+
+
+def read_metrics(path, up_to_iter):
+    """The eval records an earlier run wrote, up to a checkpoint's iteration ([] if none)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            records = [json.loads(line) for line in f if line.strip()]
+    except (OSError, ValueError):
+        return []
+    return [r for r in records if isinstance(r, dict) and r.get("iter", math.inf) <= up_to_iter]
+
+
+def plot_losses(path, records):
+    """loss.png: train and val loss against iterations (matplotlib's Agg canvas, no display)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    fig = Figure(figsize=(7, 4.5))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    its = [r["iter"] for r in records]
+    ax.plot(its, [r["train_loss"] for r in records], "o-", label="train")
+    ax.plot(its, [r["val_loss"] for r in records], "o-", label="val")
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("loss (nats per token)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=100))
+
+
+def flops_and_peak(config):
+    """(training FLOPs per token, matmul peak FLOP/s) from minigpt.flops, or None without it."""
+    try:
+        from .flops import flops_per_token, measure_matmul_peak
+    except ImportError:
+        return None
+    return flops_per_token(config), measure_matmul_peak() * 1e9

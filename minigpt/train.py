@@ -1,0 +1,299 @@
+"""Train a GPT on any text file: `python -m minigpt.train shakespeare.txt`.
+
+The loop reads top to bottom: batch, forward, backward, clip, step, log,
+eval, checkpoint, sample. With a time budget (`--max-time`, on by default)
+the number of iterations, and so the length of the cosine learning-rate
+schedule, is fitted to the budget from the measured speed. Everything a run
+needs to continue lives in `<out-dir>/ckpt.npz`; `--resume` picks it up.
+
+Exit status: 0 done, 1 the loss became NaN or infinite, 2 bad input, 130 interrupted.
+"""
+import argparse
+import math
+import os
+import signal
+import sys
+import threading
+import time
+
+import numpy as np
+
+from . import data
+from .backend import DeviceError
+from .checkpoint import CheckpointError
+from .optim import clip_grad_norm, lr_schedule
+from .progress import TimeBudget, flops_and_peak, fmt_time, plot_losses, write_metrics
+from .run import UsageError, make_run, save
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        """One line on stderr and exit status 2, instead of argparse's usage block."""
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def build_parser():
+    """The command line, with the defaults chosen for a 2-core laptop CPU."""
+    p = _Parser(prog="python -m minigpt.train", description=__doc__.split("\n\n")[0],
+                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("file", help="UTF-8 text file to train on")
+    p.add_argument("--out-dir", default="out", help="folder for ckpt.npz, metrics.jsonl, loss.png, token cache")
+    p.add_argument("--overwrite", action="store_true", help="start afresh even if OUT_DIR/ckpt.npz exists")
+    p.add_argument("--device", default="auto", help="cpu, cuda (needs CuPy) or auto (cuda if available)")
+    g = p.add_argument_group("tokenizer")
+    g.add_argument("--tokenizer", default="char", help="char, bpe (trained on FILE) or gpt2")
+    g.add_argument("--vocab-size", type=int, default=None, help="vocabulary size for --tokenizer bpe (default 512)")
+    g = p.add_argument_group("model")
+    g.add_argument("--n-layer", type=int, default=4, help="transformer blocks")
+    g.add_argument("--n-head", type=int, default=4, help="attention heads per block")
+    g.add_argument("--n-embd", type=int, default=128, help="width of the residual stream (divisible by --n-head)")
+    g.add_argument("--block-size", type=int, default=64, help="context length in tokens")
+    g.add_argument("--dropout", type=float, default=0.0, help="dropout probability while training")
+    g = p.add_argument_group("optimisation")
+    g.add_argument("--batch-size", type=int, default=12, help="sequences per micro-batch")
+    g.add_argument("--grad-accum", type=int, default=1, help="micro-batches per optimizer step")
+    g.add_argument("--max-iters", type=int, default=None, help="optimizer steps (default: as many as fit in --max-time)")
+    g.add_argument("--max-time", type=float, default=4.75,
+                   help="wall-clock budget in minutes for the whole command; the schedule is fitted "
+                        "to it from the measured speed (0: no budget)")
+    g.add_argument("--lr", type=float, default=2e-3, help="peak learning rate")
+    g.add_argument("--min-lr", type=float, default=2e-4, help="learning rate at the end of the cosine decay")
+    g.add_argument("--warmup-iters", type=int, default=100, help="iterations of linear warm-up")
+    g.add_argument("--lr-decay-iters", type=int, default=None,
+                   help="length of the cosine schedule (default: the planned number of iterations)")
+    g.add_argument("--weight-decay", type=float, default=0.1, help="AdamW weight decay on matrices")
+    g.add_argument("--beta2", type=float, default=0.99, help="AdamW beta2")
+    g.add_argument("--grad-clip", type=float, default=1.0, help="clip the global gradient norm (0: off)")
+    g = p.add_argument_group("logging and checkpoints")
+    g.add_argument("--log-interval", type=int, default=50, help="iterations between log lines")
+    g.add_argument("--eval-interval", type=int, default=1000, help="iterations between evals and checkpoints")
+    g.add_argument("--eval-iters", type=int, default=100, help="batches per split to average the eval loss over")
+    g.add_argument("--sample-tokens", type=int, default=400, help="tokens in the final sample (0: none)")
+    g.add_argument("--seed", type=int, default=1337, help="seed for initialisation, batches and dropout")
+    g = p.add_argument_group("starting point")
+    g.add_argument("--resume", action="store_true", help="continue from OUT_DIR/ckpt.npz exactly")
+    g.add_argument("--init-from", metavar="CKPT", help="fine-tune the model in CKPT (keeping its tokenizer)")
+    g.add_argument("--init-from-pretrained", metavar="DIR", help="fine-tune GPT-2 weights from DIR")
+    return p
+
+
+def parse_args(argv):
+    """The parsed arguments, and the set of flags given explicitly on the command line."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    unset = object()                 # argparse fills in defaults only for attributes not yet set
+    probe = parser.parse_args(argv, namespace=argparse.Namespace(**{k: unset for k in vars(args)}))
+    return args, {k for k, v in vars(probe).items() if v is not unset}
+
+
+def check_args(args):
+    """UsageError for any flag value that cannot work."""
+    positive = ("n_layer", "n_head", "n_embd", "block_size", "batch_size", "grad_accum",
+                "log_interval", "eval_interval", "eval_iters")
+    for name in positive + (("max_iters",) if args.max_iters is not None else ()):
+        if getattr(args, name) < 1:
+            raise UsageError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    if args.n_embd % args.n_head:
+        raise UsageError(f"--n-embd {args.n_embd} is not divisible by --n-head {args.n_head}: "
+                         f"pick a width that is a multiple of the head count")
+    if not 0.0 <= args.dropout < 1.0:
+        raise UsageError(f"--dropout must be in [0, 1), got {args.dropout}")
+    if args.tokenizer not in ("char", "bpe", "gpt2"):
+        raise UsageError(f"unknown --tokenizer {args.tokenizer!r}: choose char, bpe or gpt2")
+    if args.vocab_size is not None and (args.tokenizer != "bpe" or args.vocab_size <= 256):
+        raise UsageError("--vocab-size applies to --tokenizer bpe only, and must exceed 256")
+    if not (args.lr > 0 and 0 <= args.min_lr <= args.lr):
+        raise UsageError(f"need --lr > 0 and 0 <= --min-lr <= --lr (got {args.lr} and {args.min_lr})")
+    if args.max_time < 0 or args.warmup_iters < 0 or args.sample_tokens < 0:
+        raise UsageError("--max-time, --warmup-iters and --sample-tokens cannot be negative")
+    if not args.max_time and args.max_iters is None:
+        raise UsageError("with --max-time 0, give --max-iters (otherwise training never ends)")
+    starts = [f for f in ("resume", "init_from", "init_from_pretrained") if getattr(args, f)]
+    if len(starts) > 1:
+        raise UsageError("use only one of --resume, --init-from and --init-from-pretrained")
+
+
+# ---------------------------------------------------------------------------- the run
+
+class Diverged(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+def train_step(run, lr):
+    """One optimizer step over args.grad_accum micro-batches; returns the mean loss (0-d, on device)."""
+    args, xp, model = run.args, run.xp, run.model
+    grads, loss = None, 0.0
+    for _ in range(args.grad_accum):
+        x, y = data.get_batch(run.train_tokens, args.batch_size, args.block_size, run.batch_rng)
+        _, micro_loss, cache = model.forward(xp.asarray(x), xp.asarray(y), train=True, rng=run.dropout_rng)
+        g = model.backward(cache)
+        if grads is None:
+            grads = g
+        else:
+            for k in grads:
+                grads[k] += g[k]
+        loss = loss + micro_loss
+    if args.grad_accum > 1:
+        for k in grads:
+            grads[k] *= 1.0 / args.grad_accum
+    clip_grad_norm(grads, args.grad_clip)
+    run.opt.step(grads, lr=lr)
+    run.it += 1
+    return loss / args.grad_accum
+
+
+def estimate_loss(run, tokens):
+    """Mean loss over args.eval_iters fixed batches (the same ones at every eval)."""
+    args, rng = run.args, np.random.default_rng([run.args.seed, 7])
+    total = 0.0
+    for _ in range(args.eval_iters):
+        x, y = data.get_batch(tokens, args.batch_size, args.block_size, rng)
+        _, loss, _ = run.model.forward(run.xp.asarray(x), run.xp.asarray(y), train=False)
+        total = total + loss
+    return float(total) / args.eval_iters
+
+
+def sample_text(run, n_tokens, seed):
+    """n_tokens of text sampled after a newline (or after the first validation token)."""
+    from .sample import generate
+    try:
+        start = run.tokenizer.encode("\n")[-1:] or [int(run.val_tokens[0])]
+    except (KeyError, ValueError):
+        start = [int(run.val_tokens[0])]
+    ids = generate(run.model, np.array([start]), n_tokens, temperature=0.8, top_k=200,
+                   rng=np.random.default_rng(seed))
+    return run.tokenizer.decode(ids[0, 1:].tolist())
+
+
+def evaluate(run, lr, tok_per_s, budget):
+    """Train and val loss, metrics.jsonl, loss.png, the checkpoint, and a short sample."""
+    t = time.perf_counter()
+    train_loss, val_loss = estimate_loss(run, run.train_tokens), estimate_loss(run, run.val_tokens)
+    if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
+        raise Diverged(f"the eval loss is {val_loss} at iter {run.it}")
+    run.best = min(run.best, val_loss)
+    run.records.append({"iter": run.it, "train_loss": train_loss, "val_loss": val_loss, "lr": lr,
+                        "elapsed_s": round(run.elapsed(), 2), "tokens_per_s": round(tok_per_s)})
+    write_metrics(run.path("metrics.jsonl"), run.records)
+    plot_losses(run.path("loss.png"), run.records)
+    save(run)
+    run.last_eval = run.it
+    print(f"eval iter {run.it}: train {train_loss:.4f}, val {val_loss:.4f} (best {run.best:.4f}) "
+          f"over {run.args.eval_iters} batches; saved {run.path('ckpt.npz')}")
+    n = min(run.args.sample_tokens, 100)
+    if n:
+        ts = time.perf_counter()
+        print("  | " + sample_text(run, n, run.args.seed).replace("\n", "\n  | "))
+        budget.sample_s_per_token = (time.perf_counter() - ts) / n
+    budget.eval_s = time.perf_counter() - t
+
+
+class _StopOnSigint:
+    """SIGINT handler: the first Ctrl-C asks the loop to stop after this step; a second aborts."""
+
+    def __init__(self):
+        self.requested = False
+
+    def __call__(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+
+def train_loop(run, budget, stop):
+    """Step, log, eval and checkpoint until the planned iterations or the time run out.
+    Returns 130 if stopped by Ctrl-C (after saving), else 0."""
+    args = run.args
+    tokens_per_iter = args.batch_size * args.block_size * args.grad_accum
+    mfu = flops_and_peak(run.model.config)
+    total = budget.plan(run.it, time.perf_counter(), args.max_iters)
+    lr, loss, tok_per_s = args.lr, None, 0.0
+    window_t, window_n, window_loss = time.perf_counter(), 0, 0.0
+    while run.it < total and not stop.requested:
+        if window_n + budget.iters and not budget.fits_another(time.perf_counter()):
+            break                              # the time budget is spent
+        decay_iters = args.lr_decay_iters or total
+        lr = lr_schedule(run.it, args.lr, args.min_lr, args.warmup_iters, decay_iters)
+        loss = train_step(run, lr)
+        window_loss, window_n = window_loss + loss, window_n + 1
+        if run.it % args.log_interval == 0 or run.it == total:
+            mean_loss = float(window_loss) / window_n            # the one host sync per log line
+            if not math.isfinite(mean_loss):
+                raise Diverged(f"the training loss is {mean_loss} at iter {run.it}")
+            dt = time.perf_counter() - window_t
+            budget.observe(window_n, dt)
+            tok_per_s = tokens_per_iter * window_n / dt
+            total = budget.plan(run.it, time.perf_counter(), args.max_iters)
+            extra = f" | MFU {100 * tok_per_s * mfu[0] / mfu[1]:.1f}%" if mfu else ""
+            print(f"iter {run.it:5d}/{total} | loss {mean_loss:.4f} | lr {lr:.2e} | "
+                  f"{1000 * dt / window_n:.1f} ms/iter | {tok_per_s:,.0f} tok/s{extra} | "
+                  f"ETA {fmt_time(budget.eta(run.it, total))}", flush=True)
+            window_t, window_n, window_loss = time.perf_counter(), 0, 0.0
+        if run.it % args.eval_interval == 0 and not stop.requested:
+            evaluate(run, lr, tok_per_s, budget)
+            window_t = time.perf_counter()
+    if stop.requested:
+        if loss is not None and not math.isfinite(float(loss)):
+            raise Diverged(f"the training loss is {float(loss)} at iter {run.it}")
+        save(run)
+        print(f"interrupted at iter {run.it}: saved {run.path('ckpt.npz')}; continue with --resume",
+              file=sys.stderr)
+        return 130
+    if run.last_eval != run.it:
+        evaluate(run, lr, tok_per_s, budget)
+    return 0
+
+
+def train(args, explicit, t0):
+    """Set up the run, train it, and report. Returns the exit status."""
+    check_args(args)
+    run = make_run(args, explicit, t0)
+    cfg = run.model.config
+    print(f"model: {run.model.num_params():,} parameters: {cfg.n_layer} layers, {cfg.n_head} heads, "
+          f"{cfg.n_embd} wide, block {cfg.block_size}, on {run.model.device}")
+    budget_s = args.max_time * 60 - (run.elapsed0 if args.resume and "max_time" not in explicit else 0)
+    budget = TimeBudget(t0 + budget_s if args.max_time else math.inf, args.eval_interval,
+                        args.eval_iters, args.grad_accum, args.sample_tokens)
+    stop = _StopOnSigint()
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, stop) if in_main_thread else None
+    try:
+        with np.errstate(all="ignore"):        # a diverging loss is reported by the loop, once
+            status = train_loop(run, budget, stop)
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGINT, previous)
+    if status:
+        return status
+    print(f"done: {run.it} iterations in {fmt_time(time.perf_counter() - t0)}; best val loss "
+          f"{run.best:.4f} (over {args.eval_iters} batches); checkpoint {run.path('ckpt.npz')}")
+    if args.sample_tokens:
+        print(f"--- sample ({args.sample_tokens} tokens) ---")
+        print(sample_text(run, args.sample_tokens, args.seed + 1))
+    return 0
+
+
+def main(argv=None):
+    """Command-line entry point; returns the exit status."""
+    t0 = time.perf_counter()
+    try:
+        args, explicit = parse_args(argv)
+    except SystemExit as e:                    # --help, or a malformed flag (one line, status 2)
+        return e.code
+    try:
+        return train(args, explicit, t0)
+    except (UsageError, data.DataError, CheckpointError, DeviceError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except Diverged as e:
+        ckpt = os.path.join(args.out_dir, "ckpt.npz")
+        kept = f"the last good checkpoint is {ckpt}" if os.path.exists(ckpt) else "no checkpoint was written"
+        print(f"error: {e}; stopped ({kept}); try a lower --lr", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted (nothing new was saved)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,211 @@
+"""The training CLI, run in-process on a tiny text with a tiny model (seconds each)."""
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from minigpt.backend import gpu_available
+from minigpt.checkpoint import load_checkpoint
+from minigpt.model import GPT, GPTConfig
+from minigpt.tokenizer import build_tokenizer
+from minigpt.train import build_parser, main
+
+ROOT = Path(__file__).resolve().parent.parent
+SHAKESPEARE = ROOT / "shakespeare.txt"
+TINY = ["--n-layer", "1", "--n-head", "2", "--n-embd", "16", "--block-size", "16", "--batch-size", "4",
+        "--eval-iters", "2", "--log-interval", "5", "--sample-tokens", "10", "--max-time", "0"]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    """The first 20,000 characters of shakespeare.txt."""
+    path = tmp_path_factory.mktemp("text") / "tiny.txt"
+    path.write_text(SHAKESPEARE.read_text(encoding="utf-8")[:20000], encoding="utf-8")
+    return path
+
+
+def train(corpus, out, *flags):
+    return main([str(corpus), "--out-dir", str(out), *TINY, *flags])
+
+
+def test_run_writes_a_loadable_checkpoint_metrics_and_a_plot(corpus, tmp_path, capsys):
+    assert train(corpus, tmp_path, "--max-iters", "10", "--eval-interval", "5") == 0
+    ck = load_checkpoint(tmp_path / "ckpt.npz")
+    assert ck["iter_num"] == 10 and ck["config"].n_embd == 16 and ck["optimizer_state"]["t"] == 10
+    text = corpus.read_text(encoding="utf-8")
+    assert ck["tokenizer"].decode(ck["tokenizer"].encode(text[:200])) == text[:200]
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["iter"] for r in records] == [5, 10]
+    assert set(records[0]) == {"iter", "train_loss", "val_loss", "lr", "elapsed_s", "tokens_per_s"}
+    assert ck["best_val_loss"] == min(r["val_loss"] for r in records)
+    assert (tmp_path / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    out = capsys.readouterr().out
+    assert re.search(r"iter +5/10 \| loss \d\.\d{4} \| lr \S+ \| \S+ ms/iter \| \S+ tok/s.* \| ETA \d+m\d\ds", out)
+    assert "eval iter 10: train" in out and "best val loss" in out and str(tmp_path / "ckpt.npz") in out
+
+
+def _params(path):
+    ck = load_checkpoint(path)
+    return ck["model"].params, ck["optimizer_state"]
+
+
+def test_resume_gives_bit_identical_results_to_an_uninterrupted_run(corpus, tmp_path):
+    common = ["--dropout", "0.1", "--warmup-iters", "4", "--eval-interval", "5", "--lr", "3e-3"]
+    assert train(corpus, tmp_path / "a", "--max-iters", "20", *common) == 0
+    assert train(corpus, tmp_path / "b", "--max-iters", "10", "--lr-decay-iters", "20", *common) == 0
+    assert main([str(corpus), "--out-dir", str(tmp_path / "b"), "--resume", "--max-iters", "20"]) == 0
+    (pa, oa), (pb, ob) = _params(tmp_path / "a" / "ckpt.npz"), _params(tmp_path / "b" / "ckpt.npz")
+    for k in pa:
+        assert np.array_equal(pa[k], pb[k]) and np.array_equal(oa["v"][k], ob["v"][k]), k
+    losses = [[(r["iter"], r["train_loss"], r["val_loss"]) for r in map(json.loads, open(p / "metrics.jsonl"))]
+              for p in (tmp_path / "a", tmp_path / "b")]
+    assert losses[0] == losses[1] and len(losses[0]) == 4
+
+
+def test_sigint_saves_a_checkpoint_that_resumes(corpus, tmp_path):
+    cmd = [sys.executable, "-m", "minigpt.train", str(corpus), "--out-dir", str(tmp_path), *TINY,
+           "--max-iters", "100000", "--log-interval", "1", "--eval-interval", "100000"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in proc.stdout:                   # wait until training is under way
+        if line.startswith("iter"):
+            break
+    time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert len(err.strip().splitlines()) == 1 and "interrupted at iter" in err and "Traceback" not in err
+    stopped_at = int(re.search(r"iter (\d+)", err).group(1))
+    assert load_checkpoint(tmp_path / "ckpt.npz")["iter_num"] == stopped_at >= 1
+    assert main([str(corpus), "--out-dir", str(tmp_path), "--resume", "--max-iters", str(stopped_at + 3)]) == 0
+    assert load_checkpoint(tmp_path / "ckpt.npz")["iter_num"] == stopped_at + 3
+
+
+def test_init_from_fine_tunes_the_given_weights_with_their_tokenizer(corpus, tmp_path):
+    assert train(corpus, tmp_path / "base", "--max-iters", "10", "--lr", "1e-2") == 0
+    base = load_checkpoint(tmp_path / "base" / "ckpt.npz")
+    other = tmp_path / "other.txt"
+    other.write_text(SHAKESPEARE.read_text(encoding="utf-8")[20000:40000], encoding="utf-8")
+    assert main([str(other), "--out-dir", str(tmp_path / "ft"), "--init-from", str(tmp_path / "base" / "ckpt.npz"),
+                 "--batch-size", "4", "--eval-iters", "2", "--sample-tokens", "0", "--max-time", "0",
+                 "--max-iters", "1", "--lr", "1e-9", "--min-lr", "0", "--warmup-iters", "0"]) == 0
+    ft = load_checkpoint(tmp_path / "ft" / "ckpt.npz")
+    assert ft["iter_num"] == 1 and ft["config"] == base["config"]
+    assert ft["tokenizer"].to_json() == base["tokenizer"].to_json()
+    fresh = GPT(base["config"], seed=1337).params
+    for k, p in base["model"].params.items():
+        np.testing.assert_allclose(ft["model"].params[k], p, atol=1e-6)
+    assert not np.allclose(ft["model"].params["wte.weight"], fresh["wte.weight"], atol=1e-3)
+
+
+def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(corpus, tmp_path, capsys):
+    assert train(corpus, tmp_path, "--max-iters", "5", "--eval-interval", "5") == 0
+    before = (tmp_path / "ckpt.npz").read_bytes()
+    status = main([str(corpus), "--out-dir", str(tmp_path), "--resume", "--max-iters", "30",
+                   "--lr", "1e30", "--grad-clip", "0"])
+    err = capsys.readouterr().err
+    assert status == 1 and len(err.strip().splitlines()) == 1
+    assert re.search(r"loss is (nan|inf)", err) and "last good checkpoint" in err
+    assert (tmp_path / "ckpt.npz").read_bytes() == before
+
+
+def _run_bad(argv, capsys):
+    status = main([str(a) for a in argv])
+    err = capsys.readouterr().err
+    assert status == 2 and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1, err
+    return err
+
+
+@pytest.mark.parametrize("content, message", [
+    (None, "no such file"),
+    ("dir", "is a directory"),
+    (b"", "is empty"),
+    (b"caf\xe9 au lait, " * 100, "not UTF-8 text: byte 0xe9 at offset 3"),
+    (b"too short for a block\n" * 5, r"too short for block size 16: it has 110 tokens and needs at least \d+"),
+])
+def test_bad_text_file_exits_2_with_one_clear_line(tmp_path, capsys, content, message):
+    path = tmp_path / "input.txt"
+    if content == "dir":
+        path.mkdir()
+    elif content is not None:
+        path.write_bytes(content)
+    err = _run_bad([path, "--out-dir", tmp_path / "out", *TINY, "--max-iters", "1"], capsys)
+    assert re.search(message, err), err
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--n-embd", "30", "--n-head", "4"], "--n-embd 30 is not divisible by --n-head 4"),
+    (["--device", "tpu"], "unknown device 'tpu'"),
+    (["--batch-size", "many"], "invalid int value"),
+    (["--batch-size", "0"], "--batch-size must be at least 1"),
+    (["--resume"], "--resume: no checkpoint at"),
+    (["--init-from", "missing.npz"], "no checkpoint at missing.npz"),
+])
+def test_bad_flags_exit_2_with_one_clear_line(corpus, tmp_path, capsys, flags, message):
+    err = _run_bad([corpus, "--out-dir", tmp_path, *TINY, "--max-iters", "1", *flags], capsys)
+    assert message in err, err
+
+
+@pytest.mark.skipif(gpu_available(), reason="this machine has a GPU, so --device cuda works")
+def test_cuda_without_a_gpu_names_what_to_install(corpus, tmp_path, capsys):
+    err = _run_bad([corpus, "--out-dir", tmp_path, *TINY, "--max-iters", "1", "--device", "cuda"], capsys)
+    assert "--device cuda" in err and ("pip install cupy" in err or "no CUDA GPU" in err)
+
+
+@pytest.fixture
+def trained(corpus, tmp_path):
+    """An out-dir holding the checkpoint of a 2-iteration run."""
+    assert train(corpus, tmp_path, "--max-iters", "2", "--sample-tokens", "0") == 0
+    return tmp_path
+
+
+def test_damaged_checkpoint_is_refused_and_left_in_place(corpus, trained, capsys):
+    ckpt = trained / "ckpt.npz"
+    ckpt.write_bytes(ckpt.read_bytes()[:1000])
+    damaged = ckpt.read_bytes()
+    err = _run_bad([corpus, "--out-dir", trained, "--resume"], capsys)
+    assert "damaged" in err and ckpt.read_bytes() == damaged
+
+
+def test_resume_with_another_model_shape_is_refused(corpus, trained, capsys):
+    err = _run_bad([corpus, "--out-dir", trained, "--resume", "--n-layer", "3"], capsys)
+    assert "has --n-layer 1, but --n-layer 3 was given" in err
+
+
+def test_pickled_npz_is_refused(corpus, tmp_path, capsys):
+    evil = tmp_path / "evil.npz"
+    np.savez(evil, meta=np.array([{"run": "code"}], dtype=object))
+    err = _run_bad([corpus, "--out-dir", tmp_path / "out", *TINY, "--max-iters", "1", "--init-from", evil], capsys)
+    assert "pickle" in err
+
+
+def test_a_new_run_never_overwrites_an_existing_checkpoint(corpus, trained, capsys):
+    before = (trained / "ckpt.npz").read_bytes()
+    err = _run_bad([corpus, "--out-dir", trained, *TINY, "--max-iters", "2"], capsys)
+    assert "already exists" in err and (trained / "ckpt.npz").read_bytes() == before
+
+
+def test_every_flag_has_help():
+    for action in build_parser()._actions:
+        assert action.help, action.dest
+
+
+def test_default_model_and_flags_are_what_the_readme_says():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    rows = dict(re.findall(r"^\| `--([a-z-]+)` \| `?([^|`]+?)`? \|", readme, flags=re.M))
+    assert rows, "README.md has no table of training defaults (| `--flag` | value |)"
+    defaults = build_parser().parse_args(["x.txt"])
+    for flag, value in rows.items():
+        assert str(getattr(defaults, flag.replace("-", "_"))) == value.strip(), flag
+    vocab = build_tokenizer("char", SHAKESPEARE.read_text(encoding="utf-8")).vocab_size
+    config = GPTConfig(vocab_size=vocab, block_size=defaults.block_size, n_layer=defaults.n_layer,
+                       n_head=defaults.n_head, n_embd=defaults.n_embd)
+    stated = re.search(r"([\d,]+) parameters", readme)
+    assert stated and int(stated.group(1).replace(",", "")) == GPT(config).num_params()
