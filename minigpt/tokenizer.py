@@ -193,11 +193,12 @@ class BPETokenizer(Tokenizer):
             self._token_of.setdefault(token_bytes, token)
         for text, token in self.special_tokens.items():
             self.vocab[token] = text.encode("utf-8")
+        self._vocab_size = max(self.vocab) + 1
         self._cache = {}                           # chunk -> its ids, filled by encode
 
     @property
     def vocab_size(self):
-        return max(self.vocab) + 1
+        return self._vocab_size
 
     def train(self, text, vocab_size, pattern=GPT2_SPLIT_PATTERN, special_tokens=()):
         """Learn merges from `text` until there are `vocab_size` tokens; returns self.
@@ -206,6 +207,9 @@ class BPETokenizer(Tokenizer):
         take the last ids and are cut out of `text` first. Each distinct chunk is
         counted once (see bpe_train.py). Fewer merges if no pair is left to merge.
         """
+        special_tokens = list(special_tokens)
+        if len(set(special_tokens)) != len(special_tokens) or "" in special_tokens:
+            raise ValueError(f"special tokens must be distinct non-empty strings: {special_tokens}")
         n_merges = vocab_size - N_BYTES - len(special_tokens)
         if n_merges < 0:
             raise ValueError(f"vocab_size must be at least {N_BYTES + len(special_tokens)} "

@@ -176,9 +176,11 @@ def test_training_stops_early_when_no_pair_is_left():
     assert tok.encode("ab ab") == [256, 257]
 
 
-def test_vocab_size_below_the_256_bytes_is_an_error():
+def test_vocab_size_below_the_256_bytes_or_empty_special_token_is_an_error():
     with pytest.raises(ValueError, match="at least 256"):
         BPETokenizer().train("hello", 100)
+    with pytest.raises(ValueError, match="distinct non-empty"):
+        BPETokenizer().train("hello", 300, special_tokens=["<|a|>", ""])
 
 
 def test_trained_special_tokens_take_the_last_ids_and_are_never_merged():
