@@ -34,46 +34,57 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser():
     """The command line, with the defaults chosen for a 2-core laptop CPU."""
-    p = _Parser(prog="python -m minigpt.train", description=__doc__.split("\n\n")[0],
-                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = _Parser(prog="python -m minigpt.train", description=__doc__.split("\n\n")[0])
+    d = " (default: %(default)s)"
     p.add_argument("file", help="UTF-8 text file to train on")
-    p.add_argument("--out-dir", default="out", help="folder for ckpt.npz, metrics.jsonl, loss.png, token cache")
-    p.add_argument("--overwrite", action="store_true", help="start afresh even if OUT_DIR/ckpt.npz exists")
-    p.add_argument("--device", default="auto", help="cpu, cuda (needs CuPy) or auto (cuda if available)")
+    p.add_argument("--out-dir", default="out", metavar="DIR",
+                   help="folder for ckpt.npz, metrics.jsonl, loss.png and the token cache" + d)
+    p.add_argument("--overwrite", action="store_true", help="start afresh even if DIR/ckpt.npz exists")
+    p.add_argument("--device", default="auto", choices=("cpu", "cuda", "auto"),
+                   help="cuda needs CuPy; auto picks cuda when a GPU is there" + d)
     g = p.add_argument_group("tokenizer")
-    g.add_argument("--tokenizer", default="char", help="char, bpe (trained on FILE) or gpt2")
-    g.add_argument("--vocab-size", type=int, default=None, help="vocabulary size for --tokenizer bpe (default 512)")
+    g.add_argument("--tokenizer", default="char", choices=("char", "bpe", "gpt2"),
+                   help="one token per character, BPE trained on FILE, or GPT-2's BPE" + d)
+    g.add_argument("--vocab-size", type=int, metavar="N", help="vocabulary size for --tokenizer bpe (default: 512)")
     g = p.add_argument_group("model")
-    g.add_argument("--n-layer", type=int, default=4, help="transformer blocks")
-    g.add_argument("--n-head", type=int, default=4, help="attention heads per block")
-    g.add_argument("--n-embd", type=int, default=128, help="width of the residual stream (divisible by --n-head)")
-    g.add_argument("--block-size", type=int, default=64, help="context length in tokens")
-    g.add_argument("--dropout", type=float, default=0.0, help="dropout probability while training")
+    g.add_argument("--n-layer", type=int, default=4, metavar="N", help="transformer blocks" + d)
+    g.add_argument("--n-head", type=int, default=4, metavar="N", help="attention heads per block" + d)
+    g.add_argument("--n-embd", type=int, default=128, metavar="C",
+                   help="width of the residual stream, divisible by --n-head" + d)
+    g.add_argument("--block-size", type=int, default=64, metavar="T", help="context length in tokens" + d)
+    g.add_argument("--dropout", type=float, default=0.0, metavar="P", help="dropout probability in training" + d)
     g = p.add_argument_group("optimisation")
-    g.add_argument("--batch-size", type=int, default=12, help="sequences per micro-batch")
-    g.add_argument("--grad-accum", type=int, default=1, help="micro-batches per optimizer step")
-    g.add_argument("--max-iters", type=int, default=None, help="optimizer steps (default: as many as fit in --max-time)")
-    g.add_argument("--max-time", type=float, default=4.75,
-                   help="wall-clock budget in minutes for the whole command; the schedule is fitted "
-                        "to it from the measured speed (0: no budget)")
-    g.add_argument("--lr", type=float, default=2e-3, help="peak learning rate")
-    g.add_argument("--min-lr", type=float, default=2e-4, help="learning rate at the end of the cosine decay")
-    g.add_argument("--warmup-iters", type=int, default=100, help="iterations of linear warm-up")
-    g.add_argument("--lr-decay-iters", type=int, default=None,
+    g.add_argument("--batch-size", type=int, default=12, metavar="B", help="sequences per micro-batch" + d)
+    g.add_argument("--grad-accum", type=int, default=1, metavar="N", help="micro-batches per optimizer step" + d)
+    g.add_argument("--max-iters", type=int, metavar="N",
+                   help="optimizer steps (default: as many as fit in --max-time)")
+    g.add_argument("--max-time", type=float, default=4.75, metavar="MINUTES",
+                   help="wall-clock budget for the whole command; the number of iterations and the "
+                        "learning-rate schedule are fitted to it from the measured speed; 0: none" + d)
+    g.add_argument("--lr", type=float, default=2e-3, help="peak learning rate" + d)
+    g.add_argument("--min-lr", type=float, default=2e-4, help="learning rate at the end of the cosine" + d)
+    g.add_argument("--warmup-iters", type=int, default=100, metavar="N", help="linear warm-up steps" + d)
+    g.add_argument("--lr-decay-iters", type=int, metavar="N",
                    help="length of the cosine schedule (default: the planned number of iterations)")
-    g.add_argument("--weight-decay", type=float, default=0.1, help="AdamW weight decay on matrices")
-    g.add_argument("--beta2", type=float, default=0.99, help="AdamW beta2")
-    g.add_argument("--grad-clip", type=float, default=1.0, help="clip the global gradient norm (0: off)")
-    g = p.add_argument_group("logging and checkpoints")
-    g.add_argument("--log-interval", type=int, default=50, help="iterations between log lines")
-    g.add_argument("--eval-interval", type=int, default=1000, help="iterations between evals and checkpoints")
-    g.add_argument("--eval-iters", type=int, default=100, help="batches per split to average the eval loss over")
-    g.add_argument("--sample-tokens", type=int, default=400, help="tokens in the final sample (0: none)")
-    g.add_argument("--seed", type=int, default=1337, help="seed for initialisation, batches and dropout")
+    g.add_argument("--weight-decay", type=float, default=0.1, metavar="WD",
+                   help="AdamW weight decay on matrices and embeddings" + d)
+    g.add_argument("--beta2", type=float, default=0.99, help="AdamW's second-moment decay" + d)
+    g.add_argument("--grad-clip", type=float, default=1.0, metavar="NORM",
+                   help="clip the global gradient norm to this; 0: no clipping" + d)
+    g = p.add_argument_group("logging, evaluation and checkpoints")
+    g.add_argument("--log-interval", type=int, default=50, metavar="N", help="steps between log lines" + d)
+    g.add_argument("--eval-interval", type=int, default=1000, metavar="N",
+                   help="steps between evals (each saves the checkpoint); the run also ends with one" + d)
+    g.add_argument("--eval-iters", type=int, default=100, metavar="N",
+                   help="batches per split that each eval averages the loss over" + d)
+    g.add_argument("--sample-tokens", type=int, default=400, metavar="N",
+                   help="length of the sample printed at the end; 0: no samples" + d)
+    g.add_argument("--seed", type=int, default=1337, help="seed for the weights, batches and dropout" + d)
     g = p.add_argument_group("starting point")
-    g.add_argument("--resume", action="store_true", help="continue from OUT_DIR/ckpt.npz exactly")
-    g.add_argument("--init-from", metavar="CKPT", help="fine-tune the model in CKPT (keeping its tokenizer)")
-    g.add_argument("--init-from-pretrained", metavar="DIR", help="fine-tune GPT-2 weights from DIR")
+    g.add_argument("--resume", action="store_true", help="continue the run in --out-dir exactly where it stopped")
+    g.add_argument("--init-from", metavar="CKPT", help="fine-tune the model in CKPT on FILE, keeping its tokenizer")
+    g.add_argument("--init-from-pretrained", metavar="DIR",
+                   help="fine-tune GPT-2 weights from DIR (config.json, model.safetensors, tokenizer files)")
     return p
 
 
@@ -98,8 +109,6 @@ def check_args(args):
                          f"pick a width that is a multiple of the head count")
     if not 0.0 <= args.dropout < 1.0:
         raise UsageError(f"--dropout must be in [0, 1), got {args.dropout}")
-    if args.tokenizer not in ("char", "bpe", "gpt2"):
-        raise UsageError(f"unknown --tokenizer {args.tokenizer!r}: choose char, bpe or gpt2")
     if args.vocab_size is not None and (args.tokenizer != "bpe" or args.vocab_size <= 256):
         raise UsageError("--vocab-size applies to --tokenizer bpe only, and must exceed 256")
     if not (args.lr > 0 and 0 <= args.min_lr <= args.lr):

@@ -9,6 +9,7 @@ import pytest
 from minigpt.checkpoint import CheckpointError, load_checkpoint, load_model, save_checkpoint
 from minigpt.model import GPT, GPTConfig
 from minigpt.optim import AdamW
+from minigpt.tokenizer import build_tokenizer
 
 TINY = GPTConfig(vocab_size=11, block_size=8, n_layer=2, n_head=2, n_embd=8)
 
@@ -26,30 +27,8 @@ def _trained(seed=0):
 
 
 @pytest.fixture
-def char_tokenizer(monkeypatch):
+def char_tokenizer():
     """A char tokenizer of "hello world" (8 distinct characters, within vocab 11)."""
-    try:
-        from minigpt.tokenizer import build_tokenizer
-    except ImportError:   # TEMPORARY until minigpt/tokenizer.py lands: a minimal local stand-in
-        import sys
-        import types
-
-        class Char:
-            def __init__(self, chars):
-                self.chars, self.vocab_size = chars, len(chars)
-
-            def encode(self, s):
-                return [self.chars.index(c) for c in s]
-
-            def decode(self, ids):
-                return "".join(self.chars[i] for i in ids)
-
-            def to_json(self):
-                return json.dumps({"chars": self.chars})
-
-        mod = types.SimpleNamespace(tokenizer_from_json=lambda s: Char(json.loads(s)["chars"]))
-        monkeypatch.setitem(sys.modules, "minigpt.tokenizer", mod)
-        return Char(sorted(set("hello world")))
     return build_tokenizer("char", "hello world")
 
 

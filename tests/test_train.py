@@ -104,6 +104,20 @@ def test_init_from_fine_tunes_the_given_weights_with_their_tokenizer(corpus, tmp
     assert not np.allclose(ft["model"].params["wte.weight"], fresh["wte.weight"], atol=1e-3)
 
 
+def test_init_from_pretrained_fine_tunes_gpt2_weights_with_gpt2_tokens(corpus, tmp_path):
+    pretrained = pytest.importorskip("minigpt.pretrained")
+    config = GPTConfig(vocab_size=50257, block_size=32, n_layer=1, n_head=2, n_embd=16)
+    gpt2_like = GPT(config, seed=5)
+    pretrained.export_safetensors(gpt2_like, tmp_path / "gpt2")
+    assert main([str(corpus), "--out-dir", str(tmp_path / "ft"), "--init-from-pretrained", str(tmp_path / "gpt2"),
+                 "--batch-size", "2", "--eval-iters", "1", "--sample-tokens", "0", "--max-time", "0",
+                 "--max-iters", "1", "--lr", "1e-9", "--min-lr", "0", "--warmup-iters", "0"]) == 0
+    ft = load_checkpoint(tmp_path / "ft" / "ckpt.npz")
+    assert ft["config"].vocab_size == 50257 and ft["tokenizer"].encode("hello world") == [31373, 995]
+    for k, p in gpt2_like.params.items():
+        np.testing.assert_allclose(ft["model"].params[k], p, atol=1e-6)
+
+
 def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(corpus, tmp_path, capsys):
     assert train(corpus, tmp_path, "--max-iters", "5", "--eval-interval", "5") == 0
     before = (tmp_path / "ckpt.npz").read_bytes()
@@ -142,7 +156,7 @@ def test_bad_text_file_exits_2_with_one_clear_line(tmp_path, capsys, content, me
 
 @pytest.mark.parametrize("flags, message", [
     (["--n-embd", "30", "--n-head", "4"], "--n-embd 30 is not divisible by --n-head 4"),
-    (["--device", "tpu"], "unknown device 'tpu'"),
+    (["--device", "tpu"], "invalid choice: 'tpu'"),
     (["--batch-size", "many"], "invalid int value"),
     (["--batch-size", "0"], "--batch-size must be at least 1"),
     (["--resume"], "--resume: no checkpoint at"),
