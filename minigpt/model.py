@@ -212,3 +212,10 @@ class GPT:
     def _set_bias(self, grads, name, db):
         if self.config.bias:
             grads[name] = db
+
+    @classmethod
+    def from_pretrained(cls, directory, dtype=np.float32):
+        """GPT-2's released weights from a Hugging Face directory (config.json,
+        model.safetensors): see minigpt.pretrained. Nothing is downloaded."""
+        from .pretrained import model_from_pretrained
+        return model_from_pretrained(directory, dtype)

@@ -1,17 +1,36 @@
-"""Generate text from a trained model: temperature, top-k, top-p.
+"""Generate text: greedy, temperature, top-k, top-p, with a KV cache; `python -m minigpt.sample`.
 
-(A first version: recomputes the whole context for every new token.)
+    python -m minigpt.sample --ckpt out/ckpt.npz --prompt "ROMEO:" --top-k 200 --seed 1
+    python -m minigpt.sample --pretrained path/to/gpt2 --prompt "Hello, I'm a language model,"
+
+Each step turns the last position's logits into probabilities (temperature,
+then top-k, then top-p), draws the next token with a host-side NumPy
+Generator, and feeds it back. With the cache (minigpt.kvcache) a step costs
+one position's work; without it the whole context is recomputed. The text is
+printed as it is generated.
 """
+import argparse
+import math
+import os
+import sys
+
 import numpy as np
 
-from .backend import array_module, to_numpy
+from .backend import DeviceError, array_module, to_numpy
+from .kvcache import KVCache, forward_cached
+
+EOT = "<|endoftext|>"
+
+# ---------------------------------------------------------------- choosing a token
 
 
 def filter_logits(logits, temperature=1.0, top_k=None, top_p=None):
     """Turn one row of logits (V,) into sampling probabilities (host NumPy, float64).
 
-    temperature <= 0 means greedy (all mass on the arg-max). top_k keeps the k
-    most likely tokens; top_p keeps the smallest set whose mass reaches p.
+    temperature <= 0 (or None) means greedy: all mass on the arg-max. Otherwise
+    the logits are divided by temperature; top_k keeps the k most likely
+    tokens; top_p then keeps the smallest set of most likely tokens whose mass
+    reaches p (the most likely token always stays). Returns probs (V,), sum 1.
     """
     logits = np.asarray(logits, dtype=np.float64)
     V = logits.shape[-1]
@@ -21,34 +40,260 @@ def filter_logits(logits, temperature=1.0, top_k=None, top_p=None):
         return probs
     logits = logits / temperature
     if top_k is not None and 0 < top_k < V:
-        kth = np.partition(logits, V - top_k)[V - top_k]
-        logits = np.where(logits < kth, -np.inf, logits)
+        keep = np.argpartition(-logits, top_k - 1)[:top_k]     # exactly k, ties broken arbitrarily
+        kept = np.full(V, -np.inf)
+        kept[keep] = logits[keep]
+        logits = kept
     probs = np.exp(logits - logits.max())
     probs /= probs.sum()
     if top_p is not None and 0 < top_p < 1:
         order = np.argsort(-probs, kind="stable")
-        before = np.cumsum(probs[order]) - probs[order]   # mass of strictly more likely tokens
-        keep = order[before < top_p]
-        kept = np.zeros(V, dtype=bool)
-        kept[keep] = True
-        probs = np.where(kept, probs, 0.0)
+        before = np.cumsum(probs[order]) - probs[order]       # mass of strictly more likely tokens
+        drop = order[before >= top_p]
+        probs[drop] = 0.0
         probs /= probs.sum()
     return probs
 
 
-def generate(model, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, rng=None):
-    """Append max_new_tokens sampled tokens to idx.
-
-    idx: (B, T) integer ids (host or device). rng: a numpy Generator (host side).
-    Returns a host NumPy array (B, T + max_new_tokens).
-    """
+def sample_next(logits, temperature=1.0, top_k=None, top_p=None, rng=None):
+    """One token per row of logits (B, V) -> (B,) int64; greedy takes no randomness."""
+    logits = np.asarray(logits)
+    if temperature is None or temperature <= 0:
+        return np.argmax(logits, axis=-1).astype(np.int64)
     rng = rng if rng is not None else np.random.default_rng()
+    return np.array([rng.choice(row.shape[-1], p=filter_logits(row, temperature, top_k, top_p))
+                     for row in logits], dtype=np.int64)
+
+# ---------------------------------------------------------------- the generation loop
+
+
+def _next_logits(model, seq, cache):
+    """Logits (B, V) on the host for the token after seq (B, T) on the host."""
     xp = array_module(model.params["wte.weight"])
-    out = np.array(to_numpy(idx), dtype=np.int64)
+    block = model.config.block_size
+    if cache is None:                              # recompute the whole (cropped) context
+        logits, _, _ = model.forward(xp.asarray(seq[:, -block:]))
+    elif cache.length in (0, block):               # empty, or full: (re)fill from the last block
+        cache.reset()                              # tokens (positions are absolute, so a full
+        logits = forward_cached(model, xp.asarray(seq[:, -block:]), cache, last_only=True)
+    else:                                          # cache slides by recomputing on the crop)
+        logits = forward_cached(model, xp.asarray(seq[:, -1:]), cache, last_only=True)
+    return to_numpy(logits[:, -1])
+
+
+def generate_tokens(model, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None,
+                    rng=None, use_cache=True):
+    """Yield max_new_tokens next tokens, one step at a time, each a host (B,) int64 array.
+
+    idx: (B, T) integer ids, T >= 1 (host or device; only the last block_size
+    are seen). rng: a numpy Generator (host side). use_cache: False recomputes
+    the whole context each step (same tokens, slower).
+    """
+    seq = np.array(to_numpy(idx), dtype=np.int64)
+    if seq.ndim != 2 or seq.shape[1] == 0:
+        raise ValueError(f"idx must be (B, T) token ids with T >= 1, got shape {seq.shape}")
+    rng = rng if rng is not None else np.random.default_rng()
+    cache = KVCache(model, seq.shape[0]) if use_cache else None
     for _ in range(max_new_tokens):
-        context = out[:, -model.config.block_size:]
-        logits, _, _ = model.forward(xp.asarray(context))
-        last = to_numpy(logits[:, -1, :])
-        nxt = [rng.choice(last.shape[-1], p=filter_logits(row, temperature, top_k, top_p)) for row in last]
-        out = np.concatenate([out, np.array(nxt, dtype=np.int64)[:, None]], axis=1)
-    return out
+        nxt = sample_next(_next_logits(model, seq, cache), temperature, top_k, top_p, rng)
+        seq = np.concatenate([seq, nxt[:, None]], axis=1)
+        yield nxt
+
+
+def generate(model, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, rng=None,
+             use_cache=True):
+    """Append max_new_tokens sampled tokens to idx (B, T); returns host int64 (B, T + new)."""
+    out = [np.array(to_numpy(idx), dtype=np.int64)]
+    for nxt in generate_tokens(model, idx, max_new_tokens, temperature, top_k, top_p, rng, use_cache):
+        out.append(nxt[:, None])
+    return np.concatenate(out, axis=1)
+
+# ---------------------------------------------------------------- printing as we go
+
+
+class TextStream:
+    """Token ids in, printable text out, piece by piece; stops at a stop string.
+
+    A BPE token may end in the middle of a multi-byte character, which decodes
+    to U+FFFD until the next token completes it: such tokens are held back (up
+    to 4, the longest UTF-8 character). Text that might be the start of a stop
+    string is held back too. The stop string itself is never returned.
+    """
+
+    def __init__(self, tokenizer, stop=()):
+        self.tokenizer = tokenizer
+        self.stop = [s for s in stop if s]
+        self.pending = []      # ids whose text may still end in half a character
+        self.held = ""         # text that could begin a stop string
+        self.stopped = False
+
+    def push(self, token):
+        """Add one token id; returns the text that is now safe to print."""
+        if self.stopped:
+            return ""
+        self.pending.append(int(token))
+        text = self.tokenizer.decode(self.pending)
+        if text.endswith("\ufffd") and len(self.pending) < 4:
+            return ""
+        self.pending = []
+        return self._release(text)
+
+    def finish(self):
+        """Everything still held back (at the end of generation)."""
+        out = ""
+        if self.pending and not self.stopped:
+            out = self._release(self.tokenizer.decode(self.pending))
+        self.pending = []
+        if not self.stopped:
+            out, self.held = out + self.held, ""
+        return out
+
+    def _release(self, text):
+        text = self.held + text
+        hits = [i for i in (text.find(s) for s in self.stop) if i >= 0]
+        if hits:
+            self.stopped, self.held = True, ""
+            return text[:min(hits)]
+        keep = 0
+        for k in range(min(len(text), max((len(s) for s in self.stop), default=1) - 1), 0, -1):
+            if any(s.startswith(text[-k:]) for s in self.stop):
+                keep = k
+                break
+        self.held = text[len(text) - keep:] if keep else ""
+        return text[:len(text) - keep]
+
+
+def eot_id(tokenizer):
+    """The id of <|endoftext|> in this tokenizer, or None if it has none."""
+    special = getattr(tokenizer, "special_tokens", None)
+    if isinstance(special, dict) and EOT in special:
+        return int(special[EOT])
+    return None
+
+# ---------------------------------------------------------------- the command line
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):                      # one line, not usage + error
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _checked(kind, ok, need):
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not ok(value):
+            raise argparse.ArgumentTypeError(f"{text!r}: must be {need}")
+        return value
+    return parse
+
+
+def build_parser():
+    p = _Parser(prog="python -m minigpt.sample", description="Generate text from a minigpt "
+                "checkpoint or from GPT-2 weights in a Hugging Face directory.")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--ckpt", help="a checkpoint written by python -m minigpt.train")
+    src.add_argument("--pretrained", metavar="DIR", help="a GPT-2 directory (config.json, "
+                     "model.safetensors, vocab.json + merges.txt)")
+    p.add_argument("--prompt", default="", help="text to continue (default: <|endoftext|> for "
+                   "GPT-2 tokenizers, a newline otherwise)")
+    p.add_argument("--max-new-tokens", type=_checked(int, lambda v: v >= 1, "at least 1"),
+                   default=500, help="tokens to generate per sample (default 500)")
+    p.add_argument("--temperature", type=_checked(float, lambda v: 0 <= v < math.inf, "0 or more"),
+                   default=0.8, help="below 1 sharper, above 1 flatter, 0 greedy (default 0.8)")
+    p.add_argument("--greedy", action="store_true", help="always take the most likely token")
+    p.add_argument("--top-k", type=_checked(int, lambda v: v >= 1, "at least 1"), default=200,
+                   help="sample only among the k most likely tokens (default 200)")
+    p.add_argument("--top-p", type=_checked(float, lambda v: 0 < v <= 1, "in (0, 1]"), default=1.0,
+                   help="sample only among the most likely tokens holding mass p (default 1: off)")
+    p.add_argument("--seed", type=_checked(int, lambda v: v >= 0, "0 or more"), default=None,
+                   help="random seed, for a reproducible sample (default: fresh each run)")
+    p.add_argument("--num-samples", type=_checked(int, lambda v: v >= 1, "at least 1"), default=1,
+                   help="how many samples to print (default 1)")
+    p.add_argument("--stop", action="append", default=[], metavar="TEXT",
+                   help="stop a sample when this text appears (not printed); repeatable")
+    p.add_argument("--ignore-eot", action="store_true",
+                   help="keep going past <|endoftext|> instead of stopping there")
+    p.add_argument("--no-cache", action="store_true",
+                   help="recompute the whole context each step (slower; same tokens)")
+    p.add_argument("--device", choices=["cpu", "cuda", "auto"], default="auto",
+                   help="where to run the model (default auto: cuda if CuPy sees a GPU)")
+    return p
+
+
+def _fail(message):
+    print(f"python -m minigpt.sample: error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def _load(args):
+    """(model, tokenizer, prompt ids) from the flags; raises for anything the user can get wrong."""
+    if args.ckpt is not None:
+        from .checkpoint import load_model
+        model, tokenizer = load_model(args.ckpt)
+        if tokenizer is None:
+            raise ValueError(f"{args.ckpt} holds no tokenizer, so a prompt cannot be encoded")
+    else:
+        from .pretrained import load_pretrained
+        model, tokenizer = load_pretrained(args.pretrained)
+    model.to(args.device)
+    eot = eot_id(tokenizer)
+    if args.prompt:
+        try:
+            ids = (tokenizer.encode(args.prompt, allowed_special="all") if eot is not None
+                   else tokenizer.encode(args.prompt))
+        except (KeyError, ValueError) as e:
+            raise ValueError(f"the prompt cannot be encoded by this model's tokenizer ({e})") from None
+    elif eot is not None:
+        ids = [eot]
+    else:
+        try:
+            ids = tokenizer.encode("\n")
+        except (KeyError, ValueError):
+            raise ValueError("give a --prompt: this tokenizer has no newline to start from") from None
+    if not ids:
+        raise ValueError("the prompt encodes to no tokens")
+    return model, tokenizer, ids
+
+
+def main(argv=None):
+    from .checkpoint import CheckpointError
+    args = build_parser().parse_args(argv)
+    try:
+        model, tokenizer, ids = _load(args)
+    except (CheckpointError, DeviceError, OSError, ValueError) as e:
+        _fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
+    temperature = 0.0 if args.greedy else args.temperature
+    eot = None if args.ignore_eot else eot_id(tokenizer)
+    rng = np.random.default_rng(args.seed)
+    out = sys.stdout
+    try:
+        for n in range(args.num_samples):
+            if n:
+                out.write("\n" + "-" * 16 + "\n")
+            out.write(args.prompt)
+            out.flush()
+            stream = TextStream(tokenizer, args.stop)
+            for nxt in generate_tokens(model, np.array([ids]), args.max_new_tokens, temperature,
+                                       args.top_k, args.top_p, rng, use_cache=not args.no_cache):
+                if eot is not None and int(nxt[0]) == eot:
+                    break
+                out.write(stream.push(nxt[0]))
+                out.flush()
+                if stream.stopped:
+                    break
+            out.write(stream.finish() + "\n")
+            out.flush()
+    except KeyboardInterrupt:
+        out.write("\n")
+        return 130
+    except BrokenPipeError:                        # e.g. piped into `head`: stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
