@@ -300,7 +300,7 @@ def main(argv=None):
         print(f"error: {e}; stopped ({kept}); try a lower --lr", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("interrupted (nothing new was saved)", file=sys.stderr)
+        print("interrupted", file=sys.stderr)
         return 130
 
 

@@ -213,13 +213,15 @@ def test_every_flag_has_help():
 
 def test_default_model_and_flags_are_what_the_readme_says():
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    rows = dict(re.findall(r"^\| `--([a-z-]+)` \| `?([^|`]+?)`? \|", readme, flags=re.M))
-    assert rows, "README.md has no table of training defaults (| `--flag` | value |)"
+    section = re.search(r"^## Train.*?(?=^## |\Z)", readme, flags=re.M | re.S)
+    assert section, "README.md has no '## Train' section"
+    rows = dict(re.findall(r"^\| `--([a-z-]+)` \| `?([^|`]+?)`? \|", section.group(0), flags=re.M))
+    assert len(rows) >= 10, "the Train section has no table of defaults (| `--flag` | value | ...)"
     defaults = build_parser().parse_args(["x.txt"])
     for flag, value in rows.items():
         assert str(getattr(defaults, flag.replace("-", "_"))) == value.strip(), flag
     vocab = build_tokenizer("char", SHAKESPEARE.read_text(encoding="utf-8")).vocab_size
     config = GPTConfig(vocab_size=vocab, block_size=defaults.block_size, n_layer=defaults.n_layer,
                        n_head=defaults.n_head, n_embd=defaults.n_embd)
-    stated = re.search(r"([\d,]+) parameters", readme)
+    stated = re.search(r"default model has ([\d,]+) parameters", section.group(0))
     assert stated and int(stated.group(1).replace(",", "")) == GPT(config).num_params()
