@@ -178,8 +178,9 @@ def evaluate(run, lr, tok_per_s, budget):
     """Train and val loss, metrics.jsonl, loss.png, the checkpoint, and a short sample."""
     t = time.perf_counter()
     train_loss, val_loss = estimate_loss(run, run.train_tokens), estimate_loss(run, run.val_tokens)
-    if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
-        raise Diverged(f"the eval loss is {val_loss} at iter {run.it}")
+    for loss in (train_loss, val_loss):
+        if not math.isfinite(loss):
+            raise Diverged(f"the eval loss is {loss} at iter {run.it}")
     run.best = min(run.best, val_loss)
     run.records.append({"iter": run.it, "train_loss": train_loss, "val_loss": val_loss, "lr": lr,
                         "elapsed_s": round(run.elapsed(), 2), "tokens_per_s": round(tok_per_s)})
@@ -216,10 +217,10 @@ def train_loop(run, budget, stop):
     tokens_per_iter = args.batch_size * args.block_size * args.grad_accum
     mfu = flops_and_peak(run.model.config)
     total = budget.plan(run.it, time.perf_counter(), args.max_iters)
-    lr, loss, tok_per_s = args.lr, None, 0.0
+    lr, loss, tok_per_s, first_it = args.lr, None, 0.0, run.it
     window_t, window_n, window_loss = time.perf_counter(), 0, 0.0
     while run.it < total and not stop.requested:
-        if window_n + budget.iters and not budget.fits_another(time.perf_counter()):
+        if run.it > first_it and not budget.fits_another(time.perf_counter()):
             break                              # the time budget is spent
         decay_iters = args.lr_decay_iters or total
         lr = lr_schedule(run.it, args.lr, args.min_lr, args.warmup_iters, decay_iters)
@@ -240,7 +241,7 @@ def train_loop(run, budget, stop):
             window_t, window_n, window_loss = time.perf_counter(), 0, 0.0
         if run.it % args.eval_interval == 0 and not stop.requested:
             evaluate(run, lr, tok_per_s, budget)
-            window_t = time.perf_counter()
+            window_t += budget.eval_s              # the log window times training steps only
     if stop.requested:
         if loss is not None and not math.isfinite(float(loss)):
             raise Diverged(f"the training loss is {float(loss)} at iter {run.it}")

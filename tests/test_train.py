@@ -51,6 +51,17 @@ def test_run_writes_a_loadable_checkpoint_metrics_and_a_plot(corpus, tmp_path, c
     assert "eval iter 10: train" in out and "best val loss" in out and str(tmp_path / "ckpt.npz") in out
 
 
+def test_time_budget_ends_the_run_in_time_with_the_schedule_fully_decayed(corpus, tmp_path):
+    flags = [a for a in TINY if a not in ("--max-time", "0")]
+    t = time.perf_counter()
+    assert main([str(corpus), "--out-dir", str(tmp_path), *flags, "--max-time", "0.12", "--log-interval", "10",
+                 "--eval-interval", "100000", "--warmup-iters", "5", "--lr", "1e-2", "--min-lr", "1e-3"]) == 0
+    assert time.perf_counter() - t < 0.12 * 60 + 3       # the budget covers the whole command
+    final = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[-1])
+    assert final["iter"] > 10
+    assert final["lr"] < 1e-3 + 0.1 * (1e-2 - 1e-3)         # the cosine reached (nearly) min_lr
+
+
 def _params(path):
     ck = load_checkpoint(path)
     return ck["model"].params, ck["optimizer_state"]

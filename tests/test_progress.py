@@ -1,0 +1,69 @@
+"""The time budget's arithmetic, metrics.jsonl and loss.png."""
+import math
+
+from minigpt.progress import TimeBudget, fmt_time, plot_losses, read_metrics, write_metrics
+
+
+def _budget(deadline=100.0, **kw):
+    args = dict(eval_interval=10, eval_iters=30, grad_accum=1, sample_tokens=100, margin_s=3.0)
+    args.update(kw)
+    return TimeBudget(deadline, **args)
+
+
+def test_before_any_measurement_the_plan_is_only_the_iteration_cap():
+    b = _budget()
+    assert b.plan(0, 0.0, max_iters=500) == 500 and b.plan(0, 0.0) == math.inf
+    assert b.eta(0, 500) is None and b.fits_another(0.0)
+
+
+def test_plan_fills_the_time_left_after_the_reserve_with_evals_spread_over_it():
+    b = _budget()
+    b.observe(10, 1.0)                         # 0.1 s per step
+    b.eval_s, b.sample_s_per_token = 2.0, 0.01
+    assert b.reserve() == 2.0 + 100 * 0.01 + 3.0
+    per_iter = 0.1 + 2.0 / 10
+    assert b.per_iter() == per_iter
+    assert b.plan(10, now=40.0) == 10 + int((100.0 - 40.0 - 6.0) / per_iter)
+    assert b.plan(10, now=40.0, max_iters=50) == 50
+    assert b.plan(10, now=99.0) == 10          # out of time: no more steps
+
+
+def test_unmeasured_eval_is_estimated_as_forward_passes_over_both_splits():
+    b = _budget(eval_iters=30, grad_accum=2)
+    b.observe(4, 1.2)                          # 0.3 s per step of 2 micro-batches
+    assert math.isclose(b.eval_seconds(), 2 * 30 * 0.3 / (3 * 2))
+
+
+def test_fits_another_stops_one_step_before_the_reserve_is_touched():
+    b = _budget(deadline=50.0)
+    b.observe(1, 1.0)
+    b.eval_s, b.sample_s_per_token = 1.0, 0.0
+    assert b.fits_another(50.0 - 1.0 - 4.0)
+    assert not b.fits_another(50.0 - 1.0 - 4.0 + 0.01)
+
+
+def test_no_deadline_means_no_time_limit():
+    b = _budget(deadline=math.inf)
+    b.observe(10, 1.0)
+    assert b.plan(10, 1e9, max_iters=70) == 70 and b.fits_another(1e12)
+
+
+def test_fmt_time():
+    assert fmt_time(125.7) == "2m05s" and fmt_time(None) == "?" and fmt_time(-3) == "0m00s"
+
+
+def test_metrics_round_trip_and_resume_drops_records_past_the_checkpoint(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    records = [{"iter": i, "train_loss": 2.0 / i, "val_loss": 2.1 / i} for i in (5, 10, 15)]
+    write_metrics(path, records)
+    assert read_metrics(path, 15) == records
+    assert read_metrics(path, 12) == records[:2]
+    assert read_metrics(tmp_path / "missing.jsonl", 10) == []
+
+
+def test_loss_plot_is_a_png_written_without_a_display(tmp_path):
+    path = tmp_path / "loss.png"
+    plot_losses(path, [{"iter": 5, "train_loss": 3.0, "val_loss": 3.1},
+                       {"iter": 10, "train_loss": 2.0, "val_loss": 2.2}])
+    assert path.read_bytes()[:4] == b"\x89PNG"
+    assert [p.name for p in tmp_path.iterdir()] == ["loss.png"]
