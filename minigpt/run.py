@@ -132,11 +132,14 @@ class Run:
         return self.elapsed0 + time.perf_counter() - self.t0
 
 
-def make_run(args, explicit, t0):
-    """Checked flags -> a ready Run (fresh, resumed or fine-tuning) on the chosen device."""
+def make_run(args, explicit, t0, check=lambda args: None):
+    """Flags -> a ready Run (fresh, resumed or fine-tuning) on the chosen device.
+
+    check(args) validates the flags once a checkpoint's have been merged in."""
     device = resolve_device(args.device)
     xp = xp_for(device)
     model, tokenizer, ck = start_state(args, explicit, os.path.join(args.out_dir, "ckpt.npz"))
+    check(args)
     os.makedirs(args.out_dir, exist_ok=True)
     tokens, tokenizer = load_data(args, tokenizer)
     if model is None:

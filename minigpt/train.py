@@ -256,8 +256,9 @@ def train_loop(run, budget, stop):
 
 def train(args, explicit, t0):
     """Set up the run, train it, and report. Returns the exit status."""
-    check_args(args)
-    run = make_run(args, explicit, t0)
+    if not args.resume:                        # a resumed run is checked with its saved flags
+        check_args(args)
+    run = make_run(args, explicit, t0, check_args)
     cfg = run.model.config
     print(f"model: {run.model.num_params():,} parameters: {cfg.n_layer} layers, {cfg.n_head} heads, "
           f"{cfg.n_embd} wide, block {cfg.block_size}, on {run.model.device}")
