@@ -21,6 +21,7 @@ from nbclient.exceptions import CellExecutionError
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 EXPECTED = ["01_attention.ipynb", "02_tokens_to_text.ipynb", "03_backprop.ipynb",
             "04_pretrain_finetune.ipynb"]
+FOUND = sorted(p.name for p in NOTEBOOKS.glob("*.ipynb"))   # a new notebook is tested too
 CELL_TIMEOUT_S = 600                   # generous: a contended 2-core machine can be slow
 
 
@@ -50,8 +51,8 @@ def code_cell(source):
     return nbformat.v4.new_code_cell(source)
 
 
-def test_all_four_notebooks_are_in_the_repository():
-    assert sorted(p.name for p in NOTEBOOKS.glob("*.ipynb")) == EXPECTED
+def test_the_four_course_notebooks_are_in_the_repository():
+    assert set(EXPECTED) <= set(FOUND), f"missing: {sorted(set(EXPECTED) - set(FOUND))}"
 
 
 def test_the_kernel_is_the_interpreter_running_the_tests(this_interpreter_kernel):
@@ -69,7 +70,7 @@ def test_a_failing_cell_fails_the_run(this_interpreter_kernel):
         execute(nb, this_interpreter_kernel)
 
 
-@pytest.mark.parametrize("name", EXPECTED)
+@pytest.mark.parametrize("name", FOUND)
 def test_notebook_is_saved_with_outputs_plots_and_a_markdown_cell_before_each_code_cell(name):
     nb = nbformat.read(NOTEBOOKS / name, as_version=4)
     code = [c for c in nb.cells if c.cell_type == "code"]
@@ -85,7 +86,7 @@ def test_notebook_is_saved_with_outputs_plots_and_a_markdown_cell_before_each_co
             assert before.cell_type == "markdown", f"{name}: no markdown before {cell.source[:60]!r}"
 
 
-@pytest.mark.parametrize("name", EXPECTED)
+@pytest.mark.parametrize("name", FOUND)
 def test_notebook_runs_top_to_bottom_from_a_clean_kernel(name, this_interpreter_kernel, tmp_path, monkeypatch):
     monkeypatch.setenv("MINIGPT_NOTEBOOK_OUT", str(tmp_path))
     nb = nbformat.read(NOTEBOOKS / name, as_version=4)
