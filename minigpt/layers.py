@@ -11,13 +11,20 @@ CuPy arrays: it uses operators and array methods, and asks `array_module`
 for the module only where it creates an array. Output dtype equals input
 dtype: constants are Python floats (from `math`), never NumPy scalars.
 
+Speed: the elementwise math of GELU, LayerNorm, softmax and cross-entropy is
+written once as a small kernel on a block of rows (`_gelu`, `_layernorm`,
+...) that works in place with `out=` arrays, and `parallel_rows` runs it over
+the rows: cache-sized blocks, shared out over the CPU's cores (one call on a
+GPU). The kernels are the same formulas, just with fewer temporaries.
+
 Shape letters used in comments:
     B batch, T time (sequence length), C channels (n_embd),
     nh number of heads, hs head size (C // nh), V vocabulary size, N = B*T.
 """
 import math
+from functools import lru_cache
 
-from .backend import array_module, scatter_add
+from .backend import array_module, parallel_rows, scatter_add
 
 # ---------------------------------------------------------------- embedding
 
@@ -79,33 +86,55 @@ def layernorm_forward(x, w, b, eps=1e-5):
     x: (..., C); w, b: (C,). Returns out (..., C); the cache keeps x, mean and
     rstd (1 / standard deviation) and recomputes the normalised x in backward.
     """
-    mean = x.mean(axis=-1, keepdims=True)          # (..., 1)
-    xc = x - mean
+    xp = array_module(x)
+    C = x.shape[-1]
+    x2 = x.reshape(-1, C)                          # (N, C)
+    out = xp.empty(x2.shape, dtype=x.dtype)
+    mean = xp.empty((x2.shape[0], 1), dtype=x.dtype)
+    rstd = xp.empty_like(mean)
+    parallel_rows(_layernorm, x2, out, mean, rstd, w=w, b=b, eps=eps)
+    return out.reshape(x.shape), (x2, w, mean, rstd, b is not None)
+
+
+def _layernorm(x, out, mean, rstd, w, b, eps):
+    """One block of rows: out = (x - mean) * rstd * w + b, with the row statistics."""
+    xp = array_module(x)
+    x.mean(axis=-1, keepdims=True, out=mean)
+    xc = xp.subtract(x, mean, out=out)             # x - mean
     var = (xc * xc).mean(axis=-1, keepdims=True)   # biased variance, as GPT-2
-    rstd = 1.0 / (var + eps) ** 0.5                # (..., 1)
-    xc *= rstd                                     # xhat, in place
-    out = xc * w
+    xp.divide(1.0, xp.sqrt(var + eps), out=rstd)   # rstd = 1 / sqrt(var + eps)
+    xc *= rstd                                     # xhat
+    xc *= w
     if b is not None:
-        out += b
-    return out, (x, w, mean, rstd, b is not None)
+        xc += b
 
 
 def layernorm_backward(dout, cache):
     """Returns dx (..., C), dw (C,), db (C,) or None."""
     x, w, mean, rstd, has_bias = cache
-    C = x.shape[-1]
-    xhat = (x - mean) * rstd                       # recomputed: cheap, saves memory
-    lead = tuple(range(dout.ndim - 1))
-    db = dout.sum(axis=lead) if has_bias else None # out = xhat * w + b
-    dw = (dout * xhat).sum(axis=lead)
-    dxhat = dout * w
+    xp = array_module(dout)
+    d2 = dout.reshape(x.shape)                     # (N, C)
+    dx = xp.empty(x.shape, dtype=dout.dtype)
+    dout_xhat = xp.empty_like(dx)
+    parallel_rows(_layernorm_backward, d2, x, mean, rstd, dx, dout_xhat, w=w)
+    dw = dout_xhat.sum(axis=0)                     # out = xhat * w + b
+    db = d2.sum(axis=0) if has_bias else None
+    return dx.reshape(dout.shape), dw, db
+
+
+def _layernorm_backward(dout, x, mean, rstd, dx, dout_xhat, w):
+    """One block of rows: dx, and dout * xhat for dw."""
+    xp = array_module(x)
+    xhat = xp.subtract(x, mean, out=dout_xhat)
+    xhat *= rstd                                   # recomputed: cheap, saves memory
+    dxhat = xp.multiply(dout, w, out=dx)
     # xhat = (x - mean) * rstd, with mean and rstd functions of x as well:
     # dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat))
-    proj = (dxhat * xhat).sum(axis=-1, keepdims=True) * (1.0 / C)
-    dx = dxhat - dxhat.sum(axis=-1, keepdims=True) * (1.0 / C)
+    proj = (dxhat * xhat).mean(axis=-1, keepdims=True)
+    dx -= dxhat.mean(axis=-1, keepdims=True)
     dx -= xhat * proj
     dx *= rstd
-    return dx, dw, db
+    xhat *= dout                                   # dout * xhat, summed over rows for dw
 
 # ---------------------------------------------------------------- GELU
 
@@ -120,30 +149,59 @@ def gelu_forward(x):
 
     Returns out (same shape as x); the cache is x itself.
     """
+    out = array_module(x).empty(x.shape, dtype=x.dtype)
+    parallel_rows(_gelu, _flat(x), out.reshape(-1))
+    return out, x
+
+
+def _gelu(x, out):
+    """One block: out = gelu(x)."""
     xp = array_module(x)
     u = x * x
     u *= GELU_CUBIC
     u += 1.0
     u *= x
     u *= GELU_SCALE                                # u = s * (x + 0.044715 x^3)
-    t = xp.tanh(u, out=u)
+    t = xp.tanh(u, out=out)
     t += 1.0
     t *= x
     t *= 0.5
-    return t, x
 
 
 def gelu_backward(dout, cache):
     """Returns dx: d/dx gelu = 0.5 (1 + t) + 0.5 x (1 - t^2) s (1 + 3 * 0.044715 x^2)."""
-    xp = array_module(dout)
     x = cache
-    x2 = x * x
-    t = xp.tanh(GELU_SCALE * x * (1.0 + GELU_CUBIC * x2))     # recomputed from x
-    du = GELU_SCALE * (1.0 + (3.0 * GELU_CUBIC) * x2)         # du/dx
-    dx = 0.5 * x * (1.0 - t * t) * du
-    dx += 0.5 * (1.0 + t)
-    dx *= dout
+    dx = array_module(dout).empty(x.shape, dtype=dout.dtype)
+    parallel_rows(_gelu_backward, _flat(dout), _flat(x), dx.reshape(-1))
     return dx
+
+
+def _gelu_backward(dout, x, dx):
+    """One block: dx = dout * gelu'(x), with t = tanh(u) recomputed from x."""
+    xp = array_module(x)
+    x2 = x * x
+    t = x2 * GELU_CUBIC
+    t += 1.0
+    t *= x
+    t *= GELU_SCALE
+    xp.tanh(t, out=t)                              # t = tanh(s * (x + 0.044715 x^3))
+    du = x2                                        # du/dx = s (1 + 3 * 0.044715 x^2)
+    du *= 3.0 * GELU_CUBIC
+    du += 1.0
+    du *= GELU_SCALE
+    xp.multiply(t, t, out=dx)
+    xp.subtract(1.0, dx, out=dx)                   # 1 - t^2
+    dx *= x
+    dx *= du                                       # x (1 - t^2) du
+    t += 1.0
+    dx += t                                        # (1 + t) + x (1 - t^2) du
+    dx *= dout
+    dx *= 0.5
+
+
+def _flat(a):
+    """a as a 1-D array (a view when a is contiguous, as every activation here is)."""
+    return a.reshape(-1)
 
 # ---------------------------------------------------------------- dropout
 
@@ -183,18 +241,43 @@ def attention_forward(qkv, n_head, p_drop=0.0, rng=None):
     B, T, C3 = qkv.shape
     C = C3 // 3
     hs = C // n_head
-    q, k, v = qkv.reshape(B, T, 3, n_head, hs).transpose(2, 0, 3, 1, 4)   # 3 x (B, nh, T, hs)
-    att = q @ k.transpose(0, 1, 3, 2)              # (B, nh, T, T)
-    att *= 1.0 / math.sqrt(hs)
-    future = xp.triu(xp.ones((T, T), dtype=bool), k=1)
-    att[..., future] = -math.inf                   # position t sees only 0..t
-    att -= att.max(axis=-1, keepdims=True)         # softmax, row by row
-    xp.exp(att, out=att)
-    att /= att.sum(axis=-1, keepdims=True)
+    # one copy gives every head its own contiguous (T, hs) q, k and v matrices
+    q, k, v = qkv.reshape(B, T, 3, n_head, hs).transpose(2, 0, 3, 1, 4).copy()   # 3 x (B, nh, T, hs)
+    att = xp.empty((B, n_head, T, T), dtype=qkv.dtype)        # (B, nh, T, T)
+    parallel_rows(_attention_weights, *_heads(att, q, k),
+                  scale=1.0 / math.sqrt(hs), mask=causal_mask(xp, T, att.dtype))
     att_d, drop_cache = dropout_forward(att, p_drop, rng)
-    y = att_d @ v                                  # (B, nh, T, hs)
+    y = xp.empty_like(q)
+    parallel_rows(_matmul, *_heads(att_d, v, y))              # y = att_d @ v: (B, nh, T, hs)
     y = y.transpose(0, 2, 1, 3).reshape(B, T, C)   # (B, T, C): heads side by side
     return y, (q, k, v, att, att_d, drop_cache)
+
+
+def _heads(*arrays):
+    """(B, nh, ...) contiguous arrays as (B*nh, ...) views: one row per head, for parallel_rows."""
+    return [a.reshape(-1, *a.shape[2:]) for a in arrays]
+
+
+@lru_cache(maxsize=16)
+def causal_mask(xp, T, dtype):
+    """(T, T) additive mask: 0 where query t may see key s (s <= t), -inf above the diagonal."""
+    return xp.triu(xp.full((T, T), -math.inf, dtype=dtype), k=1)
+
+
+def _attention_weights(att, q, k, scale, mask):
+    """One block of heads: att = softmax(q k^T * scale + mask), row by row."""
+    xp = array_module(att)
+    xp.matmul(q, k.transpose(0, 2, 1), out=att)
+    att *= scale
+    att += mask                                    # position t sees only 0..t
+    att -= att.max(axis=-1, keepdims=True)
+    xp.exp(att, out=att)
+    att /= att.sum(axis=-1, keepdims=True)
+
+
+def _matmul(a, b, out):
+    """One block: out = a @ b."""
+    array_module(a).matmul(a, b, out=out)
 
 
 def attention_backward(dy, cache):
@@ -202,19 +285,35 @@ def attention_backward(dy, cache):
     xp = array_module(dy)
     q, k, v, att, att_d, drop_cache = cache
     B, nh, T, hs = q.shape
-    dy = dy.reshape(B, T, nh, hs).transpose(0, 2, 1, 3)       # (B, nh, T, hs)
-    dqkv = xp.empty((B, T, 3, nh, hs), dtype=dy.dtype)
-    # y = att_d @ v
-    datt = dy @ v.transpose(0, 1, 3, 2)            # (B, nh, T, T)
-    dqkv[:, :, 2] = (att_d.transpose(0, 1, 3, 2) @ dy).transpose(0, 2, 1, 3)
+    dy = dy.reshape(B, T, nh, hs).transpose(0, 2, 1, 3).copy()   # (B, nh, T, hs)
+    dq, dk, dv = dqkv = xp.empty((3, B, nh, T, hs), dtype=dy.dtype)
+    datt = xp.empty_like(att)
+    parallel_rows(_attention_output_backward, *_heads(datt, dy, v, att_d, dv))
     datt = dropout_backward(datt, drop_cache)
-    # att = softmax(s): ds = att * (datt - sum(datt * att, row)); masked entries have att = 0
-    ds = datt * att
-    ds -= att * ds.sum(axis=-1, keepdims=True)
-    ds *= 1.0 / math.sqrt(hs)                      # s = q k^T / sqrt(hs)
-    dqkv[:, :, 0] = (ds @ k).transpose(0, 2, 1, 3)
-    dqkv[:, :, 1] = (ds.transpose(0, 1, 3, 2) @ q).transpose(0, 2, 1, 3)
-    return dqkv.reshape(B, T, 3 * nh * hs)
+    parallel_rows(_attention_weights_backward, *_heads(datt, att, q, k, dq, dk), scale=1.0 / math.sqrt(hs))
+    return dqkv.transpose(1, 3, 0, 2, 4).reshape(B, T, 3 * nh * hs)   # (B, T, 3, nh, hs) -> (B, T, 3C)
+
+
+def _attention_output_backward(datt, dy, v, att_d, dv):
+    """One block of heads, y = att_d @ v in reverse: datt = dy v^T, dv = att_d^T dy."""
+    xp = array_module(dy)
+    xp.matmul(dy, v.transpose(0, 2, 1), out=datt)
+    xp.matmul(att_d.transpose(0, 2, 1), dy, out=dv)
+
+
+def _attention_weights_backward(ds, att, q, k, dq, dk, scale):
+    """One block of heads: ds (datt on entry, in place) and then dq, dk.
+
+    att = softmax(s): ds = att * (datt - sum(datt * att, row)); masked entries
+    have att = 0, so they get no gradient. s = q k^T * scale: dq = ds k * scale,
+    dk = ds^T q * scale.
+    """
+    xp = array_module(ds)
+    ds -= (ds * att).sum(axis=-1, keepdims=True)
+    ds *= att
+    ds *= scale
+    xp.matmul(ds, k, out=dq)
+    xp.matmul(ds.transpose(0, 2, 1), q, out=dk)
 
 # ---------------------------------------------------------------- cross-entropy
 
@@ -227,27 +326,44 @@ def cross_entropy_forward(logits, targets, ignore_index=-1):
     """
     xp = array_module(logits)
     V = logits.shape[-1]
-    z = logits.reshape(-1, V) - logits.reshape(-1, V).max(axis=-1, keepdims=True)   # (N, V)
+    z = logits.reshape(-1, V)                      # (N, V)
+    probs = xp.empty(z.shape, dtype=z.dtype)
+    logsumexp = xp.empty((z.shape[0], 1), dtype=z.dtype)
+    parallel_rows(_softmax_rows, z, probs, logsumexp)
     t = targets.reshape(-1)
     valid = t != ignore_index
     t = xp.where(valid, t, 0)
     rows = xp.arange(t.shape[0])
-    z_target = z[rows, t]                          # (N,)
-    probs = xp.exp(z, out=z)
-    sums = probs.sum(axis=-1)
-    probs /= sums[:, None]
-    # -log p(target) = log(sum exp z) - z_target
-    nll = xp.log(sums) - z_target
+    nll = logsumexp[:, 0] - z[rows, t]             # -log p(target) = log(sum exp z) - z_target
     count = xp.maximum(valid.sum(), 1).astype(logits.dtype)
     loss = (nll * valid).sum() / count
     return loss, (probs, t, valid, count, logits.shape)
+
+
+def _softmax_rows(z, probs, logsumexp):
+    """One block of rows: probs = softmax(z) and logsumexp = log(sum(exp(z)))."""
+    xp = array_module(z)
+    zmax = z.max(axis=-1, keepdims=True)
+    xp.subtract(z, zmax, out=probs)                # shifted, so exp cannot overflow
+    xp.exp(probs, out=probs)
+    sums = probs.sum(axis=-1, keepdims=True)
+    probs /= sums
+    xp.log(sums, out=logsumexp)
+    logsumexp += zmax
 
 
 def cross_entropy_backward(dloss, cache):
     """Returns dlogits (..., V) = dloss * (softmax - onehot(target)) / count on valid rows."""
     probs, t, valid, count, shape = cache
     xp = array_module(probs)
-    dlogits = probs.copy()
-    dlogits[xp.arange(t.shape[0]), t] -= 1.0
-    dlogits *= (valid.astype(probs.dtype) * (dloss / count))[:, None]
+    scale = (valid.astype(probs.dtype) * (dloss / count))[:, None]   # (N, 1)
+    dlogits = xp.empty(probs.shape, dtype=probs.dtype)
+    parallel_rows(_scale_rows, probs, scale, dlogits)
+    rows = xp.arange(t.shape[0])
+    dlogits[rows, t] -= scale[:, 0]                # the one-hot part, row by row
     return dlogits.reshape(shape)
+
+
+def _scale_rows(a, scale, out):
+    """One block of rows: out = a * scale, with one scale per row."""
+    array_module(a).multiply(a, scale, out=out)

@@ -132,14 +132,28 @@ class GPT:
             caches.append(c)
         x, c = L.layernorm_forward(x, P["ln_f.weight"], P.get("ln_f.bias"))
         caches.append(c)
-        # tied output head: logits = x @ wte^T
-        logits = (x.reshape(B * T, -1) @ P["wte.weight"].T).reshape(B, T, -1)  # (B, T, V)
+        logits = self._head_forward(x)             # (B, T, V)
         caches.append(x)
         loss = None
         if targets is not None:
             loss, c = L.cross_entropy_forward(logits, targets)
             caches.append(c)
         return logits, loss, caches
+
+    def _head_forward(self, x):
+        """The output head, tied to the token embedding: logits = x @ wte^T.
+
+        x: (B, T, C). Returns logits (B, T, V)."""
+        B, T, C = x.shape
+        return (x.reshape(B * T, C) @ self.params["wte.weight"].T).reshape(B, T, -1)
+
+    def _head_backward(self, dlogits, x):
+        """Returns dx (B, T, C) and the head's share of dwte (V, C)."""
+        B, T, V = dlogits.shape
+        dlogits = dlogits.reshape(B * T, V)
+        dwte = dlogits.T @ x.reshape(B * T, -1)                   # logits = x @ wte^T
+        dx = (dlogits @ self.params["wte.weight"]).reshape(B, T, -1)
+        return dx, dwte
 
     def _block_forward(self, i, x, p, rng):
         """x + attn(ln_1(x)), then x + mlp(ln_2(x)). Returns x (B, T, C) and the cache."""
@@ -166,12 +180,7 @@ class GPT:
         grads = {}
         c_emb, c_drop, *c_blocks, c_lnf, x_final, c_ce = caches
         dlogits = L.cross_entropy_backward(1.0, c_ce)             # (B, T, V)
-        B, T, V = dlogits.shape
-        dlogits = dlogits.reshape(B * T, V)
-        wte = P["wte.weight"]
-        # logits = x @ wte^T: the head's share of the tied weight's gradient
-        dwte_head = dlogits.T @ x_final.reshape(B * T, -1)        # (V, C)
-        dx = (dlogits @ wte).reshape(B, T, -1)                    # (B, T, C)
+        dx, dwte_head = self._head_backward(dlogits, x_final)
         dx, grads["ln_f.weight"], dlnf_b = L.layernorm_backward(dx, c_lnf)
         if cfg.bias:
             grads["ln_f.bias"] = dlnf_b

@@ -1,7 +1,7 @@
 """AdamW, gradient clipping and the learning-rate schedule, as loops over parameter names."""
 import math
 
-from .backend import array_module
+from .backend import array_module, parallel_rows
 
 
 class AdamW:
@@ -27,22 +27,11 @@ class AdamW:
         lr = self.lr if lr is None else lr
         self.t += 1
         b1, b2 = self.beta1, self.beta2
-        bias1 = 1.0 - b1 ** self.t                 # bias corrections
-        bias2 = 1.0 - b2 ** self.t
-        step_size = lr / bias1
         for k, p in self.params.items():
-            g, m, v = grads[k], self.m[k], self.v[k]
-            xp = array_module(p)
-            m *= b1                                # m = b1 m + (1 - b1) g
-            m += (1.0 - b1) * g
-            v *= b2                                # v = b2 v + (1 - b2) g^2
-            v += (1.0 - b2) * (g * g)
-            if p.ndim >= 2 and self.weight_decay:
-                p *= 1.0 - lr * self.weight_decay  # decoupled decay: p -= lr wd p
-            denom = xp.sqrt(v)
-            denom *= 1.0 / math.sqrt(bias2)
-            denom += self.eps                      # sqrt(v_hat) + eps
-            p -= step_size * (m / denom)           # p -= lr m_hat / (sqrt(v_hat) + eps)
+            decay = lr * self.weight_decay if p.ndim >= 2 else 0.0
+            parallel_rows(_adamw_update, p, grads[k], self.m[k], self.v[k],
+                          b1=b1, b2=b2, step_size=lr / (1.0 - b1 ** self.t),   # bias corrections
+                          v_scale=1.0 / math.sqrt(1.0 - b2 ** self.t), eps=self.eps, decay=decay)
 
     def state_dict(self):
         return {"t": self.t, "m": self.m, "v": self.v}
@@ -52,6 +41,29 @@ class AdamW:
         for k in self.params:
             self.m[k][...] = state["m"][k]
             self.v[k][...] = state["v"][k]
+
+
+def _adamw_update(p, g, m, v, b1, b2, step_size, v_scale, eps, decay):
+    """One block of one parameter, in place: p, m and v after an AdamW step.
+
+    step_size = lr / (1 - b1^t) and v_scale = 1 / sqrt(1 - b2^t) fold in the bias
+    corrections; decay = lr * weight_decay (0 for biases and LayerNorm weights).
+    """
+    xp = array_module(p)
+    m *= b1                                        # m = b1 m + (1 - b1) g
+    m += (1.0 - b1) * g
+    v *= b2                                        # v = b2 v + (1 - b2) g^2
+    g2 = g * g
+    g2 *= 1.0 - b2
+    v += g2
+    if decay:
+        p *= 1.0 - decay                           # decoupled decay: p -= lr wd p
+    denom = xp.sqrt(v, out=g2)        # g2 is scratch from here on
+    denom *= v_scale
+    denom += eps                                   # sqrt(v_hat) + eps
+    update = xp.divide(m, denom, out=denom)
+    update *= step_size
+    p -= update                                    # p -= lr m_hat / (sqrt(v_hat) + eps)
 
 
 def grad_norm(grads):

@@ -1,0 +1,377 @@
+"""Training speed: minigpt beside PyTorch eager on the CPU, same model, same step, same run.
+
+    python benchmarks/bench_train.py                  # configs A, B, C
+    python benchmarks/bench_train.py --configs A B --rounds 8
+    python benchmarks/bench_train.py --no-torch       # minigpt alone
+
+A step is a full training step in float32: forward, backward, AdamW. Each
+framework runs in its own worker process (so each has its own peak RSS and
+threads), both built from the same initial parameters and the same batch;
+the parent alternates rounds of steps between them, so a busy machine slows
+both alike. Reported: the median tokens/s and ms per step, the achieved
+GFLOP/s (minigpt.flops: 6N + attention per token) and its share of the
+measured matmul peak (MFU), the peak RSS of each worker (whole process, and
+above the process's RSS before the model was built), and where minigpt's
+time goes by layer kind.
+"""
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+# name: (model sizes, batch size, default rounds, steps per round)
+CONFIGS = {
+    "A": (dict(n_layer=4, n_head=4, n_embd=128, block_size=64, vocab_size=65), 12, 10, 10),
+    "B": (dict(n_layer=6, n_head=6, n_embd=384, block_size=256, vocab_size=65), 8, 6, 2),
+    "C": (dict(n_layer=12, n_head=12, n_embd=768, block_size=256, vocab_size=50257), 2, 4, 1),
+}
+HYPER = dict(lr=1e-4, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1)
+
+
+def rss_mb():
+    """The process's resident memory now, in MiB."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def threads():
+    """Threads per framework: --threads, passed to the workers in MINIGPT_BENCH_THREADS, else all cores."""
+    return int(os.environ.get("MINIGPT_BENCH_THREADS") or len(os.sched_getaffinity(0)))
+
+
+def peak_rss_mb():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024   # KiB on Linux
+
+# ------------------------------------------------------------------ workers
+
+
+def minigpt_worker(config, B, seed):
+    """Build minigpt's model, optimizer and batch; return (step, profile) functions."""
+    from minigpt.backend import host_threads
+    from minigpt.model import GPT
+    from minigpt.optim import AdamW
+    host_threads(threads())
+    model = GPT(config, seed=seed)
+    opt = AdamW(model.params, **HYPER)
+    idx, targets = batch(config, B, seed)
+
+    def step():
+        _, loss, cache = model.forward(idx, targets, train=True)
+        opt.step(model.backward(cache))
+        return loss
+
+    def profile(n):
+        return profile_minigpt(step, n)
+    return step, profile
+
+
+def torch_worker(config, B, seed, adamw):
+    """The same model in PyTorch (benchmarks/torch_gpt2.py), loaded with minigpt's initial params."""
+    import torch
+
+    from minigpt.model import init_params
+    from torch_gpt2 import TorchGPT, make_adamw
+    torch.set_num_threads(threads())
+    model = TorchGPT(config).load_minigpt_params(init_params(config, seed))
+    kwargs = {"foreach": True} if adamw == "foreach" else {"fused": True} if adamw == "fused" else {}
+    opt = make_adamw(model, **HYPER, **kwargs)
+    idx, targets = (torch.from_numpy(a) for a in batch(config, B, seed))
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        _, loss = model(idx, targets)
+        loss.backward()
+        opt.step()
+        return loss.detach()
+    return step, None
+
+
+def batch(config, B, seed):
+    rng = np.random.default_rng(seed + 1)
+    shape = (B, config.block_size)
+    return rng.integers(0, config.vocab_size, shape), rng.integers(0, config.vocab_size, shape)
+
+
+def profile_minigpt(step, n):
+    """Run n steps with a timer around every layer call; return {kind: seconds} and the total.
+
+    The timers wrap the module attributes the model calls through (`L.gelu_forward`, ...),
+    so the layers themselves are untouched; "other" is the step time nobody claimed
+    (embedding, residual adds, dropout, Python).
+    """
+    from minigpt import layers as L
+    from minigpt.model import GPT
+    from minigpt.optim import AdamW
+    kinds = {
+        "matmul": [(L, "linear_forward"), (L, "linear_backward"),
+                   (GPT, "_head_forward"), (GPT, "_head_backward")],
+        "attention": [(L, "attention_forward"), (L, "attention_backward")],
+        "GELU": [(L, "gelu_forward"), (L, "gelu_backward")],
+        "LayerNorm": [(L, "layernorm_forward"), (L, "layernorm_backward")],
+        "cross-entropy": [(L, "cross_entropy_forward"), (L, "cross_entropy_backward")],
+        "optimizer": [(AdamW, "step")],
+    }
+    spent = defaultdict(float)
+    saved = []
+    for kind, targets in kinds.items():
+        for owner, name in targets:
+            fn = getattr(owner, name, None)
+            if fn is None:
+                continue
+
+            def timed(*args, _fn=fn, _kind=kind, **kwargs):
+                t0 = time.perf_counter()
+                out = _fn(*args, **kwargs)
+                spent[_kind] += time.perf_counter() - t0
+                return out
+            saved.append((owner, name, fn))
+            setattr(owner, name, timed)
+    try:
+        t0 = time.perf_counter()
+        for _ in range(n):
+            step()
+        total = time.perf_counter() - t0
+    finally:
+        for owner, name, fn in saved:
+            setattr(owner, name, fn)
+    spent["other"] = total - sum(spent.values())
+    return dict(spent), total
+
+
+def worker_main(args):
+    """Serve the parent: one JSON command per stdin line, one JSON answer per stdout line."""
+    from minigpt.model import GPTConfig
+    sizes, B, _, _ = CONFIGS[args.config]
+    config = GPTConfig(**sizes)
+    # The baseline is taken after the libraries are loaded and have run one matmul
+    # (BLAS allocates its per-thread buffers then): what is left is the model's.
+    if args.worker == "torch":
+        import torch
+        torch.set_num_threads(threads())
+        torch.ones(256, 256) @ torch.ones(256, 256)
+    else:
+        np.ones((256, 256), np.float32) @ np.ones((256, 256), np.float32)
+    base = rss_mb()
+    if args.worker == "minigpt":
+        step, profile = minigpt_worker(config, B, args.seed)
+    else:
+        step, profile = torch_worker(config, B, args.seed, args.torch_adamw)
+    out = sys.stdout
+    sys.stdout = sys.stderr                       # nothing but answers on the pipe
+    for line in sys.stdin:
+        cmd = json.loads(line)
+        if cmd["cmd"] == "steps":
+            times = []
+            for _ in range(cmd["n"]):
+                t0 = time.perf_counter()
+                loss = float(step())
+                times.append(time.perf_counter() - t0)
+            answer = {"times": times, "loss": loss}
+        elif cmd["cmd"] == "peak":
+            from minigpt.flops import measure_matmul_peak
+            answer = {"gflops": measure_matmul_peak(seconds=cmd["seconds"])}
+        elif cmd["cmd"] == "profile":
+            spent, total = profile(cmd["n"])
+            answer = {"spent": spent, "total": total}
+        else:                                     # "memory"
+            answer = {"peak": peak_rss_mb(), "base": base}
+        out.write(json.dumps(answer) + "\n")
+        out.flush()
+
+# ------------------------------------------------------------------ parent
+
+
+class Worker:
+    def __init__(self, kind, config_name, args):
+        cmd = [sys.executable, __file__, "--worker", kind, "--config", config_name,
+               "--seed", str(args.seed), "--torch-adamw", args.torch_adamw]
+        self.kind = kind
+        env = dict(os.environ)
+        if args.threads:                           # BLAS and OpenMP read these when they load
+            for var in ("MINIGPT_BENCH_THREADS", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+                env[var] = str(args.threads)
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+
+    def ask(self, **cmd):
+        self.proc.stdin.write(json.dumps(cmd) + "\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the {self.kind} worker died (see its stderr above)")
+        return json.loads(line)
+
+    def close(self):
+        self.proc.stdin.close()
+        self.proc.wait()
+
+
+def bench_config(name, args, with_torch):
+    from minigpt.flops import flops_per_token
+    from minigpt.model import GPTConfig
+    sizes, B, rounds, steps = CONFIGS[name]
+    rounds = args.rounds or rounds
+    steps = args.steps or steps
+    config = GPTConfig(**sizes)
+    tokens = B * config.block_size
+    kinds = ["minigpt"] + (["torch"] if with_torch else [])
+    workers = {k: Worker(k, name, args) for k in kinds}
+    try:
+        times = {k: [] for k in kinds}
+        losses = {}
+        for k in kinds:                            # warm-up: caches, allocator, BLAS threads
+            losses[k] = workers[k].ask(cmd="steps", n=args.warmup)["loss"]
+        for r in range(rounds):                    # alternate, and swap who goes first
+            for k in (kinds if r % 2 == 0 else kinds[::-1]):
+                times[k] += workers[k].ask(cmd="steps", n=steps)["times"]
+        prof = workers["minigpt"].ask(cmd="profile", n=max(1, steps)) if args.profile else None
+        memory = {k: workers[k].ask(cmd="memory") for k in kinds}
+        peak_gflops = workers["minigpt"].ask(cmd="peak", seconds=1.0)["gflops"]
+    finally:
+        for w in workers.values():
+            w.close()
+    fpt = flops_per_token(config)
+    result = {"config": name, "B": B, "T": config.block_size, "tokens": tokens, "losses": losses,
+              "profile": prof, "memory": memory, "flops_per_token": fpt, "peak_gflops": peak_gflops}
+    for k in kinds:
+        ms = 1e3 * float(np.median(times[k]))
+        result[k] = {"ms": ms, "tok_s": tokens / ms * 1e3, "gflops": tokens / ms * 1e3 * fpt / 1e9,
+                     "spread": [1e3 * float(np.percentile(times[k], q)) for q in (25, 75)],
+                     "n": len(times[k])}
+        result[k]["mfu"] = result[k]["gflops"] / peak_gflops
+    return result
+
+
+def environment(with_torch, n_threads):
+    n_threads = n_threads or len(os.sched_getaffinity(0))
+    lines = [f"date {datetime.now().isoformat(timespec='minutes')}, {platform.machine()} "
+             f"{_cpu_name()}, {len(os.sched_getaffinity(0))} cores, load average "
+             f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}",
+             f"python {platform.python_version()}, numpy {np.__version__}" + _blas_info()
+             + f"; {n_threads} threads per framework"]
+    if with_torch:
+        from importlib.metadata import version
+        lines.append(f"torch {version('torch')} eager, float32, torch.optim.AdamW")
+    flags = {k: os.environ[k] for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OMP_NUM_THREADS",
+                                        "OPENBLAS_NUM_THREADS") if k in os.environ}
+    lines.append(f"environment: {flags or 'no BLAS/OpenMP variables set'}")
+    return lines
+
+
+def _cpu_name():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def _blas_info():
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return ""
+    info = [i for i in threadpool_info() if i.get("user_api") == "blas"]
+    return "".join(f", {i['internal_api']} {i.get('version')} ({i.get('architecture')} kernel, "
+                   f"{i['num_threads']} threads)" for i in info)
+
+
+def report(results, with_torch):
+    print()
+    head = f"{'cfg':<4}{'tokens/s':>10}"
+    if with_torch:
+        head += f"{'PyTorch':>10}{'ratio':>7}"
+    head += f"{'ms/step':>9}" + (f"{'PyTorch':>9}" if with_torch else "")
+    head += f"{'GFLOP/s':>9}{'MFU':>6}{'peak RSS MiB':>14}" + (f"{'PyTorch':>9}" if with_torch else "")
+    head += f"{'(above base)':>16}"
+    print(head)
+    for r in results:
+        m = r["minigpt"]
+        line = f"{r['config']:<4}{m['tok_s']:>10.0f}"
+        if with_torch:
+            t = r["torch"]
+            line += f"{t['tok_s']:>10.0f}{m['tok_s'] / t['tok_s']:>6.2f}x"
+        line += f"{m['ms']:>9.1f}" + (f"{r['torch']['ms']:>9.1f}" if with_torch else "")
+        mfu = f"{100 * m['mfu']:.0f}%" if m["mfu"] else "-"
+        line += f"{m['gflops']:>9.1f}{mfu:>6}{r['memory']['minigpt']['peak']:>14.0f}"
+        above = f"{r['memory']['minigpt']['peak'] - r['memory']['minigpt']['base']:.0f}"
+        if with_torch:
+            line += f"{r['memory']['torch']['peak']:>9.0f}"
+            above += f" / {r['memory']['torch']['peak'] - r['memory']['torch']['base']:.0f}"
+        print(line + f"{above:>16}")
+    peaks = ", ".join(f"{r['peak_gflops']:.0f}" for r in results)
+    print(f"(tokens/s, ms/step: medians over all timed steps; GFLOP/s: minigpt's achieved, "
+          f"6N + attention per token;\n MFU: against the matmul peak measured in each minigpt worker "
+          f"({peaks} GFLOP/s); 'above base': peak RSS minus the worker's RSS\n after loading its "
+          f"libraries and one matmul, i.e. the model, its optimizer state and the step)")
+    profiled = [r for r in results if r["profile"]]
+    if profiled:
+        kinds = ["matmul", "attention", "GELU", "LayerNorm", "cross-entropy", "optimizer", "other"]
+        print("\nminigpt time per layer kind (share of the step; matmul = linears + tied head)")
+        print(f"{'cfg':<4}" + "".join(f"{k:>14}" for k in kinds))
+        for r in profiled:
+            p = r["profile"]
+            print(f"{r['config']:<4}" + "".join(f"{100 * p['spent'].get(k, 0.0) / p['total']:>13.0f}%"
+                                                  for k in kinds))
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS),
+                   help="which model configurations to run")
+    p.add_argument("--rounds", type=int, default=None, help="timed rounds per framework (default per config)")
+    p.add_argument("--steps", type=int, default=None, help="steps per round (default per config)")
+    p.add_argument("--warmup", type=int, default=2, help="untimed steps before timing")
+    p.add_argument("--threads", type=int, default=None,
+                   help="threads for each framework (BLAS, OpenMP, minigpt's pool); default: all cores")
+    p.add_argument("--no-torch", action="store_true", help="skip the PyTorch reference")
+    p.add_argument("--no-profile", dest="profile", action="store_false",
+                   help="skip the per-layer-kind profile of minigpt")
+    p.add_argument("--torch-adamw", choices=["default", "foreach", "fused"], default="default",
+                   help="PyTorch AdamW implementation (default: what torch picks on the CPU)")
+    p.add_argument("--json", help="also write the results to this JSON file")
+    p.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
+    p.add_argument("--worker", choices=["minigpt", "torch"], help=argparse.SUPPRESS)
+    p.add_argument("--config", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.worker:
+        return worker_main(args)
+
+    from importlib.util import find_spec
+
+    with_torch = not args.no_torch and find_spec("torch") is not None
+    for line in environment(with_torch, args.threads):
+        print(line, flush=True)
+    results = []
+    for name in args.configs:
+        r = bench_config(name, args, with_torch)
+        results.append(r)
+        m = r["minigpt"]
+        msg = f"{name}: minigpt {m['tok_s']:.0f} tok/s ({m['ms']:.1f} ms/step)"
+        if with_torch:
+            msg += f", PyTorch {r['torch']['tok_s']:.0f} tok/s, ratio {m['tok_s'] / r['torch']['tok_s']:.2f}x"
+        print(msg, flush=True)
+    report(results, with_torch)
+    print(f"load average at the end: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"environment": environment(with_torch, args.threads),
+                                               "results": results}, indent=1))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,58 @@
+"""How much arithmetic a training step is, and how much this machine can do.
+
+    from minigpt.flops import flops_per_token, measure_matmul_peak
+    achieved = tokens_per_second * flops_per_token(config)       # FLOP/s
+    mfu = achieved / (measure_matmul_peak() * 1e9)                # model FLOPs utilisation
+
+The count is the one in the PaLM paper's appendix B (and nanoGPT's
+`estimate_mfu`): a forward and backward pass costs 6 FLOPs per parameter per
+token (2 in the forward matmul, 4 in the two backward matmuls), plus the
+attention matmuls q k^T and att v, which have no parameters:
+
+    flops_per_token = 6 N + 12 n_layer n_embd T
+
+N counts every weight used in a matmul: all parameters except the position
+embedding, which is only looked up (the token embedding counts, since the
+tied output head multiplies by it). LayerNorm, GELU, softmax and AdamW are
+not counted; they are a few FLOPs per element, not per weight.
+"""
+import math
+import time
+
+import numpy as np
+
+
+def matmul_params(config):
+    """N: the parameters that take part in a matmul (all but the position embedding)."""
+    from .model import param_shapes
+    return sum(math.prod(s) for name, s in param_shapes(config).items() if name != "wpe.weight")
+
+
+def flops_per_token(config, T=None):
+    """Training FLOPs (forward + backward) per token for sequences of length T (default block_size)."""
+    T = config.block_size if T is None else T
+    attention = 12 * config.n_layer * config.n_embd * T      # 12 L H Q T with H Q = n_embd
+    return 6 * matmul_params(config) + attention
+
+
+def measure_matmul_peak(seconds=0.3, n=1024):
+    """The host's float32 matmul speed in GFLOP/s: the best of repeated (n, n) @ (n, n) products.
+
+    NumPy's BLAS with its default threads, as the training step uses it. The
+    best rather than the mean, so a busy machine reads closer to its real peak.
+    """
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((n, n), dtype=np.float32)
+    b = rng.standard_normal((n, n), dtype=np.float32)
+    out = np.empty((n, n), dtype=np.float32)
+    np.matmul(a, b, out=out)                                  # warm up the BLAS threads
+    best = math.inf
+    stop = time.perf_counter() + seconds
+    while True:
+        t0 = time.perf_counter()
+        np.matmul(a, b, out=out)
+        t1 = time.perf_counter()
+        best = min(best, t1 - t0)
+        if t1 >= stop:
+            break
+    return 2.0 * n ** 3 / best / 1e9
