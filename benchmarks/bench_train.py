@@ -174,12 +174,13 @@ def worker_main(args):
     for line in sys.stdin:
         cmd = json.loads(line)
         if cmd["cmd"] == "steps":
-            times = []
+            times, cpu = [], []
             for _ in range(cmd["n"]):
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 loss = float(step())
                 times.append(time.perf_counter() - t0)
-            answer = {"times": times, "loss": loss}
+                cpu.append(time.process_time() - c0)
+            answer = {"times": times, "cpu": cpu, "loss": loss}
         elif cmd["cmd"] == "peak":
             from minigpt.flops import measure_matmul_peak
             answer = {"gflops": measure_matmul_peak(seconds=cmd["seconds"])}
@@ -230,12 +231,15 @@ def bench_config(name, args, with_torch):
     workers = {k: Worker(k, name, args) for k in kinds}
     try:
         times = {k: [] for k in kinds}
+        cpu = {k: [] for k in kinds}
         losses = {}
         for k in kinds:                            # warm-up: caches, allocator, BLAS threads
             losses[k] = workers[k].ask(cmd="steps", n=args.warmup)["loss"]
         for r in range(rounds):                    # alternate, and swap who goes first
             for k in (kinds if r % 2 == 0 else kinds[::-1]):
-                times[k] += workers[k].ask(cmd="steps", n=steps)["times"]
+                answer = workers[k].ask(cmd="steps", n=steps)
+                times[k] += answer["times"]
+                cpu[k] += answer["cpu"]
         prof = workers["minigpt"].ask(cmd="profile", n=max(1, steps)) if args.profile else None
         memory = {k: workers[k].ask(cmd="memory") for k in kinds}
         peak_gflops = workers["minigpt"].ask(cmd="peak", seconds=1.0)["gflops"]
@@ -249,7 +253,7 @@ def bench_config(name, args, with_torch):
         ms = 1e3 * float(np.median(times[k]))
         result[k] = {"ms": ms, "tok_s": tokens / ms * 1e3, "gflops": tokens / ms * 1e3 * fpt / 1e9,
                      "spread": [1e3 * float(np.percentile(times[k], q)) for q in (25, 75)],
-                     "n": len(times[k])}
+                     "n": len(times[k]), "cpu_ms": 1e3 * float(np.median(cpu[k]))}
         result[k]["mfu"] = result[k]["gflops"] / peak_gflops
     return result
 
@@ -292,37 +296,38 @@ def _blas_info():
 
 
 def report(results, with_torch):
-    print()
-    head = f"{'cfg':<4}{'tokens/s':>10}"
-    if with_torch:
-        head += f"{'PyTorch':>10}{'ratio':>7}"
-    head += f"{'ms/step':>9}" + (f"{'PyTorch':>9}" if with_torch else "")
-    head += f"{'GFLOP/s':>9}{'MFU':>6}{'peak RSS MiB':>14}" + (f"{'PyTorch':>9}" if with_torch else "")
-    head += f"{'(above base)':>16}"
-    print(head)
+    """Print the speed table, the memory table and the profile."""
+    both = ["minigpt", "torch"] if with_torch else ["minigpt"]
+    print("\nspeed (float32 train step: forward, backward, AdamW)")
+    head = f"{'cfg':<4}{'tokens/s':>10}" + (f"{'PyTorch':>10}{'ratio':>8}" if with_torch else "")
+    head += f"{'ms/step':>10}" + (f"{'PyTorch':>10}" if with_torch else "")
+    head += f"{'CPU ms/step':>13}" + (f"{'PyTorch':>10}" if with_torch else "")
+    print(head + f"{'GFLOP/s':>9}{'MFU':>6}")
     for r in results:
         m = r["minigpt"]
         line = f"{r['config']:<4}{m['tok_s']:>10.0f}"
         if with_torch:
-            t = r["torch"]
-            line += f"{t['tok_s']:>10.0f}{m['tok_s'] / t['tok_s']:>6.2f}x"
-        line += f"{m['ms']:>9.1f}" + (f"{r['torch']['ms']:>9.1f}" if with_torch else "")
-        mfu = f"{100 * m['mfu']:.0f}%" if m["mfu"] else "-"
-        line += f"{m['gflops']:>9.1f}{mfu:>6}{r['memory']['minigpt']['peak']:>14.0f}"
-        above = f"{r['memory']['minigpt']['peak'] - r['memory']['minigpt']['base']:.0f}"
-        if with_torch:
-            line += f"{r['memory']['torch']['peak']:>9.0f}"
-            above += f" / {r['memory']['torch']['peak'] - r['memory']['torch']['base']:.0f}"
-        print(line + f"{above:>16}")
+            line += f"{r['torch']['tok_s']:>10.0f}{m['tok_s'] / r['torch']['tok_s']:>7.2f}x"
+        line += "".join(f"{r[k]['ms']:>10.1f}" for k in both)
+        line += f"{m['cpu_ms']:>13.1f}" + ("".join(f"{r[k]['cpu_ms']:>10.1f}" for k in both[1:]))
+        print(line + f"{m['gflops']:>9.1f}{100 * m['mfu']:>5.0f}%")
     peaks = ", ".join(f"{r['peak_gflops']:.0f}" for r in results)
-    print(f"(tokens/s, ms/step: medians over all timed steps; GFLOP/s: minigpt's achieved, "
-          f"6N + attention per token;\n MFU: against the matmul peak measured in each minigpt worker "
-          f"({peaks} GFLOP/s); 'above base': peak RSS minus the worker's RSS\n after loading its "
-          f"libraries and one matmul, i.e. the model, its optimizer state and the step)")
+    print(f"tokens/s, ms/step: medians over all timed steps; CPU ms/step: process CPU time (all threads);\n"
+          f"GFLOP/s: minigpt's achieved, 6N + attention per token (minigpt.flops); MFU: against the\n"
+          f"float32 matmul peak measured in each minigpt worker ({peaks} GFLOP/s)")
+
+    print("\npeak RSS, MiB: whole process / above the RSS after loading the libraries and one matmul")
+    print(f"{'cfg':<4}{'minigpt':>16}" + (f"{'PyTorch':>16}" if with_torch else ""))
+    for r in results:
+        print(f"{r['config']:<4}" + "".join(
+            f"{r['memory'][k]['peak']:>9.0f} /{r['memory'][k]['peak'] - r['memory'][k]['base']:>5.0f}"
+            for k in both))
+
     profiled = [r for r in results if r["profile"]]
     if profiled:
         kinds = ["matmul", "attention", "GELU", "LayerNorm", "cross-entropy", "optimizer", "other"]
-        print("\nminigpt time per layer kind (share of the step; matmul = linears + tied head)")
+        print("\nminigpt's step by layer kind (share of wall time; matmul = linears + tied head; "
+              "other = embedding, residuals, Python)")
         print(f"{'cfg':<4}" + "".join(f"{k:>14}" for k in kinds))
         for r in profiled:
             p = r["profile"]

