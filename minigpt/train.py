@@ -72,8 +72,8 @@ def build_parser():
     g.add_argument("--grad-clip", type=float, default=1.0, metavar="NORM",
                    help="clip the global gradient norm to this; 0: no clipping" + d)
     g = p.add_argument_group("logging, evaluation and checkpoints")
-    g.add_argument("--log-interval", type=int, default=50, metavar="N", help="steps between log lines" + d)
-    g.add_argument("--eval-interval", type=int, default=1000, metavar="N",
+    g.add_argument("--log-interval", type=int, default=100, metavar="N", help="steps between log lines" + d)
+    g.add_argument("--eval-interval", type=int, default=2000, metavar="N",
                    help="steps between evals (each saves the checkpoint); the run also ends with one" + d)
     g.add_argument("--eval-iters", type=int, default=100, metavar="N",
                    help="batches per split that each eval averages the loss over" + d)
