@@ -174,7 +174,10 @@ def load_corpus(path, cache_dir, make_tokenizer=None, key=None, tokenizer=None):
     if not os.path.isfile(path):
         read_text(path)                  # raises the clear error for a missing path or a folder
     bin_path, meta_path = os.path.join(cache_dir, "tokens.bin"), os.path.join(cache_dir, "tokens.json")
-    ident = {"version": CACHE_VERSION, "sha256": file_digest(path)}
+    try:
+        ident = {"version": CACHE_VERSION, "sha256": file_digest(path)}
+    except OSError as e:
+        raise DataError(f"cannot read {path}: {e.strerror or e}")
     wanted = dict(ident, tokenizer=tokenizer.to_json()) if tokenizer is not None else dict(ident, key=key)
     cached = _read_cache(bin_path, meta_path, wanted)
     if cached is not None:
