@@ -265,6 +265,8 @@ def main(argv=None):
         model, tokenizer, ids = _load(args)
     except (CheckpointError, DeviceError, OSError, ValueError) as e:
         _fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
+    except MemoryError:
+        _fail("not enough memory to load this model")
     temperature = 0.0 if args.greedy else args.temperature
     eot = None if args.ignore_eot else eot_id(tokenizer)
     rng = np.random.default_rng(args.seed)
