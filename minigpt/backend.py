@@ -8,6 +8,7 @@ difference lives in this file.
 import ctypes
 import os
 import sys
+import threading
 
 import numpy as np
 
@@ -143,21 +144,29 @@ def default_rng(xp, seed):
 #
 # NumPy runs one ufunc on one core, but it releases the GIL while it loops, so
 # two Python threads working on different rows of the same arrays really do run
-# in parallel. `parallel_rows` is the one place that does this: a layer writes
-# its elementwise math as a kernel on a block of rows (ordinary array code that
+# in parallel. `parallel_rows` is the place that does this: a layer writes its
+# elementwise math as a kernel on a block of rows (ordinary array code that
 # writes its results into output arrays), and this helper hands out the blocks.
-# Inside it each thread's BLAS runs single-threaded, so a kernel may also do
-# small matmuls (attention, one block of heads each) without the BLAS threads
-# and ours fighting over the cores; the big matmuls outside keep BLAS threads.
+# `matmul` does the same for the blocks of a matrix product. Every block's BLAS
+# call runs single-threaded, on whichever thread took the block, first come
+# first served. Measured on this project's shared 2-core machine, that beats
+# letting OpenBLAS thread each product itself: a BLAS thread that the OS does
+# not run right away stalls the whole product (OpenBLAS splits it evenly up
+# front), and the small per-head products of attention each paid that stall.
 
 BLOCK_ELEMENTS = 1 << 16         # ~256 KiB of float32 per block: a kernel's temporaries stay in L2
 MIN_PARALLEL_ELEMENTS = 1 << 15  # below this, handing work to a thread costs more than it saves
+MATMUL_BLOCKS_PER_THREAD = 2     # more blocks even out a busy machine; each block repacks an operand
+MIN_PARALLEL_FLOPS = 1 << 22
 _host_threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-_pool = None
+_pool, _pool_size = None, 0
 
 
 def host_threads(n=None):
-    """The number of threads `parallel_rows` uses on the host; set it with n. Returns the old value."""
+    """The number of threads `parallel_rows` and `matmul` use on the host; set it with n.
+
+    Returns the old value. Default: the cores this process may run on.
+    """
     global _host_threads
     old = _host_threads
     if n is not None:
@@ -172,9 +181,11 @@ def parallel_rows(kernel, *arrays, **constants):
     kernel's inputs and outputs; constants: passed whole to every call. The
     kernel must treat each row on its own (elementwise or row-wise math), so
     any split of the rows gives the same bits. On the host the rows are cut
-    into blocks of about BLOCK_ELEMENTS, at least one per thread, shared out
-    evenly over `host_threads()` threads. On a GPU, or for small arrays, it is
-    a single call: kernel(*arrays, **constants).
+    into blocks of about BLOCK_ELEMENTS (at least one per thread), and each of
+    `host_threads()` threads, this one included, takes the next block until
+    none is left: on a busy machine a thread that is not running simply takes
+    fewer blocks, instead of holding up the others. On a GPU, or for small
+    arrays, it is a single call: kernel(*arrays, **constants).
     """
     first = arrays[0]
     N = first.shape[0] if first.ndim else 0
@@ -184,26 +195,96 @@ def parallel_rows(kernel, *arrays, **constants):
         return
     per_thread = -(-first.size // (BLOCK_ELEMENTS * n_threads))      # blocks per thread, rounded up
     rows = -(-N // (per_thread * n_threads))                       # rows per block, rounded up
-    starts = list(range(0, N, rows))
+    _share_out(lambda s: kernel(*(a[s:s + rows] for a in arrays), **constants),
+               range(0, N, rows), n_threads)
 
-    def run(blocks):
-        for s in blocks:
-            kernel(*(a[s:s + rows] for a in arrays), **constants)
 
-    shares = [starts[len(starts) * i // n_threads: len(starts) * (i + 1) // n_threads]
-              for i in range(n_threads)]
-    futures = [_thread_pool().submit(run, share) for share in shares[1:]]
+
+def matmul(a, b):
+    """a @ b for 2-D arrays, with the product cut into blocks shared out over the host threads.
+
+    The rows of a are cut (or the columns of b, when those are more), each block
+    is one single-threaded BLAS call, and threads take blocks as in parallel_rows.
+    Equal to a @ b up to rounding (BLAS may round a block's edge rows differently).
+    On a GPU, when small, or when this BLAS's threads cannot be set per thread
+    (not OpenBLAS), it is just a @ b, threaded by BLAS itself.
+    """
+    M, K = a.shape
+    N = b.shape[1]
+    if (array_module(a) is not np or _host_threads < 2 or 2 * M * K * N < MIN_PARALLEL_FLOPS
+            or _openblas_set_num_threads_local is None):
+        return a @ b
+    out = np.empty((M, N), dtype=np.result_type(a, b))
+    n_blocks = _host_threads * MATMUL_BLOCKS_PER_THREAD
+    if M >= N:                                     # out[i:i+n] = a[i:i+n] @ b
+        n = -(-M // n_blocks)
+        _share_out(lambda i: np.matmul(a[i:i + n], b, out=out[i:i + n]), range(0, M, n), _host_threads)
+    else:                                          # out[:, j:j+n] = a @ b[:, j:j+n]
+        n = -(-N // n_blocks)
+        _share_out(lambda j: np.matmul(a, b[:, j:j + n], out=out[:, j:j + n]), range(0, N, n), _host_threads)
+    return out
+
+
+def _share_out(task, starts, n_threads):
+    """Run task(start) for every start, on n_threads threads (this one too), first come first served."""
+    blocks = _Blocks(starts)
+
+    def work():
+        for start in blocks:
+            try:
+                if blocks.error is None:
+                    task(start)
+            except BaseException as e:             # kept for the caller; the rest are skipped
+                blocks.error = blocks.error or e
+            finally:
+                blocks.finished_one()
+
+    for _ in range(n_threads - 1):
+        _thread_pool().submit(work)
     with _single_threaded_blas():
-        run(shares[0])                             # this thread does the first share
-    for f in futures:
-        f.result()                                 # and re-raises a worker's exception
+        work()                                     # this thread works too
+    blocks.wait()                                  # for blocks still running on other threads
+    if blocks.error is not None:
+        raise blocks.error
+
+
+class _Blocks:
+    """Hands out the block starts, each to the first thread that asks; wait() until all are done."""
+
+    def __init__(self, starts):
+        self.starts = list(starts)
+        self.error = None
+        self._next = 0
+        self._unfinished = len(self.starts)
+        self._lock = threading.Lock()
+        self._done = threading.Event()
+
+    def __iter__(self):
+        while True:
+            with self._lock:
+                i = self._next
+                self._next += 1
+            if i >= len(self.starts):
+                return
+            yield self.starts[i]
+
+    def finished_one(self):
+        with self._lock:
+            self._unfinished -= 1
+            if self._unfinished == 0:
+                self._done.set()
+
+    def wait(self):
+        self._done.wait()
 
 
 def _thread_pool():
-    global _pool
-    if _pool is None or _pool._max_workers < _host_threads - 1:
+    """The worker threads (host_threads() - 1 of them), started on first use; their BLAS is single-threaded."""
+    global _pool, _pool_size
+    if _pool is None or _pool_size < _host_threads - 1:
         from concurrent.futures import ThreadPoolExecutor
-        _pool = ThreadPoolExecutor(max_workers=max(1, _host_threads - 1), thread_name_prefix="minigpt",
+        _pool_size = max(1, _host_threads - 1)
+        _pool = ThreadPoolExecutor(max_workers=_pool_size, thread_name_prefix="minigpt",
                                    initializer=_blas_threads_here, initargs=(1,))
     return _pool
 

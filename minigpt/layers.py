@@ -24,7 +24,7 @@ Shape letters used in comments:
 import math
 from functools import lru_cache
 
-from .backend import array_module, parallel_rows, scatter_add
+from .backend import array_module, matmul, parallel_rows, scatter_add
 
 # ---------------------------------------------------------------- embedding
 
@@ -66,7 +66,7 @@ def linear_forward(x, w, b):
     x: (..., in); w: (in, out); b: (out,) or None. Returns y: (..., out).
     """
     x2 = x.reshape(-1, x.shape[-1])                # (N, in)
-    y = x2 @ w                                     # (N, out)
+    y = matmul(x2, w)                              # (N, out): x2 @ w, over all cores
     if b is not None:
         y += b
     return y.reshape(*x.shape[:-1], w.shape[1]), (x, w, b is not None)
@@ -77,8 +77,8 @@ def linear_backward(dy, cache):
     x, w, has_bias = cache
     dy2 = dy.reshape(-1, dy.shape[-1])             # (N, out)
     x2 = x.reshape(-1, x.shape[-1])                # (N, in)
-    dx = (dy2 @ w.T).reshape(x.shape)              # y = x @ w  ->  dx = dy @ w^T
-    dw = x2.T @ dy2                                #            ->  dw = x^T @ dy
+    dx = matmul(dy2, w.T).reshape(x.shape)         # y = x @ w  ->  dx = dy @ w^T
+    dw = matmul(x2.T, dy2)                         #            ->  dw = x^T @ dy
     db = dy2.sum(axis=0) if has_bias else None     # y += b     ->  db = sum over rows
     return dx, dw, db
 

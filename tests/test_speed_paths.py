@@ -1,11 +1,13 @@
 """The speed paths change nothing but the speed.
 
 `backend.parallel_rows` cuts arrays into row blocks and shares them over
-threads; `mallopt` recycles freed memory. These tests force tiny blocks (so
-the small shapes of a test are cut into many ragged blocks) and prove that
-blocked, threaded results are bit-identical to one plain call, that gradients
-through the blocked kernels still match finite differences, that float32
-stays float32, and that nothing a step returns is overwritten by the next.
+threads, `backend.matmul` does the same for the blocks of a product, and
+`mallopt` recycles freed memory. These tests force tiny blocks (so the small
+shapes of a test are cut into many ragged blocks) and prove that the blocked
+elementwise and row-wise kernels give the same bits as one plain call, that
+blocked products equal `a @ b` to rounding, that gradients through the blocked
+paths still match finite differences, that float32 stays float32, and that
+nothing a step returns is overwritten by the next.
 """
 import numpy as np
 import pytest
@@ -18,18 +20,14 @@ from minigpt.optim import AdamW
 
 @pytest.fixture
 def tiny_blocks(monkeypatch):
-    """Split every array of 2+ rows, into blocks of a few elements, over 2 threads."""
+    """Split every array of 2+ rows, and every product, into small blocks over 2 threads."""
     monkeypatch.setattr(backend, "MIN_PARALLEL_ELEMENTS", 1)
     monkeypatch.setattr(backend, "BLOCK_ELEMENTS", 7)
+    monkeypatch.setattr(backend, "MIN_PARALLEL_FLOPS", 1)
+    monkeypatch.setattr(backend, "MATMUL_BLOCKS_PER_THREAD", 3)
     old = backend.host_threads(2)
     yield
     backend.host_threads(old)
-
-
-@pytest.fixture
-def one_call(monkeypatch):
-    """No splitting at all: every kernel runs once on whole arrays."""
-    monkeypatch.setattr(backend, "MIN_PARALLEL_ELEMENTS", 1 << 60)
 
 
 def run_every_layer(dtype, seed=0):
@@ -120,18 +118,38 @@ def train(steps, dtype=np.float64, dropout=0.0):
 
 @pytest.mark.parametrize("dropout", [0.0, 0.2])
 def test_training_steps_on_tiny_threaded_blocks_equal_the_plain_path(dropout, monkeypatch):
+    """Bit for bit while only the elementwise kernels are blocked; to rounding when
+    the products are cut too (BLAS may round a block's edge differently)."""
     monkeypatch.setattr(backend, "MIN_PARALLEL_ELEMENTS", 1 << 60)
+    monkeypatch.setattr(backend, "MIN_PARALLEL_FLOPS", 1 << 60)
     plain_losses, plain_params = train(4, dropout=dropout)
     monkeypatch.setattr(backend, "MIN_PARALLEL_ELEMENTS", 1)
     monkeypatch.setattr(backend, "BLOCK_ELEMENTS", 5)
     old = backend.host_threads(2)
     try:
         losses, params = train(4, dropout=dropout)
+        monkeypatch.setattr(backend, "MIN_PARALLEL_FLOPS", 1)
+        losses_mm, params_mm = train(4, dropout=dropout)
     finally:
         backend.host_threads(old)
     assert losses == plain_losses
+    np.testing.assert_allclose(losses_mm, plain_losses, rtol=1e-12)
     for k in params:
         np.testing.assert_array_equal(params[k], plain_params[k], err_msg=k)
+        np.testing.assert_allclose(params_mm[k], plain_params[k], rtol=1e-9, atol=1e-12, err_msg=k)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_blocked_matmul_equals_a_at_b(dtype, tiny_blocks):
+    rng = np.random.default_rng(0)
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    for M, K, N in ((7, 5, 3), (3, 5, 9), (100, 64, 33), (33, 64, 100), (1, 4, 1)):
+        a = rng.standard_normal((M, K)).astype(dtype)
+        b = rng.standard_normal((K, N)).astype(dtype)
+        for x, y in ((a, b), (a.T.copy().T, b), (a, b.T.copy().T)):   # strided operands too
+            got = backend.matmul(x, y)
+            assert got.dtype == dtype and got.shape == (M, N)
+            np.testing.assert_allclose(got, a @ b, rtol=tol, atol=tol * K)
 
 
 def test_float32_model_on_the_threaded_path_stays_float32(tiny_blocks):
@@ -160,7 +178,7 @@ def test_nothing_returned_by_a_step_is_overwritten_by_the_next():
 
 def test_a_worker_exception_reaches_the_caller(tiny_blocks):
     def kernel(x):
-        if x[0] >= 50:                                 # only a block on the second thread fails
+        if x[0] >= 50:                                 # some blocks fail, whichever thread runs them
             raise ValueError("boom")
     with pytest.raises(ValueError, match="boom"):
         backend.parallel_rows(kernel, np.arange(100.0))
