@@ -326,3 +326,17 @@ class _single_threaded_blas:
 
     def __exit__(self, *exc):
         _blas_threads_here(0)                      # 0: back to the process-wide setting
+
+
+def enable_tf32():
+    """Let CuPy's float32 matmuls use TF32 tensor cores (Ampere and newer GPUs).
+
+    TF32 keeps float32's range but rounds the products' inputs to 10 bits of
+    mantissa: much faster matmuls, slightly different numbers. Opt-in
+    (`--tf32`); strict float32 is the default. Raises DeviceError without CuPy.
+    """
+    cupy = _cupy()
+    if cupy is None:
+        raise DeviceError(f"--tf32 needs CuPy, which is not installed: pip install {CUPY_PIP_PACKAGE}")
+    from cupy._core import _routines_linalg as linalg   # where CuPy keeps its compute-type switch
+    linalg.set_compute_type(np.float32, linalg.COMPUTE_TYPE_TF32)
