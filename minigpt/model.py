@@ -187,8 +187,11 @@ class GPT:
         for i in reversed(range(cfg.n_layer)):
             dx = self._block_backward(i, dx, c_blocks[i], grads)
         dx = L.dropout_backward(dx, c_drop)
-        # the tied weight: the sum of both uses (the lookups' share is added into the head's)
-        grads["wte.weight"], grads["wpe.weight"] = L.embedding_backward(dx, c_emb, dwte=dwte_head)
+        # the tied weight: the sum of both uses. The call keeps the two-argument layer
+        # contract, so a student's own embedding_backward plugs straight in.
+        dwte, grads["wpe.weight"] = L.embedding_backward(dx, c_emb)
+        dwte += dwte_head
+        grads["wte.weight"] = dwte
         return {k: grads[k] for k in P}           # same keys, same order as params
 
     def _block_backward(self, i, dx, cache, grads):
