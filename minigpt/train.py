@@ -47,7 +47,7 @@ def build_parser():
                    help="one token per character, BPE trained on FILE, or GPT-2's BPE" + d)
     g.add_argument("--vocab-size", type=int, metavar="N", help="vocabulary size for --tokenizer bpe (default: 512)")
     g = p.add_argument_group("model")
-    g.add_argument("--n-layer", type=int, default=4, metavar="N", help="transformer blocks" + d)
+    g.add_argument("--n-layer", type=int, default=2, metavar="N", help="transformer blocks" + d)
     g.add_argument("--n-head", type=int, default=4, metavar="N", help="attention heads per block" + d)
     g.add_argument("--n-embd", type=int, default=128, metavar="C",
                    help="width of the residual stream, divisible by --n-head" + d)
@@ -72,8 +72,8 @@ def build_parser():
     g.add_argument("--grad-clip", type=float, default=1.0, metavar="NORM",
                    help="clip the global gradient norm to this; 0: no clipping" + d)
     g = p.add_argument_group("logging, evaluation and checkpoints")
-    g.add_argument("--log-interval", type=int, default=100, metavar="N", help="steps between log lines" + d)
-    g.add_argument("--eval-interval", type=int, default=2000, metavar="N",
+    g.add_argument("--log-interval", type=int, default=200, metavar="N", help="steps between log lines" + d)
+    g.add_argument("--eval-interval", type=int, default=2500, metavar="N",
                    help="steps between evals (each saves the checkpoint); the run also ends with one" + d)
     g.add_argument("--eval-iters", type=int, default=100, metavar="N",
                    help="batches per split that each eval averages the loss over" + d)
