@@ -2,9 +2,11 @@
 
     python benchmarks/matmul_peak.py [--seconds 0.5]
 
-Prints GFLOP/s of square (n, n) @ (n, n) products through NumPy's BLAS (what
-minigpt uses), and through PyTorch when it is installed, measured alternately.
-`python -m minigpt.train` divides its achieved FLOP/s by the NumPy figure.
+Prints GFLOP/s of square (n, n) @ (n, n) products: NumPy's `@` with BLAS
+threading itself, minigpt.backend.matmul (single-threaded BLAS blocks shared
+over the cores, what minigpt's layers use), and PyTorch when it is installed.
+`python -m minigpt.train` divides its achieved FLOP/s by the best of the first
+two (minigpt.flops.measure_matmul_peak).
 """
 import argparse
 import os
@@ -12,25 +14,24 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from minigpt.flops import measure_matmul_peak  # noqa: E402
+import time  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+from minigpt.backend import matmul  # noqa: E402
 
 
-def torch_matmul_peak(seconds, n):
-    """The same measurement through torch.matmul."""
-    import time
-
-    import torch
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    out = torch.empty(n, n)
-    torch.matmul(a, b, out=out)
+def peak(multiply, a, b, seconds):
+    """GFLOP/s of the best of repeated multiply(a, b) for `seconds`."""
+    multiply(a, b)
     best, stop = float("inf"), time.perf_counter() + seconds
     while True:
         t0 = time.perf_counter()
-        torch.matmul(a, b, out=out)
+        multiply(a, b)
         t1 = time.perf_counter()
         best = min(best, t1 - t0)
         if t1 >= stop:
-            return 2.0 * n ** 3 / best / 1e9
+            return 2.0 * a.shape[0] ** 3 / best / 1e9
 
 
 def main(argv=None):
@@ -43,11 +44,16 @@ def main(argv=None):
         torch.set_num_threads(len(os.sched_getaffinity(0)))
     except ImportError:
         torch = None
-    print(f"{'n':>6} {'numpy GFLOP/s':>14}" + (f" {'torch GFLOP/s':>14}" if torch else ""))
+    print(f"float32 GFLOP/s, best of {args.seconds} s each; load average "
+          f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}")
+    print(f"{'n':>6} {'numpy a @ b':>12} {'minigpt matmul':>15}" + (f" {'torch':>8}" if torch else ""))
     for n in args.sizes:
-        line = f"{n:>6} {measure_matmul_peak(args.seconds, n):>14.1f}"
+        a = np.random.default_rng(0).standard_normal((n, n), dtype=np.float32)
+        b = np.random.default_rng(1).standard_normal((n, n), dtype=np.float32)
+        line = f"{n:>6} {peak(np.matmul, a, b, args.seconds):>12.1f} {peak(matmul, a, b, args.seconds):>15.1f}"
         if torch:
-            line += f" {torch_matmul_peak(args.seconds, n):>14.1f}"
+            ta, tb = torch.from_numpy(a), torch.from_numpy(b)
+            line += f" {peak(torch.matmul, ta, tb, args.seconds):>8.1f}"
         print(line)
 
 

@@ -9,6 +9,7 @@ import ctypes
 import os
 import sys
 import threading
+import time
 
 import numpy as np
 
@@ -158,6 +159,7 @@ BLOCK_ELEMENTS = 1 << 16         # ~256 KiB of float32 per block: a kernel's tem
 MIN_PARALLEL_ELEMENTS = 1 << 15  # below this, handing work to a thread costs more than it saves
 MATMUL_BLOCKS_PER_THREAD = 2     # more blocks even out a busy machine; each block repacks an operand
 MIN_PARALLEL_FLOPS = 1 << 22
+LEAVE_BUSY_CORES = True          # use only the cores other processes leave free (see _free_cores)
 _host_threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 _pool, _pool_size = None, 0
 
@@ -190,8 +192,12 @@ def parallel_rows(kernel, *arrays, **constants):
     first = arrays[0]
     N = first.shape[0] if first.ndim else 0
     n_threads = min(_host_threads, N)
-    if array_module(first) is not np or first.size < MIN_PARALLEL_ELEMENTS or n_threads < 2:
+    if array_module(first) is not np:
         kernel(*arrays, **constants)
+        return
+    if first.size < MIN_PARALLEL_ELEMENTS or n_threads < 2:
+        with _single_threaded_blas():
+            kernel(*arrays, **constants)
         return
     per_thread = -(-first.size // (BLOCK_ELEMENTS * n_threads))      # blocks per thread, rounded up
     rows = -(-N // (per_thread * n_threads))                       # rows per block, rounded up
@@ -211,22 +217,26 @@ def matmul(a, b):
     """
     M, K = a.shape
     N = b.shape[1]
-    if (array_module(a) is not np or _host_threads < 2 or 2 * M * K * N < MIN_PARALLEL_FLOPS
-            or _openblas_set_num_threads_local is None):
+    if array_module(a) is not np or _openblas_set_num_threads_local is None:
         return a @ b
+    n_threads = min(_host_threads, _free_cores()) if 2 * M * K * N >= MIN_PARALLEL_FLOPS else 1
+    if n_threads < 2:
+        with _single_threaded_blas():
+            return a @ b
     out = np.empty((M, N), dtype=np.result_type(a, b))
-    n_blocks = _host_threads * MATMUL_BLOCKS_PER_THREAD
+    n_blocks = n_threads * MATMUL_BLOCKS_PER_THREAD
     if M >= N:                                     # out[i:i+n] = a[i:i+n] @ b
         n = -(-M // n_blocks)
-        _share_out(lambda i: np.matmul(a[i:i + n], b, out=out[i:i + n]), range(0, M, n), _host_threads)
+        _share_out(lambda i: np.matmul(a[i:i + n], b, out=out[i:i + n]), range(0, M, n), n_threads)
     else:                                          # out[:, j:j+n] = a @ b[:, j:j+n]
         n = -(-N // n_blocks)
-        _share_out(lambda j: np.matmul(a, b[:, j:j + n], out=out[:, j:j + n]), range(0, N, n), _host_threads)
+        _share_out(lambda j: np.matmul(a, b[:, j:j + n], out=out[:, j:j + n]), range(0, N, n), n_threads)
     return out
 
 
 def _share_out(task, starts, n_threads):
     """Run task(start) for every start, on n_threads threads (this one too), first come first served."""
+    n_threads = min(n_threads, _free_cores())
     blocks = _Blocks(starts)
 
     def work():
@@ -246,6 +256,36 @@ def _share_out(task, starts, n_threads):
     blocks.wait()                                  # for blocks still running on other threads
     if blocks.error is not None:
         raise blocks.error
+
+
+def _free_cores():
+    """How many cores are ours to use now: the host's, less those other processes keep busy.
+
+    On a machine whose cores are all taken by other work, a second thread of ours
+    mostly waits for the OS, and while it waits, holding a block or the GIL, it
+    stalls the thread that waits for it: measured here, config A's step went from
+    81 ms on one thread to 325 ms on two when other processes kept the cores busy.
+    So count the runnable threads (/proc/loadavg, a smoothed sample every 0.1 s),
+    less this one, and leave their cores alone. Without /proc: all cores.
+    """
+    global _busy_elsewhere, _checked_at
+    if not LEAVE_BUSY_CORES:
+        return _host_threads
+    now = time.monotonic()
+    if now - _checked_at > 0.1:
+        _checked_at = now
+        try:
+            with open("/proc/loadavg") as f:
+                running = int(f.read().split()[3].split("/")[0])   # "4/93": runnable/all
+        except (OSError, ValueError, IndexError):
+            return _n_cores
+        busy = max(0, running - 1)
+        _busy_elsewhere = busy if _busy_elsewhere is None else 0.7 * _busy_elsewhere + 0.3 * busy
+    return max(1, _n_cores - round(_busy_elsewhere))
+
+
+_n_cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+_busy_elsewhere, _checked_at = None, -1.0
 
 
 class _Blocks:

@@ -25,6 +25,7 @@ def tiny_blocks(monkeypatch):
     monkeypatch.setattr(backend, "BLOCK_ELEMENTS", 7)
     monkeypatch.setattr(backend, "MIN_PARALLEL_FLOPS", 1)
     monkeypatch.setattr(backend, "MATMUL_BLOCKS_PER_THREAD", 3)
+    monkeypatch.setattr(backend, "LEAVE_BUSY_CORES", False)      # threads even on a busy machine
     old = backend.host_threads(2)
     yield
     backend.host_threads(old)
@@ -54,6 +55,7 @@ def run_every_layer(dtype, seed=0):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_blocked_threaded_layers_give_the_same_bits_as_one_call(dtype, monkeypatch):
+    monkeypatch.setattr(backend, "LEAVE_BUSY_CORES", False)
     monkeypatch.setattr(backend, "MIN_PARALLEL_ELEMENTS", 1 << 60)
     plain = run_every_layer(dtype)
     monkeypatch.setattr(backend, "MIN_PARALLEL_ELEMENTS", 1)
@@ -78,6 +80,7 @@ def test_gradients_through_tiny_blocks_match_finite_differences(tiny_blocks):
 
 
 def test_adamw_blocked_over_threads_equals_one_call(monkeypatch):
+    monkeypatch.setattr(backend, "LEAVE_BUSY_CORES", False)
     rng = np.random.default_rng(0)
     shapes = {"w": (37, 5), "b": (11,), "e": (3, 4)}
     start = {k: rng.standard_normal(s).astype(np.float32) for k, s in shapes.items()}
@@ -120,6 +123,7 @@ def train(steps, dtype=np.float64, dropout=0.0):
 def test_training_steps_on_tiny_threaded_blocks_equal_the_plain_path(dropout, monkeypatch):
     """Bit for bit while only the elementwise kernels are blocked; to rounding when
     the products are cut too (BLAS may round a block's edge differently)."""
+    monkeypatch.setattr(backend, "LEAVE_BUSY_CORES", False)
     monkeypatch.setattr(backend, "MIN_PARALLEL_ELEMENTS", 1 << 60)
     monkeypatch.setattr(backend, "MIN_PARALLEL_FLOPS", 1 << 60)
     plain_losses, plain_params = train(4, dropout=dropout)
@@ -208,3 +212,37 @@ def test_scatter_add_by_sorting_equals_np_add_at():
     empty = np.ones((3, 2))
     backend.scatter_add(empty, np.zeros(0, dtype=int), np.zeros((0, 2)))
     assert (empty == 1).all()
+
+
+def test_busy_cores_are_left_alone(monkeypatch):
+    """With every core busy elsewhere, the work runs on this thread alone, and is the same."""
+    import threading
+    monkeypatch.setattr(backend, "LEAVE_BUSY_CORES", True)
+    monkeypatch.setattr(backend, "MIN_PARALLEL_ELEMENTS", 1)
+    monkeypatch.setattr(backend, "BLOCK_ELEMENTS", 4)
+    monkeypatch.setattr(backend, "_busy_elsewhere", float(backend._n_cores))
+    monkeypatch.setattr(backend, "_checked_at", float("inf"))        # keep that reading
+    old = backend.host_threads(2)
+    seen = set()
+
+    def kernel(x, out):
+        seen.add(threading.get_ident())
+        np.multiply(x, 2.0, out=out)
+    try:
+        x = np.arange(40.0).reshape(20, 2)
+        out = np.empty_like(x)
+        backend.parallel_rows(kernel, x, out)
+    finally:
+        backend.host_threads(old)
+    assert seen == {threading.get_ident()}
+    np.testing.assert_array_equal(out, 2 * x)
+
+
+def test_flops_per_token_is_six_n_plus_the_attention_term():
+    from minigpt.flops import flops_per_token, matmul_params, measure_matmul_peak
+    gpt2 = GPTConfig(vocab_size=50257, block_size=1024, n_layer=12, n_head=12, n_embd=768)
+    assert matmul_params(gpt2) == 124_439_808 - 1024 * 768          # all but wpe
+    assert flops_per_token(gpt2) == 6 * 123_653_376 + 12 * 12 * 768 * 1024
+    assert flops_per_token(gpt2, T=256) == 6 * 123_653_376 + 12 * 12 * 768 * 256
+    peak = measure_matmul_peak(seconds=0.01, n=64)
+    assert isinstance(peak, float) and peak > 0
