@@ -41,17 +41,12 @@ def embedding_forward(idx, wte, wpe):
     return x, (idx, wte.shape, wpe.shape)
 
 
-def embedding_backward(dx, cache, dwte=None):
-    """Returns dwte (V, C) and dwpe (block_size, C) for dx (B, T, C).
-
-    dwte: optionally, a (V, C) gradient to add the lookups' share into (in place),
-    for a tied weight whose other use is already summed there.
-    """
+def embedding_backward(dx, cache):
+    """Returns dwte (V, C) and dwpe (block_size, C) for dx (B, T, C)."""
     idx, wte_shape, wpe_shape = cache
     xp = array_module(dx)
     B, T, C = dx.shape
-    if dwte is None:
-        dwte = xp.zeros(wte_shape, dtype=dx.dtype)
+    dwte = xp.zeros(wte_shape, dtype=dx.dtype)
     scatter_add(dwte, idx.reshape(-1), dx.reshape(-1, C))   # a token may repeat
     dwpe = xp.zeros(wpe_shape, dtype=dx.dtype)
     dwpe[:T] = dx.sum(axis=0)
