@@ -26,11 +26,11 @@ from collections import defaultdict
 from datetime import datetime
 from pathlib import Path
 
-import numpy as np
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
+import minigpt  # noqa: E402,F401  (before NumPy, as in training: it sets OpenBLAS's thread timeout)
+import numpy as np  # noqa: E402
 
 # name: (model sizes, batch size, default rounds, steps per round)
 CONFIGS = {
@@ -281,7 +281,7 @@ def environment(with_torch, n_threads):
         from importlib.metadata import version
         lines.append(f"torch {version('torch')} eager, float32, torch.optim.AdamW")
     flags = {k: os.environ[k] for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OMP_NUM_THREADS",
-                                        "OPENBLAS_NUM_THREADS") if k in os.environ}
+                                        "OPENBLAS_NUM_THREADS", "OPENBLAS_THREAD_TIMEOUT") if k in os.environ}
     lines.append(f"environment: {flags or 'no BLAS/OpenMP variables set'}")
     return lines
 

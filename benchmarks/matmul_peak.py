@@ -3,10 +3,9 @@
     python benchmarks/matmul_peak.py [--seconds 0.5]
 
 Prints GFLOP/s of square (n, n) @ (n, n) products: NumPy's `@` with BLAS
-threading itself, minigpt.backend.matmul (single-threaded BLAS blocks shared
-over the cores, what minigpt's layers use), and PyTorch when it is installed.
-`python -m minigpt.train` divides its achieved FLOP/s by the best of the first
-two (minigpt.flops.measure_matmul_peak).
+threading itself (what minigpt's layers use), and PyTorch when it is installed.
+`python -m minigpt.train` divides its achieved FLOP/s by the first
+(minigpt.flops.measure_matmul_peak).
 """
 import argparse
 import os
@@ -14,11 +13,10 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import minigpt  # noqa: E402,F401  (first, as in training: it sets OpenBLAS's thread timeout)
 import time  # noqa: E402
 
 import numpy as np  # noqa: E402
-
-from minigpt.backend import matmul  # noqa: E402
 
 
 def peak(multiply, a, b, seconds):
@@ -46,11 +44,11 @@ def main(argv=None):
         torch = None
     print(f"float32 GFLOP/s, best of {args.seconds} s each; load average "
           f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}")
-    print(f"{'n':>6} {'numpy a @ b':>12} {'minigpt matmul':>15}" + (f" {'torch':>8}" if torch else ""))
+    print(f"{'n':>6} {'numpy a @ b':>12}" + (f" {'torch':>8}" if torch else ""))
     for n in args.sizes:
         a = np.random.default_rng(0).standard_normal((n, n), dtype=np.float32)
         b = np.random.default_rng(1).standard_normal((n, n), dtype=np.float32)
-        line = f"{n:>6} {peak(np.matmul, a, b, args.seconds):>12.1f} {peak(matmul, a, b, args.seconds):>15.1f}"
+        line = f"{n:>6} {peak(np.matmul, a, b, args.seconds):>12.1f}"
         if torch:
             ta, tb = torch.from_numpy(a), torch.from_numpy(b)
             line += f" {peak(torch.matmul, ta, tb, args.seconds):>8.1f}"

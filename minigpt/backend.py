@@ -9,7 +9,6 @@ import ctypes
 import os
 import sys
 import threading
-import time
 
 import numpy as np
 
@@ -143,17 +142,20 @@ def default_rng(xp, seed):
 
 # ---------------------------------------------------------------- host threads
 #
-# NumPy runs one ufunc on one core, but it releases the GIL while it loops, so
-# two Python threads working on different rows of the same arrays really do run
-# in parallel. `parallel_rows` is the place that does this: a layer writes its
-# elementwise math as a kernel on a block of rows (ordinary array code that
-# writes its results into output arrays), and this helper hands out the blocks.
-# `matmul` does the same for the blocks of a matrix product. Every block's BLAS
-# call runs single-threaded, on whichever thread took the block, first come
-# first served. Measured on this project's shared 2-core machine, that beats
-# letting OpenBLAS thread each product itself: a BLAS thread that the OS does
-# not run right away stalls the whole product (OpenBLAS splits it evenly up
-# front), and the small per-head products of attention each paid that stall.
+# Matrix products are BLAS's job: `a @ b` runs OpenBLAS on every core, at the
+# machine's matmul peak. Everything else NumPy runs on one core, but it releases
+# the GIL while it loops, so two Python threads working on different rows of the
+# same arrays really do run in parallel. `parallel_rows` is the place that does
+# this: a layer writes its elementwise math as a kernel on a block of rows
+# (ordinary array code that writes its results into output arrays), and this
+# helper hands out the blocks. BLAS calls inside a kernel (attention's per-head
+# products) run single-threaded there: the blocks are the parallelism.
+#
+# OpenBLAS's idle threads spin for about 2^28 cycles (0.1 s) after each product
+# before they sleep, taking a core from the elementwise threads that run next;
+# minigpt/__init__.py lowers that (OPENBLAS_THREAD_TIMEOUT) when minigpt is
+# imported before NumPy. Measured on config B (6 x 384, block 256): attention
+# 259 -> 166 ms and GELU 60 -> 39 ms per step, matmuls unchanged.
 
 # Measured on a quiet 2-core machine (GELU backward, 2 threads vs 1): 0.6x at 128K
 # elements, 1.0x at 512K, 1.3x at 1M, 2.3-3.3x from 2M up with 256K-element blocks.
@@ -162,15 +164,12 @@ def default_rng(xp, seed):
 # the second core gives; above it, the second core and its own L2 win.
 BLOCK_ELEMENTS = 1 << 18         # 1 MiB of float32 per block and array
 MIN_PARALLEL_ELEMENTS = 1 << 20  # below this, one thread does the whole kernel
-MATMUL_BLOCKS_PER_THREAD = 2     # more blocks even out a busy machine; each block repacks an operand
-MIN_PARALLEL_FLOPS = 1 << 22
-LEAVE_BUSY_CORES = True          # use only the cores other processes leave free (see _free_cores)
 _host_threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 _pool, _pool_size = None, 0
 
 
 def host_threads(n=None):
-    """The number of threads `parallel_rows` and `matmul` use on the host; set it with n.
+    """The number of threads `parallel_rows` and BLAS use on the host; set it with n.
 
     Returns the old value. Default: the cores this process may run on.
     """
@@ -178,6 +177,8 @@ def host_threads(n=None):
     old = _host_threads
     if n is not None:
         _host_threads = max(1, int(n))
+        if _openblas_set_num_threads is not None:
+            _openblas_set_num_threads(_host_threads)
     return old
 
 
@@ -210,38 +211,8 @@ def parallel_rows(kernel, *arrays, **constants):
                range(0, N, rows), n_threads)
 
 
-
-def matmul(a, b):
-    """a @ b for 2-D arrays, with the product cut into blocks shared out over the host threads.
-
-    The rows of a are cut (or the columns of b, when those are more), each block
-    is one single-threaded BLAS call, and threads take blocks as in parallel_rows.
-    Equal to a @ b up to rounding (BLAS may round a block's edge rows differently).
-    On a GPU, when small, or when this BLAS's threads cannot be set per thread
-    (not OpenBLAS), it is just a @ b, threaded by BLAS itself.
-    """
-    M, K = a.shape
-    N = b.shape[1]
-    if array_module(a) is not np or _openblas_set_num_threads_local is None:
-        return a @ b
-    n_threads = min(_host_threads, _free_cores()) if 2 * M * K * N >= MIN_PARALLEL_FLOPS else 1
-    if n_threads < 2:
-        with _single_threaded_blas():
-            return a @ b
-    out = np.empty((M, N), dtype=np.result_type(a, b))
-    n_blocks = n_threads * MATMUL_BLOCKS_PER_THREAD
-    if M >= N:                                     # out[i:i+n] = a[i:i+n] @ b
-        n = -(-M // n_blocks)
-        _share_out(lambda i: np.matmul(a[i:i + n], b, out=out[i:i + n]), range(0, M, n), n_threads)
-    else:                                          # out[:, j:j+n] = a @ b[:, j:j+n]
-        n = -(-N // n_blocks)
-        _share_out(lambda j: np.matmul(a, b[:, j:j + n], out=out[:, j:j + n]), range(0, N, n), n_threads)
-    return out
-
-
 def _share_out(task, starts, n_threads):
     """Run task(start) for every start, on n_threads threads (this one too), first come first served."""
-    n_threads = min(n_threads, _free_cores())
     blocks = _Blocks(starts)
 
     def work():
@@ -261,36 +232,6 @@ def _share_out(task, starts, n_threads):
     blocks.wait()                                  # for blocks still running on other threads
     if blocks.error is not None:
         raise blocks.error
-
-
-def _free_cores():
-    """How many cores are ours to use now: the host's, less those other processes keep busy.
-
-    On a machine whose cores are all taken by other work, a second thread of ours
-    mostly waits for the OS, and while it waits, holding a block or the GIL, it
-    stalls the thread that waits for it: measured here, config A's step went from
-    81 ms on one thread to 325 ms on two when other processes kept the cores busy.
-    So count the runnable threads (/proc/loadavg, a smoothed sample every 0.1 s),
-    less this one, and leave their cores alone. Without /proc: all cores.
-    """
-    global _busy_elsewhere, _checked_at
-    if not LEAVE_BUSY_CORES:
-        return _host_threads
-    now = time.monotonic()
-    if now - _checked_at > 0.1:
-        _checked_at = now
-        try:
-            with open("/proc/loadavg") as f:
-                running = int(f.read().split()[3].split("/")[0])   # "4/93": runnable/all
-        except (OSError, ValueError, IndexError):
-            return _n_cores
-        busy = max(0, running - 1)
-        _busy_elsewhere = busy if _busy_elsewhere is None else 0.7 * _busy_elsewhere + 0.3 * busy
-    return max(1, _n_cores - round(_busy_elsewhere))
-
-
-_n_cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-_busy_elsewhere, _checked_at = None, -1.0
 
 
 class _Blocks:
@@ -334,26 +275,29 @@ def _thread_pool():
     return _pool
 
 
-def _find_openblas_local_threads():
-    """OpenBLAS's openblas_set_num_threads_local (0.3.27+), as loaded by NumPy, or None.
+def _find_openblas(*names):
+    """The first of the OpenBLAS functions `names` (int -> int) loaded by NumPy, or None.
 
-    It sets the number of BLAS threads for calls made from the calling thread only.
+    openblas_set_num_threads_local (0.3.27+) sets the BLAS threads for calls
+    made from the calling thread only; openblas_set_num_threads, for all.
     """
     try:
         with open("/proc/self/maps") as f:
             paths = {line.split()[-1] for line in f if "openblas" in line.lower()}
         for path in sorted(paths):
-            lib = ctypes.CDLL(path)
-            fn = getattr(lib, "openblas_set_num_threads_local", None)
-            if fn is not None:
-                fn.argtypes, fn.restype = [ctypes.c_int], ctypes.c_int
-                return fn
+            for name in names:
+                fn = getattr(ctypes.CDLL(path), name, None)
+                if fn is not None:
+                    fn.argtypes, fn.restype = [ctypes.c_int], ctypes.c_int
+                    return fn
     except OSError:
         pass
     return None                                    # MKL, Accelerate, an older OpenBLAS: left alone
 
 
-_openblas_set_num_threads_local = _find_openblas_local_threads()
+_openblas_set_num_threads_local = _find_openblas("openblas_set_num_threads_local")
+_openblas_set_num_threads = _find_openblas(    # NumPy's wheels name it with their own prefix
+    "openblas_set_num_threads", "scipy_openblas_set_num_threads64_", "scipy_openblas_set_num_threads")
 
 
 def _blas_threads_here(n):

@@ -38,24 +38,20 @@ def flops_per_token(config, T=None):
 def measure_matmul_peak(seconds=0.3, n=1024):
     """The host's float32 matmul speed in GFLOP/s: the best of repeated (n, n) @ (n, n) products.
 
-    Tried both ways minigpt could multiply, NumPy's `@` (BLAS threading itself) and
-    minigpt.backend.matmul (blocks shared over the cores), alternately for `seconds`;
-    the single best time counts, so a busy machine reads closer to its real peak.
+    NumPy's `@`, BLAS on every core, as minigpt's layers multiply; repeated for
+    `seconds` and the single best time counts, so a busy machine reads closer to
+    its real peak.
     """
-    from .backend import matmul
     rng = np.random.default_rng(0)
     a = rng.standard_normal((n, n), dtype=np.float32)
     b = rng.standard_normal((n, n), dtype=np.float32)
-    ways = [lambda: a @ b, lambda: matmul(a, b)]
-    for way in ways:
-        way()                                                 # warm up threads and caches
+    a @ b                                                     # warm up threads and caches
     best = math.inf
     stop = time.perf_counter() + seconds
     while True:
-        for way in ways:
-            t0 = time.perf_counter()
-            way()
-            best = min(best, time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t0)
         if time.perf_counter() >= stop:
             break
     return 2.0 * n ** 3 / best / 1e9

@@ -24,7 +24,7 @@ Shape letters used in comments:
 import math
 from functools import lru_cache
 
-from .backend import array_module, matmul, parallel_rows, scatter_add
+from .backend import array_module, parallel_rows, scatter_add
 
 # ---------------------------------------------------------------- embedding
 
@@ -61,7 +61,7 @@ def linear_forward(x, w, b):
     x: (..., in); w: (in, out); b: (out,) or None. Returns y: (..., out).
     """
     x2 = x.reshape(-1, x.shape[-1])                # (N, in)
-    y = matmul(x2, w)                              # (N, out): x2 @ w, over all cores
+    y = x2 @ w                                     # (N, out)
     if b is not None:
         y += b
     return y.reshape(*x.shape[:-1], w.shape[1]), (x, w, b is not None)
@@ -72,8 +72,8 @@ def linear_backward(dy, cache):
     x, w, has_bias = cache
     dy2 = dy.reshape(-1, dy.shape[-1])             # (N, out)
     x2 = x.reshape(-1, x.shape[-1])                # (N, in)
-    dx = matmul(dy2, w.T).reshape(x.shape)         # y = x @ w  ->  dx = dy @ w^T
-    dw = matmul(x2.T, dy2)                         #            ->  dw = x^T @ dy
+    dx = (dy2 @ w.T).reshape(x.shape)              # y = x @ w  ->  dx = dy @ w^T
+    dw = x2.T @ dy2                                #            ->  dw = x^T @ dy
     db = dy2.sum(axis=0) if has_bias else None     # y += b     ->  db = sum over rows
     return dx, dw, db
 
@@ -243,14 +243,14 @@ def attention_forward(qkv, n_head, p_drop=0.0, rng=None):
     hs = C // n_head
     # one copy gives every head its own contiguous (T, hs) q, k and v matrices
     q, k, v = qkv.reshape(B, T, 3, n_head, hs).transpose(2, 0, 3, 1, 4).copy()   # 3 x (B, nh, T, hs)
+    q *= 1.0 / math.sqrt(hs)                       # scale q, T/hs times cheaper than scaling q k^T
     att = xp.empty((B, n_head, T, T), dtype=qkv.dtype)        # (B, nh, T, T)
-    parallel_rows(_attention_weights, *_heads(att, q, k),
-                  scale=1.0 / math.sqrt(hs), mask=causal_mask(xp, T, att.dtype))
+    parallel_rows(_attention_weights, *_heads(att, q, k), mask=causal_mask(xp, T, att.dtype))
     att_d, drop_cache = dropout_forward(att, p_drop, rng)
     y = xp.empty_like(q)
     parallel_rows(_matmul, *_heads(att_d, v, y))              # y = att_d @ v: (B, nh, T, hs)
     y = y.transpose(0, 2, 1, 3).reshape(B, T, C)   # (B, T, C): heads side by side
-    return y, (q, k, v, att, att_d, drop_cache)
+    return y, (q, k, v, att, att_d, drop_cache)     # q already scaled by 1/sqrt(hs)
 
 
 def _heads(*arrays):
@@ -264,11 +264,10 @@ def causal_mask(xp, T, dtype):
     return xp.triu(xp.full((T, T), -math.inf, dtype=dtype), k=1)
 
 
-def _attention_weights(att, q, k, scale, mask):
-    """One block of heads: att = softmax(q k^T * scale + mask), row by row."""
+def _attention_weights(att, q, k, mask):
+    """One block of heads: att = softmax(q k^T + mask), row by row (q comes scaled)."""
     xp = array_module(att)
     xp.matmul(q, k.transpose(0, 2, 1), out=att)
-    att *= scale
     att += mask                                    # position t sees only 0..t
     att -= att.max(axis=-1, keepdims=True)
     xp.exp(att, out=att)
@@ -305,14 +304,14 @@ def _attention_weights_backward(ds, att, q, k, dq, dk, scale):
     """One block of heads: ds (datt on entry, in place) and then dq, dk.
 
     att = softmax(s): ds = att * (datt - sum(datt * att, row)); masked entries
-    have att = 0, so they get no gradient. s = q k^T * scale: dq = ds k * scale,
-    dk = ds^T q * scale.
+    have att = 0, so they get no gradient. s = (q * scale) k^T, with the cached q
+    already scaled: dk = ds^T (q * scale), dq = ds k * scale.
     """
     xp = array_module(ds)
     ds -= (ds * att).sum(axis=-1, keepdims=True)
     ds *= att
-    ds *= scale
     xp.matmul(ds, k, out=dq)
+    dq *= scale
     xp.matmul(ds.transpose(0, 2, 1), q, out=dk)
 
 # ---------------------------------------------------------------- cross-entropy

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from . import layers as L
-from .backend import array_module, default_rng, matmul, resolve_device, to_device, to_numpy
+from .backend import array_module, default_rng, resolve_device, to_device, to_numpy
 
 
 @dataclass
@@ -145,14 +145,14 @@ class GPT:
 
         x: (B, T, C). Returns logits (B, T, V)."""
         B, T, C = x.shape
-        return matmul(x.reshape(B * T, C), self.params["wte.weight"].T).reshape(B, T, -1)
+        return (x.reshape(B * T, C) @ self.params["wte.weight"].T).reshape(B, T, -1)
 
     def _head_backward(self, dlogits, x):
         """Returns dx (B, T, C) and the head's share of dwte (V, C)."""
         B, T, V = dlogits.shape
         dlogits = dlogits.reshape(B * T, V)
-        dwte = matmul(dlogits.T, x.reshape(B * T, -1))            # logits = x @ wte^T
-        dx = matmul(dlogits, self.params["wte.weight"]).reshape(B, T, -1)
+        dwte = dlogits.T @ x.reshape(B * T, -1)            # logits = x @ wte^T
+        dx = (dlogits @ self.params["wte.weight"]).reshape(B, T, -1)
         return dx, dwte
 
     def _block_forward(self, i, x, p, rng):
