@@ -194,13 +194,12 @@ def gelu_forward(x):
 
 
 def _gelu(x, out):
-    """One block: out = gelu(x)."""
+    """One block: out = gelu(x), with s (x + 0.044715 x^3) computed as x (s + s 0.044715 x^2)."""
     xp = array_module(x)
     u = x * x
-    u *= GELU_CUBIC
-    u += 1.0
-    u *= x
-    u *= GELU_SCALE                                # u = s * (x + 0.044715 x^3)
+    u *= GELU_SCALE * GELU_CUBIC
+    u += GELU_SCALE
+    u *= x                                         # u = s (x + 0.044715 x^3)
     t = xp.tanh(u, out=out)
     t += 1.0
     t *= x
@@ -219,15 +218,13 @@ def _gelu_backward(dout, x, dx):
     """One block: dx = dout * gelu'(x), with t = tanh(u) recomputed from x."""
     xp = array_module(x)
     x2 = x * x
-    t = x2 * GELU_CUBIC
-    t += 1.0
+    t = x2 * (GELU_SCALE * GELU_CUBIC)
+    t += GELU_SCALE
     t *= x
-    t *= GELU_SCALE
-    xp.tanh(t, out=t)                              # t = tanh(s * (x + 0.044715 x^3))
+    xp.tanh(t, out=t)                              # t = tanh(s (x + 0.044715 x^3))
     du = x2                                        # du/dx = s (1 + 3 * 0.044715 x^2)
-    du *= 3.0 * GELU_CUBIC
-    du += 1.0
-    du *= GELU_SCALE
+    du *= 3.0 * GELU_SCALE * GELU_CUBIC
+    du += GELU_SCALE
     xp.multiply(t, t, out=dx)
     xp.subtract(1.0, dx, out=dx)                   # 1 - t^2
     dx *= x
