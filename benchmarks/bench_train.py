@@ -52,15 +52,6 @@ def threads():
     return int(os.environ.get("MINIGPT_BENCH_THREADS") or len(os.sched_getaffinity(0)))
 
 
-def busy_elsewhere():
-    """Runnable threads of other processes now (/proc/loadavg, less this one): 0 on a quiet machine."""
-    try:
-        with open("/proc/loadavg") as f:
-            return max(0, int(f.read().split()[3].split("/")[0]) - 1)
-    except (OSError, ValueError, IndexError):
-        return float("nan")
-
-
 def peak_rss_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024   # KiB on Linux
 
@@ -244,10 +235,8 @@ def bench_config(name, args, with_torch):
         losses = {}
         for k in kinds:                            # warm-up: caches, allocator, BLAS threads
             losses[k] = workers[k].ask(cmd="steps", n=args.warmup)["loss"]
-        busy = []                                  # other processes' runnable threads, per round
         for r in range(rounds):                    # alternate, and swap who goes first
             for k in (kinds if r % 2 == 0 else kinds[::-1]):
-                busy.append(busy_elsewhere())
                 answer = workers[k].ask(cmd="steps", n=steps)
                 times[k] += answer["times"]
                 cpu[k] += answer["cpu"]
@@ -259,8 +248,7 @@ def bench_config(name, args, with_torch):
             w.close()
     fpt = flops_per_token(config)
     result = {"config": name, "B": B, "T": config.block_size, "tokens": tokens, "losses": losses,
-              "profile": prof, "memory": memory, "flops_per_token": fpt, "peak_gflops": peak_gflops,
-              "busy_elsewhere": float(np.mean(busy))}
+              "profile": prof, "memory": memory, "flops_per_token": fpt, "peak_gflops": peak_gflops}
     for k in kinds:
         ms = 1e3 * float(np.median(times[k]))
         result[k] = {"ms": ms, "tok_s": tokens / ms * 1e3, "gflops": tokens / ms * 1e3 * fpt / 1e9,
@@ -314,7 +302,7 @@ def report(results, with_torch):
     head = f"{'cfg':<4}{'tokens/s':>10}" + (f"{'PyTorch':>10}{'ratio':>8}" if with_torch else "")
     head += f"{'ms/step':>10}" + (f"{'PyTorch':>10}" if with_torch else "")
     head += f"{'CPU ms/step':>13}" + (f"{'PyTorch':>10}" if with_torch else "")
-    print(head + f"{'GFLOP/s':>9}{'MFU':>6}{'busy':>6}")
+    print(head + f"{'GFLOP/s':>9}{'MFU':>6}")
     for r in results:
         m = r["minigpt"]
         line = f"{r['config']:<4}{m['tok_s']:>10.0f}"
@@ -322,12 +310,11 @@ def report(results, with_torch):
             line += f"{r['torch']['tok_s']:>10.0f}{m['tok_s'] / r['torch']['tok_s']:>7.2f}x"
         line += "".join(f"{r[k]['ms']:>10.1f}" for k in both)
         line += f"{m['cpu_ms']:>13.1f}" + ("".join(f"{r[k]['cpu_ms']:>10.1f}" for k in both[1:]))
-        print(line + f"{m['gflops']:>9.1f}{100 * m['mfu']:>5.0f}%{r['busy_elsewhere']:>6.1f}")
+        print(line + f"{m['gflops']:>9.1f}{100 * m['mfu']:>5.0f}%")
     peaks = ", ".join(f"{r['peak_gflops']:.0f}" for r in results)
     print(f"tokens/s, ms/step: medians over all timed steps; CPU ms/step: process CPU time (all threads);\n"
           f"GFLOP/s: minigpt's achieved, 6N + attention per token (minigpt.flops); MFU: against the\n"
-          f"float32 matmul peak measured in each minigpt worker ({peaks} GFLOP/s); busy: runnable\n"
-          f"threads of other processes at the start of each round, averaged (0: a quiet machine)")
+          f"float32 matmul peak measured in each minigpt worker ({peaks} GFLOP/s)")
 
     print("\npeak RSS, MiB: whole process / above the RSS after loading the libraries and one matmul")
     print(f"{'cfg':<4}{'minigpt':>16}" + (f"{'PyTorch':>16}" if with_torch else ""))
