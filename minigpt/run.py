@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import data
-from .backend import default_rng, resolve_device, xp_for
+from .backend import DeviceError, default_rng, enable_tf32, resolve_device, xp_for
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .model import GPT, GPTConfig
 from .optim import AdamW
@@ -22,7 +22,7 @@ from .progress import read_metrics
 
 SHAPE_FLAGS = ("n_layer", "n_head", "n_embd", "block_size")   # fixed by a checkpoint
 TOKENIZER_FLAGS = ("tokenizer", "vocab_size")                  # fixed by a checkpoint
-NOT_RESUMED = ("file", "out_dir", "device", "resume", "overwrite")  # taken from this command line
+NOT_RESUMED = ("file", "out_dir", "device", "tf32", "resume", "overwrite")  # from this command line
 
 
 class UsageError(ValueError):
@@ -137,6 +137,8 @@ def make_run(args, explicit, t0, check=lambda args: None):
 
     check(args) validates the flags once a checkpoint's have been merged in."""
     device = resolve_device(args.device)
+    if args.tf32:
+        use_tf32(device)
     xp = xp_for(device)
     model, tokenizer, ck = start_state(args, explicit, os.path.join(args.out_dir, "ckpt.npz"))
     check(args)
@@ -154,6 +156,14 @@ def make_run(args, explicit, t0, check=lambda args: None):
     if ck is not None:
         restore(run, ck, device)
     return run
+
+
+def use_tf32(device):
+    """--tf32: TF32 matmuls from here on, on a GPU; DeviceError on the CPU, where there is no TF32."""
+    if device != "cuda":
+        raise DeviceError(f"--tf32 is for GPUs (TF32 tensor cores), but this run is on the {device}: "
+                          f"drop --tf32, or use --device cuda on a machine with a GPU")
+    enable_tf32()
 
 
 def restore(run, ck, device):

@@ -16,7 +16,7 @@ import sys
 
 import numpy as np
 
-from .backend import DeviceError, array_module, to_numpy
+from .backend import DeviceError, array_module, enable_tf32, resolve_device, to_numpy
 from .kvcache import KVCache, forward_cached
 
 EOT = "<|endoftext|>"
@@ -220,6 +220,9 @@ def build_parser():
                    help="recompute the whole context each step (slower; same tokens)")
     p.add_argument("--device", choices=["cpu", "cuda", "auto"], default="auto",
                    help="where to run the model (default auto: cuda if CuPy sees a GPU)")
+    p.add_argument("--tf32", action="store_true",
+                   help="on the GPU, TF32 tensor-core matmuls: faster, their inputs rounded to a 10-bit "
+                        "mantissa (default: strict float32; an error on the CPU)")
     return p
 
 
@@ -230,6 +233,12 @@ def _fail(message):
 
 def _load(args):
     """(model, tokenizer, prompt ids) from the flags; raises for anything the user can get wrong."""
+    device = resolve_device(args.device)           # before loading: a device error comes first
+    if args.tf32:
+        if device != "cuda":
+            raise DeviceError(f"--tf32 is for GPUs (TF32 tensor cores), but this run is on the {device}: "
+                              f"drop --tf32, or use --device cuda on a machine with a GPU")
+        enable_tf32()
     if args.ckpt is not None:
         from .checkpoint import load_model
         model, tokenizer = load_model(args.ckpt)
@@ -238,7 +247,7 @@ def _load(args):
     else:
         from .pretrained import load_pretrained
         model, tokenizer = load_pretrained(args.pretrained)
-    model.to(args.device)
+    model.to(device)
     eot = eot_id(tokenizer)
     if args.prompt:
         try:

@@ -42,6 +42,9 @@ def build_parser():
     p.add_argument("--overwrite", action="store_true", help="start afresh even if DIR/ckpt.npz exists")
     p.add_argument("--device", default="auto", choices=("cpu", "cuda", "auto"),
                    help="cuda needs CuPy; auto picks cuda when a GPU is there" + d)
+    p.add_argument("--tf32", action="store_true",
+                   help="on the GPU, TF32 tensor-core matmuls: faster, their inputs rounded to a 10-bit "
+                        "mantissa (default: strict float32; an error on the CPU)")
     g = p.add_argument_group("tokenizer")
     g.add_argument("--tokenizer", default="char", choices=("char", "bpe", "gpt2"),
                    help="one token per character, BPE trained on FILE, or GPT-2's BPE" + d)

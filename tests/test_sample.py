@@ -220,6 +220,40 @@ def test_cli_asks_for_cupy_by_its_pip_name_when_cuda_is_missing(ckpt, capsys, mo
     assert "cupy-cuda12x" in capsys.readouterr().err
 
 
+def test_cli_tf32_is_an_opt_in_flag_for_the_gpu(capsys):
+    from minigpt.sample import build_parser
+    assert build_parser().parse_args(["--ckpt", "x.npz"]).tf32 is False
+    with pytest.raises(SystemExit) as e:
+        run_cli("--help")
+    assert e.value.code == 0
+    assert "--tf32 on the GPU, TF32 tensor-core matmuls" in " ".join(capsys.readouterr().out.split())
+
+
+@pytest.mark.parametrize("device", ["cpu", "auto"])
+def test_cli_tf32_on_the_cpu_is_one_line_on_stderr_and_exit_status_2(ckpt, capsys, device):
+    from minigpt.backend import gpu_available
+    if device == "auto" and gpu_available():
+        pytest.skip("this machine has a GPU, so --device auto is cuda")
+    with pytest.raises(SystemExit) as e:
+        run_cli("--ckpt", ckpt, "--device", device, "--tf32")
+    assert e.value.code == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""                      # refused before generating anything
+    assert captured.err.count("\n") == 1 and "--tf32 is for GPUs" in captured.err
+    assert "Traceback" not in captured.err
+
+
+def test_cli_tf32_on_a_gpu_turns_tf32_on_and_samples(ckpt, capsys, monkeypatch):
+    from minigpt import sample
+    from minigpt.backend import gpu_available
+    if not gpu_available():
+        pytest.skip("needs CuPy and a CUDA GPU")
+    calls = []                                     # a spy, so the TF32 switch does not outlive the test
+    monkeypatch.setattr(sample, "enable_tf32", lambda: calls.append(1))
+    assert run_cli("--ckpt", ckpt, "--device", "cuda", "--tf32", "--max-new-tokens", "5", "--seed", "0") == 0
+    assert calls == [1] and capsys.readouterr().out
+
+
 def test_module_entry_point_exits_2_without_a_traceback(tmp_path):
     import subprocess
     import sys

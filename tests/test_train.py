@@ -184,6 +184,31 @@ def test_cuda_without_a_gpu_names_what_to_install(corpus, tmp_path, capsys):
     assert "--device cuda" in err and ("pip install cupy" in err or "no CUDA GPU" in err)
 
 
+def test_tf32_is_an_opt_in_flag_for_the_gpu(capsys):
+    assert build_parser().parse_args(["x.txt"]).tf32 is False
+    assert main(["--help"]) == 0
+    assert "--tf32 on the GPU, TF32 tensor-core matmuls" in " ".join(capsys.readouterr().out.split())
+
+
+@pytest.mark.parametrize("device", ["cpu", "auto"])
+def test_tf32_on_the_cpu_exits_2_with_one_clear_line(corpus, tmp_path, capsys, device):
+    if device == "auto" and gpu_available():
+        pytest.skip("this machine has a GPU, so --device auto is cuda")
+    err = _run_bad([corpus, "--out-dir", tmp_path, *TINY, "--max-iters", "1", "--device", device, "--tf32"],
+                   capsys)
+    assert "--tf32 is for GPUs" in err and "on the cpu" in err
+    assert not (tmp_path / "ckpt.npz").exists()
+
+
+@pytest.mark.skipif(not gpu_available(), reason="needs CuPy and a CUDA GPU")
+def test_tf32_on_a_gpu_turns_tf32_on_and_trains(corpus, tmp_path, monkeypatch):
+    import minigpt.run
+    calls = []                                     # a spy, so the TF32 switch does not outlive the test
+    monkeypatch.setattr(minigpt.run, "enable_tf32", lambda: calls.append(1))
+    assert train(corpus, tmp_path, "--device", "cuda", "--tf32", "--max-iters", "2", "--sample-tokens", "0") == 0
+    assert calls == [1]
+
+
 @pytest.fixture
 def trained(corpus, tmp_path):
     """An out-dir holding the checkpoint of a 2-iteration run."""
