@@ -2,6 +2,7 @@
 
     python benchmarks/bench_gpu.py                    # shakespeare_char model, batch 64, strict float32
     python benchmarks/bench_gpu.py --tf32             # both frameworks allowed TF32 matmuls
+    python benchmarks/bench_gpu.py --no-fused --no-torch   # minigpt without its fused GPU kernels
 
 The model is the shakespeare_char recipe (6 layers, 6 heads, 384 wide, block
 256, vocab 65, dropout 0.2). A step is forward, backward, gradient clipping
@@ -22,6 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from minigpt import backend  # noqa: E402
 from minigpt.backend import enable_tf32, resolve_device, DeviceError  # noqa: E402
 from minigpt.model import GPT, GPTConfig  # noqa: E402
 from minigpt.optim import AdamW, clip_grad_norm  # noqa: E402
@@ -84,7 +86,11 @@ def main(argv=None):
     ap.add_argument("--batch-size", type=int, default=64, help="sequences per step")
     ap.add_argument("--rounds", type=int, default=5, help="timed rounds per framework, alternating")
     ap.add_argument("--steps", type=int, default=10, help="steps per round")
-    ap.add_argument("--tf32", action="store_true", help="allow TF32 matmuls in both frameworks")
+    ap.add_argument("--tf32", action="store_true",
+                    help="TF32 tensor-core matmuls in both frameworks: faster, their inputs rounded to a "
+                         "10-bit mantissa (default: strict float32)")
+    ap.add_argument("--no-fused", action="store_true",
+                    help="minigpt without its fused GPU kernels (GELU, AdamW): one launch per NumPy-style line")
     ap.add_argument("--no-torch", action="store_true", help="time minigpt alone")
     args = ap.parse_args(argv)
     try:
@@ -96,6 +102,8 @@ def main(argv=None):
     tokens = args.batch_size * config.block_size
     if args.tf32:
         enable_tf32()
+    if args.no_fused:
+        backend.fused_gpu_kernels = lambda: {}      # parallel_rows then runs the NumPy-style kernels
     runners = {"minigpt": minigpt_step(config, args.batch_size, 0)}
     if not args.no_torch:
         try:
@@ -112,7 +120,8 @@ def main(argv=None):
         for name, (step, sync) in runners.items():
             times[name].append(time_round(step, sync, args.steps))
     print(f"GPU training step, 6L/6H/384, block 256, batch {args.batch_size}, "
-          f"{'TF32' if args.tf32 else 'strict float32'}")
+          f"{'TF32' if args.tf32 else 'strict float32'}"
+          f"{', minigpt without its fused kernels' if args.no_fused else ''}")
     print(f"{'':<8} {'tokens/s':>10} {'ms/step':>8}")
     rate = {}
     for name, ts in times.items():
