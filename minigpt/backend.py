@@ -188,18 +188,21 @@ def parallel_rows(kernel, *arrays, **constants):
     arrays: NumPy or CuPy arrays sharing their first axis (length N), the
     kernel's inputs and outputs; constants: passed whole to every call. The
     kernel must treat each row on its own (elementwise or row-wise math), so
-    any split of the rows gives the same bits. On the host the rows are cut
-    into blocks of about BLOCK_ELEMENTS (at least one per thread), and each of
-    `host_threads()` threads, this one included, takes the next block until
-    none is left: on a busy machine a thread that is not running simply takes
-    fewer blocks, instead of holding up the others. On a GPU, or for small
-    arrays, it is a single call: kernel(*arrays, **constants).
+    any split of the rows gives the same result (the same bits, but for BLAS
+    grouping a row reduction's sums differently in a short block). On the host
+    the rows are cut into blocks of about BLOCK_ELEMENTS (at least one per
+    thread), and each of `host_threads()` threads, this one included, takes the
+    next block until none is left: on a busy machine a thread that is not
+    running simply takes fewer blocks, instead of holding up the others. Small
+    arrays get a single call: kernel(*arrays, **constants). On a GPU it is a
+    single call too, of the kernel's fused version when `fused_gpu_kernels()`
+    has one (one launch, the same math; see the GPU kernels section).
     """
     first = arrays[0]
     N = first.shape[0] if first.ndim else 0
     n_threads = min(_host_threads, N)
     if array_module(first) is not np:
-        kernel(*arrays, **constants)
+        fused_gpu_kernels().get(kernel.__name__, kernel)(*arrays, **constants)
         return
     if first.size < MIN_PARALLEL_ELEMENTS or n_threads < 2:
         with _single_threaded_blas():
