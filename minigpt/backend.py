@@ -157,13 +157,14 @@ def default_rng(xp, seed):
 # imported before NumPy. Measured on config B (6 x 384, block 256): attention
 # 259 -> 166 ms and GELU 60 -> 39 ms per step, matmuls unchanged.
 
-# Measured on a quiet 2-core machine (GELU backward, 2 threads vs 1): 0.6x at 128K
-# elements, 1.0x at 512K, 1.3x at 1M, 2.3-3.3x from 2M up with 256K-element blocks.
-# Below ~1M each NumPy call in a kernel is so short that handing the GIL back and
+# Measured on a quiet 2-core machine, 2 threads vs 1 (256K-element blocks): LayerNorm
+# on (768, 128), 98K elements: 0.56x (0.148 -> 0.263 ms); GELU backward on (768, 512),
+# 393K: 1.24x; LayerNorm backward on (2048, 384), 786K: 1.48x; GELU on 3M: 2.4x.
+# Below ~256K each NumPy call in a kernel is so short that handing the GIL back and
 # forth between the threads (a futex wake-up each time, ~25 us here) costs more than
 # the second core gives; above it, the second core and its own L2 win.
 BLOCK_ELEMENTS = 1 << 18         # 1 MiB of float32 per block and array
-MIN_PARALLEL_ELEMENTS = 1 << 20  # below this, one thread does the whole kernel
+MIN_PARALLEL_ELEMENTS = 1 << 18  # below this, one thread does the whole kernel
 _host_threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 _pool, _pool_size = None, 0
 
