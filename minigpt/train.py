@@ -116,10 +116,24 @@ def check_args(args):
         raise UsageError("--vocab-size applies to --tokenizer bpe only, and must exceed 256")
     if not (args.lr > 0 and 0 <= args.min_lr <= args.lr):
         raise UsageError(f"need --lr > 0 and 0 <= --min-lr <= --lr (got {args.lr} and {args.min_lr})")
+    for name in ("lr", "min_lr", "max_time", "weight_decay", "grad_clip", "beta2", "dropout"):
+        if not math.isfinite(getattr(args, name)):
+            raise UsageError(f"--{name.replace('_', '-')} must be a finite number, got {getattr(args, name)}")
     if args.max_time < 0 or args.warmup_iters < 0 or args.sample_tokens < 0:
         raise UsageError("--max-time, --warmup-iters and --sample-tokens cannot be negative")
+    if args.weight_decay < 0 or args.grad_clip < 0:
+        raise UsageError("--weight-decay and --grad-clip cannot be negative (--grad-clip 0: no clipping)")
+    if not 0.0 <= args.beta2 < 1.0:
+        raise UsageError(f"--beta2 must be in [0, 1), got {args.beta2}")
+    if args.seed < 0:
+        raise UsageError(f"--seed must be 0 or more, got {args.seed}")
     if not args.max_time and args.max_iters is None:
         raise UsageError("with --max-time 0, give --max-iters (otherwise training never ends)")
+    check_start(args)
+
+
+def check_start(args):
+    """UsageError unless at most one of --resume, --init-from and --init-from-pretrained is given."""
     starts = [f for f in ("resume", "init_from", "init_from_pretrained") if getattr(args, f)]
     if len(starts) > 1:
         raise UsageError("use only one of --resume, --init-from and --init-from-pretrained")
@@ -259,6 +273,7 @@ def train_loop(run, budget, stop):
 
 def train(args, explicit, t0):
     """Set up the run, train it, and report. Returns the exit status."""
+    check_start(args)
     if not args.resume:                        # a resumed run is checked with its saved flags
         check_args(args)
     run = make_run(args, explicit, t0, check_args)
@@ -304,6 +319,10 @@ def main(argv=None):
         kept = f"the last good checkpoint is {ckpt}" if os.path.exists(ckpt) else "no checkpoint was written"
         print(f"error: {e}; stopped ({kept}); try a lower --lr", file=sys.stderr)
         return 1
+    except MemoryError:
+        print("error: out of memory for this model and batch: try a smaller --block-size, "
+              "--batch-size, --n-embd or --n-layer", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

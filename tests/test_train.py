@@ -172,10 +172,27 @@ def test_bad_text_file_exits_2_with_one_clear_line(tmp_path, capsys, content, me
     (["--batch-size", "0"], "--batch-size must be at least 1"),
     (["--resume"], "--resume: no checkpoint at"),
     (["--init-from", "missing.npz"], "no checkpoint at missing.npz"),
+    (["--beta2", "1.5"], "--beta2 must be in [0, 1)"),
+    (["--beta2", "1.0"], "--beta2 must be in [0, 1)"),
+    (["--seed", "-1"], "--seed must be 0 or more"),
+    (["--lr", "inf"], "--lr must be a finite number"),
+    (["--max-time", "nan"], "--max-time must be a finite number"),
+    (["--grad-clip", "-1"], "--grad-clip cannot be negative"),
+    (["--resume", "--init-from", "other.npz"], "use only one of --resume, --init-from"),
 ])
 def test_bad_flags_exit_2_with_one_clear_line(corpus, tmp_path, capsys, flags, message):
     err = _run_bad([corpus, "--out-dir", tmp_path, *TINY, "--max-iters", "1", *flags], capsys)
     assert message in err, err
+
+
+def test_running_out_of_memory_is_one_line(corpus, tmp_path, capsys, monkeypatch):
+    import minigpt.train as train_module
+
+    def no_memory(*args, **kwargs):
+        raise MemoryError
+    monkeypatch.setattr(train_module, "make_run", no_memory)
+    err = _run_bad([corpus, "--out-dir", tmp_path, *TINY, "--max-iters", "1"], capsys)
+    assert "out of memory" in err and "--block-size" in err
 
 
 @pytest.mark.skipif(gpu_available(), reason="this machine has a GPU, so --device cuda works")
