@@ -14,7 +14,6 @@ import threading
 import numpy as np
 
 from . import gpu_kernels
-from .gpu_kernels import GPU_KERNELS, GPU_PREAMBLE  # noqa: F401  (re-exported for tests)
 
 CUPY_PIP_PACKAGE = "cupy-cuda12x"
 
@@ -283,29 +282,36 @@ def _thread_pool():
     return _pool
 
 
-def _find_openblas(*names):
-    """The first of the OpenBLAS functions `names` (int -> int) loaded by NumPy, or None.
+def _load_openblas():
+    """The OpenBLAS libraries loaded in this process (NumPy's among them), from /proc/self/maps."""
+    try:
+        with open("/proc/self/maps") as f:
+            paths = sorted({line.split()[-1] for line in f if "openblas" in line.lower()})
+        return [ctypes.CDLL(path) for path in paths]
+    except OSError:
+        return []
+
+
+def _openblas_function(libs, *names):
+    """The first of the OpenBLAS functions `names` (int -> int) in libs, or None.
 
     openblas_set_num_threads_local (0.3.27+) sets the BLAS threads for calls
     made from the calling thread only; openblas_set_num_threads, for all.
     """
-    try:
-        with open("/proc/self/maps") as f:
-            paths = {line.split()[-1] for line in f if "openblas" in line.lower()}
-        for path in sorted(paths):
-            for name in names:
-                fn = getattr(ctypes.CDLL(path), name, None)
-                if fn is not None:
-                    fn.argtypes, fn.restype = [ctypes.c_int], ctypes.c_int
-                    return fn
-    except OSError:
-        pass
+    for lib in libs:
+        for name in names:
+            fn = getattr(lib, name, None)
+            if fn is not None:
+                fn.argtypes, fn.restype = [ctypes.c_int], ctypes.c_int
+                return fn
     return None                                    # MKL, Accelerate, an older OpenBLAS: left alone
 
 
-_openblas_set_num_threads_local = _find_openblas("openblas_set_num_threads_local")
-_openblas_set_num_threads = _find_openblas(    # NumPy's wheels name it with their own prefix
-    "openblas_set_num_threads", "scipy_openblas_set_num_threads64_", "scipy_openblas_set_num_threads")
+_openblas_libs = _load_openblas()                  # read /proc/self/maps once, for both functions
+_openblas_set_num_threads_local = _openblas_function(_openblas_libs, "openblas_set_num_threads_local")
+_openblas_set_num_threads = _openblas_function(    # NumPy's wheels name it with their own prefix
+    _openblas_libs, "openblas_set_num_threads", "scipy_openblas_set_num_threads64_",
+    "scipy_openblas_set_num_threads")
 
 
 def _blas_threads_here(n):
@@ -325,13 +331,17 @@ class _single_threaded_blas:
         _blas_threads_here(0)                      # 0: back to the process-wide setting
 
 
-def enable_tf32():
+def enable_tf32(device="cuda"):
     """Let CuPy's float32 matmuls use TF32 tensor cores (Ampere and newer GPUs).
 
     TF32 keeps float32's range but rounds the products' inputs to 10 bits of
     mantissa: much faster matmuls, slightly different numbers. Opt-in
-    (`--tf32`); strict float32 is the default. Raises DeviceError without CuPy.
+    (`--tf32`); strict float32 is the default. device: the run's resolved
+    device; DeviceError on the CPU (there is no TF32 there) or without CuPy.
     """
+    if device != "cuda":
+        raise DeviceError(f"--tf32 is for GPUs (TF32 tensor cores), but this run is on the {device}: "
+                          f"drop --tf32, or use --device cuda on a machine with a GPU")
     cupy = _cupy()
     if cupy is None:
         raise DeviceError(f"--tf32 needs CuPy, which is not installed: pip install {CUPY_PIP_PACKAGE}")

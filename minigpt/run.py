@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import data
-from .backend import DeviceError, default_rng, enable_tf32, resolve_device, xp_for
+from .backend import default_rng, enable_tf32, resolve_device, xp_for
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .model import GPT, GPTConfig
 from .optim import AdamW
@@ -138,7 +138,7 @@ def make_run(args, explicit, t0, check=lambda args: None):
     check(args) validates the flags once a checkpoint's have been merged in."""
     device = resolve_device(args.device)
     if args.tf32:
-        use_tf32(device)
+        enable_tf32(device)
     xp = xp_for(device)
     model, tokenizer, ck = start_state(args, explicit, os.path.join(args.out_dir, "ckpt.npz"))
     check(args)
@@ -156,14 +156,6 @@ def make_run(args, explicit, t0, check=lambda args: None):
     if ck is not None:
         restore(run, ck, device)
     return run
-
-
-def use_tf32(device):
-    """--tf32: TF32 matmuls from here on, on a GPU; DeviceError on the CPU, where there is no TF32."""
-    if device != "cuda":
-        raise DeviceError(f"--tf32 is for GPUs (TF32 tensor cores), but this run is on the {device}: "
-                          f"drop --tf32, or use --device cuda on a machine with a GPU")
-    enable_tf32()
 
 
 def restore(run, ck, device):

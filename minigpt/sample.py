@@ -235,10 +235,7 @@ def _load(args):
     """(model, tokenizer, prompt ids) from the flags; raises for anything the user can get wrong."""
     device = resolve_device(args.device)           # before loading: a device error comes first
     if args.tf32:
-        if device != "cuda":
-            raise DeviceError(f"--tf32 is for GPUs (TF32 tensor cores), but this run is on the {device}: "
-                              f"drop --tf32, or use --device cuda on a machine with a GPU")
-        enable_tf32()
+        enable_tf32(device)
     if args.ckpt is not None:
         from .checkpoint import load_model
         model, tokenizer = load_model(args.ckpt)

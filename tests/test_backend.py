@@ -6,7 +6,7 @@ import types
 import numpy as np
 import pytest
 
-from minigpt import backend, layers, optim
+from minigpt import backend, gpu_kernels, layers, optim
 
 
 def test_array_module_of_numpy_arrays_is_numpy():
@@ -43,9 +43,9 @@ def _names(declarations):
     return [d.split()[-1] for d in declarations.split(",")]
 
 
-@pytest.mark.parametrize("name", sorted(backend.GPU_KERNELS))
+@pytest.mark.parametrize("name", sorted(gpu_kernels.GPU_KERNELS))
 def test_each_gpu_kernel_replaces_a_row_kernel_with_the_same_parameters(name):
-    params, inputs, outputs, body = backend.GPU_KERNELS[name]
+    params, inputs, outputs, body = gpu_kernels.GPU_KERNELS[name]
     row_kernel = getattr(layers, name, None) or getattr(optim, name)
     assert list(inspect.signature(row_kernel).parameters) == _names(params)
     assert sorted(_names(inputs) + _names(outputs)) == sorted(_names(params))   # each one passed, once
@@ -59,10 +59,10 @@ def _run_body_on_the_cpu(name, *arrays, **constants):
     NumPy rounds every operation as the GPU does without fused multiply-adds.
     Returns {output name: array}; the arrays given are not changed.
     """
-    params, inputs, outputs, body = backend.GPU_KERNELS[name]
+    params, inputs, outputs, body = gpu_kernels.GPU_KERNELS[name]
     env = {n: a.copy() for n, a in zip(_names(params), arrays)}
     env.update(constants, T=arrays[0].dtype.type, tanh=np.tanh, sqrt=np.sqrt)
-    env.update({k: float(v) for k, v in re.findall(r"#define (\w+) (\S+)", backend.GPU_PREAMBLE)})
+    env.update({k: float(v) for k, v in re.findall(r"#define (\w+) (\S+)", gpu_kernels.GPU_PREAMBLE)})
     code = re.sub(r"//.*", "", body)
     code = re.sub(r"^\s*T (\w+ =)", r"\1", code, flags=re.M)      # `T u = e;` -> `u = e;`
     code = re.sub(r"\(T\)([\w.]+|\([^()]*\))", r"T(\1)", code)    # `(T)e` -> `T(e)`
@@ -105,7 +105,7 @@ def test_gpu_adamw_body_does_the_numpy_kernels_operations_in_the_same_order(deca
 
 
 def test_gpu_kernel_constants_are_the_layers_constants():
-    defined = dict(re.findall(r"#define (\w+) (\S+)", backend.GPU_PREAMBLE))
+    defined = dict(re.findall(r"#define (\w+) (\S+)", gpu_kernels.GPU_PREAMBLE))
     assert float(defined["GELU_SCALE"]) == layers.GELU_SCALE
     assert float(defined["GELU_CUBIC"]) == layers.GELU_CUBIC
 
@@ -129,7 +129,7 @@ def test_fused_kernels_hand_cupy_inputs_then_outputs_whatever_the_row_kernels_or
     monkeypatch.setattr(backend, "_cupy", lambda: types.SimpleNamespace(ElementwiseKernel=RecordingKernel))
     monkeypatch.setattr(backend, "_fused_kernels", None)
     fused = backend.fused_gpu_kernels()
-    assert set(fused) == set(backend.GPU_KERNELS)
+    assert set(fused) == set(gpu_kernels.GPU_KERNELS)
     fused["_gelu_backward"]("dout", "x", "dx")
     fused["_adamw_update"]("p", "g", "m", "v", b1=0.9, b2=0.99, step_size=1e-3, v_scale=1.1, eps=1e-8, decay=0.0)
     assert calls == [("minigpt_gelu_backward", ("dout", "x", "dx")),

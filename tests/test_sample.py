@@ -249,9 +249,9 @@ def test_cli_tf32_on_a_gpu_turns_tf32_on_and_samples(ckpt, capsys, monkeypatch):
     if not gpu_available():
         pytest.skip("needs CuPy and a CUDA GPU")
     calls = []                                     # a spy, so the TF32 switch does not outlive the test
-    monkeypatch.setattr(sample, "enable_tf32", lambda: calls.append(1))
+    monkeypatch.setattr(sample, "enable_tf32", lambda device: calls.append(device))
     assert run_cli("--ckpt", ckpt, "--device", "cuda", "--tf32", "--max-new-tokens", "5", "--seed", "0") == 0
-    assert calls == [1] and capsys.readouterr().out
+    assert calls == ["cuda"] and capsys.readouterr().out
 
 
 def test_module_entry_point_exits_2_without_a_traceback(tmp_path):

@@ -221,9 +221,9 @@ def test_tf32_on_the_cpu_exits_2_with_one_clear_line(corpus, tmp_path, capsys, d
 def test_tf32_on_a_gpu_turns_tf32_on_and_trains(corpus, tmp_path, monkeypatch):
     import minigpt.run
     calls = []                                     # a spy, so the TF32 switch does not outlive the test
-    monkeypatch.setattr(minigpt.run, "enable_tf32", lambda: calls.append(1))
+    monkeypatch.setattr(minigpt.run, "enable_tf32", lambda device: calls.append(device))
     assert train(corpus, tmp_path, "--device", "cuda", "--tf32", "--max-iters", "2", "--sample-tokens", "0") == 0
-    assert calls == [1]
+    assert calls == ["cuda"]
 
 
 @pytest.fixture
