@@ -143,19 +143,18 @@ def _layernorm_backward(dout, x, mean, rstd, dx, dout_xhat, w):
 
 
 def _row_means(x, out=None):
-    """(N, 1) means of the rows of a 2-D x: x @ a column of 1/C."""
+    """Means over the last axis, kept as an axis of 1: x.mean(axis=-1, keepdims=True)."""
+    return _row_sums(x, 1.0 / x.shape[-1], out)
+
+
+def _row_sums(x, scale=1.0, out=None):
+    """scale * x.sum(axis=-1, keepdims=True): x @ a column of `scale`s; into out if given.
+
+    x (and out) must be contiguous (every block parallel_rows hands out is)."""
     xp = array_module(x)
     C = x.shape[-1]
-    return xp.matmul(x, _filled(xp, (C, 1), 1.0 / C, x.dtype), out=out)
-
-
-def _row_sums(x):
-    """Sums over the last axis, kept as an axis of 1: x.sum(axis=-1, keepdims=True).
-
-    x must be contiguous (every block parallel_rows hands out is)."""
-    xp = array_module(x)
-    C = x.shape[-1]
-    sums = xp.matmul(x.reshape(-1, C), _filled(xp, (C, 1), 1.0, x.dtype))
+    column = _filled(xp, (C, 1), scale, x.dtype)
+    sums = xp.matmul(x.reshape(-1, C), column, out=None if out is None else out.reshape(-1, 1))
     return sums.reshape(*x.shape[:-1], 1)
 
 

@@ -129,7 +129,6 @@ def check_args(args):
         raise UsageError(f"--seed must be 0 or more, got {args.seed}")
     if not args.max_time and args.max_iters is None:
         raise UsageError("with --max-time 0, give --max-iters (otherwise training never ends)")
-    check_start(args)
 
 
 def check_start(args):
