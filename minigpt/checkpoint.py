@@ -21,8 +21,8 @@ import zipfile
 
 import numpy as np
 
-from .data import atomic_write
-from .model import GPT, GPTConfig, param_shapes
+from .fileio import atomic_write
+from .model import GPT, GPTConfig, param_shapes, params_mismatch
 
 FORMAT = "minigpt-checkpoint"
 VERSION = 1
@@ -122,18 +122,9 @@ def _read_meta(path, arrays):
 def _check_arrays(path, arrays, prefix, shapes):
     """Return {name: array} for one prefix, requiring exactly the expected names and shapes."""
     found = {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
-    missing = [k for k in shapes if k not in found]
-    extra = [k for k in found if k not in shapes]
-    if missing or extra:
-        what = f"missing {missing[:3]}" if missing else f"unexpected {extra[:3]}"
-        raise CheckpointError(f"{path} does not match its model config: {prefix} entries {what}")
-    for name, shape in shapes.items():
-        a = found[name]
-        if tuple(a.shape) != tuple(shape):
-            raise CheckpointError(f"{path} is from another model shape: {prefix}{name} has shape "
-                                  f"{tuple(a.shape)}, the config needs {tuple(shape)}")
-        if not np.issubdtype(a.dtype, np.floating):
-            raise CheckpointError(f"{path} is damaged: {prefix}{name} has dtype {a.dtype}")
+    problem = params_mismatch(found, shapes)
+    if problem:
+        raise CheckpointError(f"{path} is from another model shape or damaged: {prefix} {problem}")
     return {name: found[name] for name in shapes}
 
 

@@ -9,12 +9,12 @@
 tokenizer that made them) in the output folder as a raw `.bin` file that
 `np.memmap` opens, so a second run on the same file does not re-tokenize.
 """
-import hashlib
 import json
 import os
-import tempfile
 
 import numpy as np
+
+from .fileio import atomic_write, file_digest
 
 VAL_FRACTION = 0.1
 CACHE_VERSION = 1
@@ -124,41 +124,6 @@ def get_batch(data, batch_size, block_size, rng):
     window = starts[:, None] + np.arange(block_size + 1)      # (B, T + 1)
     chunk = np.asarray(data[window], dtype=np.int64)
     return chunk[:, :-1], chunk[:, 1:]
-
-
-def file_digest(path):
-    """SHA-256 of a file's bytes (hex), read in blocks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def atomic_write(path, write):
-    """Replace `path` all at once: call write(f) on a temporary file in the same folder,
-    flush it to disk, then rename it over `path`. A crash or a full disk midway leaves
-    the old file intact and no temporary file behind.
-
-    write: a function of one binary file object, e.g. `lambda f: f.write(b"...")`.
-    """
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
-    try:
-        mask = os.umask(0o022)
-        os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)               # mkstemp makes 0600; use the usual mode
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.remove(tmp)
-        except OSError:
-            pass
-        raise
 
 
 def load_corpus(path, cache_dir, make_tokenizer=None, key=None, tokenizer=None):

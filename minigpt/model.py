@@ -63,6 +63,24 @@ def param_shapes(config):
     return shapes
 
 
+def params_mismatch(found, shapes):
+    """Why the arrays `found` ({name: array}) cannot be the parameters `shapes` names,
+    in a few words, or None when every name is there with its shape and a float dtype."""
+    missing = [k for k in shapes if k not in found]
+    extra = [k for k in found if k not in shapes]
+    if missing:
+        return f"missing {missing[:3]}"
+    if extra:
+        return f"unexpected tensors {extra[:3]}"
+    for name, shape in shapes.items():
+        a = found[name]
+        if tuple(a.shape) != tuple(shape):
+            return f"{name} has shape {tuple(a.shape)}, the config needs {tuple(shape)}"
+        if not np.issubdtype(a.dtype, np.floating):
+            return f"{name} has dtype {a.dtype}, not floating point"
+    return None
+
+
 def init_params(config, seed=0, dtype=np.float32):
     """GPT-2's initialisation, on the host: N(0, 0.02) weights, residual
     projections (c_proj) scaled by 1/sqrt(2 n_layer), zero biases, LayerNorm weights 1."""
@@ -200,33 +218,21 @@ class GPT:
         c_ln1, c_qkv, c_att, c_proj, c_drop1, c_ln2, c_fc, c_gelu, c_mproj, c_drop2 = cache
         # x = x + y (MLP): dx flows straight through and into the branch
         dy = L.dropout_backward(dx, c_drop2)
-        dg, grads[h + "mlp.c_proj.weight"], db = L.linear_backward(dy, c_mproj)
-        self._set_bias(grads, h + "mlp.c_proj.bias", db)
+        dg = self._param_backward(L.linear_backward, dy, c_mproj, grads, h + "mlp.c_proj")
         df = L.gelu_backward(dg, c_gelu)
-        dm, grads[h + "mlp.c_fc.weight"], db = L.linear_backward(df, c_fc)
-        self._set_bias(grads, h + "mlp.c_fc.bias", db)
-        dxm, grads[h + "ln_2.weight"], db = L.layernorm_backward(dm, c_ln2)
-        self._set_bias(grads, h + "ln_2.bias", db)
-        dx = dx + dxm
+        dm = self._param_backward(L.linear_backward, df, c_fc, grads, h + "mlp.c_fc")
+        dx = dx + self._param_backward(L.layernorm_backward, dm, c_ln2, grads, h + "ln_2")
         # x = x + y (attention)
         dy = L.dropout_backward(dx, c_drop1)
-        dy, grads[h + "attn.c_proj.weight"], db = L.linear_backward(dy, c_proj)
-        self._set_bias(grads, h + "attn.c_proj.bias", db)
+        dy = self._param_backward(L.linear_backward, dy, c_proj, grads, h + "attn.c_proj")
         dqkv = L.attention_backward(dy, c_att)
-        da, grads[h + "attn.c_attn.weight"], db = L.linear_backward(dqkv, c_qkv)
-        self._set_bias(grads, h + "attn.c_attn.bias", db)
-        dxa, grads[h + "ln_1.weight"], db = L.layernorm_backward(da, c_ln1)
-        self._set_bias(grads, h + "ln_1.bias", db)
-        dx += dxa
+        da = self._param_backward(L.linear_backward, dqkv, c_qkv, grads, h + "attn.c_attn")
+        dx += self._param_backward(L.layernorm_backward, da, c_ln1, grads, h + "ln_1")
         return dx
 
-    def _set_bias(self, grads, name, db):
+    def _param_backward(self, backward, dout, cache, grads, name):
+        """Run a linear or layernorm backward; store its weight (and bias) gradient under name."""
+        dx, grads[name + ".weight"], db = backward(dout, cache)
         if self.config.bias:
-            grads[name] = db
-
-    @classmethod
-    def from_pretrained(cls, directory, dtype=np.float32):
-        """GPT-2's released weights from a Hugging Face directory (config.json,
-        model.safetensors): see minigpt.pretrained. Nothing is downloaded."""
-        from .pretrained import model_from_pretrained
-        return model_from_pretrained(directory, dtype)
+            grads[name + ".bias"] = db
+        return dx

@@ -21,7 +21,7 @@ import re
 
 import numpy as np
 
-from .model import GPT, GPTConfig, param_shapes
+from .model import GPT, GPTConfig, param_shapes, params_mismatch
 from .safetensors import SafetensorsError, load_file, read_header, save_file
 
 GPT2_VOCAB_SIZE = 50257
@@ -131,23 +131,14 @@ def params_from_hf(tensors, config, where="model.safetensors", dtype=np.float32)
             continue
         params[short] = a
     shapes = param_shapes(config)
-    missing = [k for k in shapes if k not in params]
-    extra = [k for k in params if k not in shapes]
-    if missing or extra:
-        what = f"lacks {missing[:3]}" if missing else f"has unexpected tensors {extra[:3]}"
-        raise PretrainedError(f"{where} does not match config.json: it {what}")
-    for name, shape in shapes.items():
-        a = params[name]
-        if tuple(a.shape) != shape:
-            raise PretrainedError(f"{where}: {name} has shape {tuple(a.shape)}, "
-                                  f"config.json needs {shape}")
-        if not np.issubdtype(a.dtype, np.floating):
-            raise PretrainedError(f"{where}: {name} has dtype {a.dtype}, not floating point")
-        params[name] = np.ascontiguousarray(a, dtype=dtype)
+    problem = params_mismatch(params, shapes)
+    if problem:
+        raise PretrainedError(f"{where} does not match config.json: {problem}")
+    params = {name: np.ascontiguousarray(params[name], dtype=dtype) for name in shapes}
     if head is not None and not np.array_equal(head, _wte(tensors)):
         raise PretrainedError(f"{where}: lm_head.weight differs from wte.weight (untied heads "
                               f"are not supported)")
-    return {k: params[k] for k in shapes}
+    return params
 
 
 def _wte(tensors):

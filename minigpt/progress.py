@@ -6,7 +6,7 @@ how many iterations still fit before the deadline.
 import json
 import math
 
-from .data import atomic_write
+from .fileio import atomic_write
 
 
 class TimeBudget:

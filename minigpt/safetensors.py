@@ -18,11 +18,11 @@ overlap and no gap. Anything else is a SafetensorsError naming the problem.
 import json
 import math
 import os
-import tempfile
 
 import numpy as np
 
 from .backend import to_numpy
+from .fileio import atomic_write
 
 MAX_HEADER_BYTES = 100_000_000   # the reference implementation's limit
 
@@ -198,19 +198,9 @@ def save_file(tensors, path, metadata=None):
         at += a.nbytes
     raw = json.dumps(header, separators=(",", ":")).encode("utf-8")
     raw += b" " * (-len(raw) % 8)
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".st-", suffix=".tmp", dir=folder)
-    try:
-        mask = os.umask(0o022)
-        os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)               # mkstemp makes 0600; use the usual mode
-        with os.fdopen(fd, "wb") as f:
-            f.write(len(raw).to_bytes(8, "little"))
-            f.write(raw)
-            for name in order:
-                f.write(arrays[name].reshape(-1).view(np.uint8))
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    def write(f):
+        f.write(len(raw).to_bytes(8, "little"))
+        f.write(raw)
+        for name in order:
+            f.write(arrays[name].reshape(-1).view(np.uint8))
+    atomic_write(path, write)

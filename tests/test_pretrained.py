@@ -47,9 +47,9 @@ def tiny_dir(tmp_path):
     return tmp_path, model
 
 
-def test_an_exported_directory_loads_through_from_pretrained_with_identical_logits(tiny_dir):
+def test_an_exported_directory_loads_through_model_from_pretrained_with_identical_logits(tiny_dir):
     directory, model = tiny_dir
-    loaded = GPT.from_pretrained(str(directory))
+    loaded = model_from_pretrained(str(directory))
     assert loaded.config == model.config
     idx = np.random.default_rng(0).integers(0, TINY_VOCAB, (2, CONFIG.block_size))
     np.testing.assert_array_equal(loaded.forward(idx)[0], model.forward(idx)[0])
@@ -133,7 +133,7 @@ def truncate(d):
     (lambda d: (d / "model.safetensors").unlink(), "no model.safetensors"),
     (pickle_only, "pytorch_model.bin, which minigpt does not read"),
     (truncate, "truncated"),
-    (rewrite_tensors(lambda t: t.pop("transformer.ln_f.bias")), "lacks \\['ln_f.bias'\\]"),
+    (rewrite_tensors(lambda t: t.pop("transformer.ln_f.bias")), "missing \\['ln_f.bias'\\]"),
     (rewrite_tensors(lambda t: t.update(extra=np.zeros(2, np.float32))), "unexpected tensors"),
     (rewrite_tensors(untie), "untied"),
     (rewrite_tensors(lambda t: t.update({"transformer.ln_f.bias": np.zeros(8, np.int32)})), "dtype"),
