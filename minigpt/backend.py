@@ -156,8 +156,9 @@ def default_rng(xp, seed):
 #
 # OpenBLAS's idle threads spin for about 2^28 cycles (0.1 s) after each product
 # before they sleep, taking a core from the elementwise threads that run next;
-# minigpt/__init__.py lowers that (OPENBLAS_THREAD_TIMEOUT) when minigpt is
-# imported before NumPy. Measured on config B (6 x 384, block 256): attention
+# minigpt/__init__.py lowers that (OPENBLAS_THREAD_TIMEOUT), and
+# _apply_thread_timeout makes OpenBLAS take it whether NumPy or minigpt was
+# imported first. Measured on config B (6 x 384, block 256): attention
 # 259 -> 166 ms and GELU 60 -> 39 ms per step, matmuls unchanged.
 
 # Measured on a quiet 2-core machine, 2 threads vs 1 (256K-element blocks): LayerNorm
@@ -307,7 +308,32 @@ def _openblas_function(libs, *names):
     return None                                    # MKL, Accelerate, an older OpenBLAS: left alone
 
 
+def _apply_thread_timeout(libs):
+    """Make OpenBLAS use OPENBLAS_THREAD_TIMEOUT now, even if it loaded (with NumPy) before it was set.
+
+    OpenBLAS reads its environment once, when it loads, so an `import numpy`
+    before `import minigpt` would keep the 0.1 s spin. Where OpenBLAS has not
+    taken the value: re-read the environment (openblas_read_env) and stop its
+    idle threads (blas_thread_shutdown_); the next product starts them again,
+    reading the new timeout. Same threads, same results, just shorter spins.
+    """
+    try:
+        wanted = int(os.environ.get("OPENBLAS_THREAD_TIMEOUT", ""))
+    except ValueError:
+        return                                     # unset, or not a number: OpenBLAS's own choice
+    for lib in libs:
+        taken, read_env, shutdown = (getattr(lib, name, None) for name in (
+            "openblas_thread_timeout", "openblas_read_env", "blas_thread_shutdown_"))
+        if taken is None or read_env is None or shutdown is None:
+            continue                               # an OpenBLAS without these: left alone
+        taken.restype = ctypes.c_int
+        if taken() != wanted:
+            read_env()
+            shutdown()
+
+
 _openblas_libs = _load_openblas()                  # read /proc/self/maps once, for both functions
+_apply_thread_timeout(_openblas_libs)
 _openblas_set_num_threads_local = _openblas_function(_openblas_libs, "openblas_set_num_threads_local")
 _openblas_set_num_threads = _openblas_function(    # NumPy's wheels name it with their own prefix
     _openblas_libs, "openblas_set_num_threads", "scipy_openblas_set_num_threads64_",
