@@ -162,6 +162,22 @@ def profile_minigpt(step, n):
     return dict(spent), total
 
 
+def blas_spin_ms(idle_s=0.05, repeats=5):
+    """CPU ms the process burns while its main thread sleeps idle_s right after a matrix product.
+
+    That is BLAS's idle threads spinning (OpenBLAS's default: ~0.1 s); the
+    median of `repeats`. Near 0 once OPENBLAS_THREAD_TIMEOUT has taken effect.
+    """
+    a = np.ones((512, 512), np.float32)
+    spins = []
+    for _ in range(repeats):
+        a @ a
+        c0 = time.process_time()
+        time.sleep(idle_s)
+        spins.append(1e3 * (time.process_time() - c0))
+    return float(np.median(spins))
+
+
 def worker_main(args):
     """Serve the parent: one JSON command per stdin line, one JSON answer per stdout line."""
     from minigpt.model import GPTConfig
@@ -195,6 +211,8 @@ def worker_main(args):
         elif cmd["cmd"] == "peak":
             from minigpt.flops import measure_matmul_peak
             answer = {"gflops": measure_matmul_peak(seconds=cmd["seconds"])}
+        elif cmd["cmd"] == "spin":
+            answer = {"spin_ms": blas_spin_ms()}
         elif cmd["cmd"] == "profile":
             spent, total = profile(cmd["n"])
             answer = {"spent": spent, "total": total}
@@ -256,12 +274,13 @@ def bench_config(name, args, with_torch):
         prof = workers["minigpt"].ask(cmd="profile", n=max(1, steps)) if args.profile else None
         memory = {k: workers[k].ask(cmd="memory") for k in kinds}
         peak_gflops = workers["minigpt"].ask(cmd="peak", seconds=1.0)["gflops"]
+        spin = {k: workers[k].ask(cmd="spin")["spin_ms"] for k in kinds if k.startswith("minigpt")}
     finally:
         for w in workers.values():
             w.close()
     fpt = flops_per_token(config)
     result = {"config": name, "B": B, "T": config.block_size, "tokens": tokens, "losses": losses,
-              "profile": prof, "memory": memory, "flops_per_token": fpt, "peak_gflops": peak_gflops}
+              "profile": prof, "memory": memory, "spin_ms": spin, "flops_per_token": fpt, "peak_gflops": peak_gflops}
     for k in kinds:
         ms = 1e3 * float(np.median(times[k]))
         result[k] = {"ms": ms, "tok_s": tokens / ms * 1e3, "gflops": tokens / ms * 1e3 * fpt / 1e9,
@@ -336,11 +355,14 @@ def report(results, with_torch):
 
     ordered = [r for r in results if "minigpt-first" in r]
     if ordered:
-        print("\nimport order (minigpt's ms/step, median; the same worker code, alternated)")
-        print(f"{'cfg':<4}{'numpy first':>13}{'minigpt first':>15}{'ratio':>8}")
+        print("\nimport order (minigpt's ms/step, median; the same worker code, alternated; spin: CPU ms\n"
+              "burnt in the 50 ms after a matrix product while the process is idle, BLAS threads spinning)")
+        print(f"{'cfg':<4}{'numpy first':>13}{'minigpt first':>15}{'ratio':>8}{'spin, numpy first':>20}"
+              f"{'minigpt first':>15}")
         for r in ordered:
             a, b = r["minigpt"]["ms"], r["minigpt-first"]["ms"]
-            print(f"{r['config']:<4}{a:>13.1f}{b:>15.1f}{b / a:>7.2f}x")
+            print(f"{r['config']:<4}{a:>13.1f}{b:>15.1f}{b / a:>7.2f}x{r['spin_ms']['minigpt']:>17.1f} ms"
+                  f"{r['spin_ms']['minigpt-first']:>12.1f} ms")
 
     print("\npeak RSS, MiB: whole process / above the RSS after loading the libraries and one matmul")
     print(f"{'cfg':<4}{'minigpt':>16}" + (f"{'PyTorch':>16}" if with_torch else ""))
