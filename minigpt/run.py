@@ -16,6 +16,7 @@ import numpy as np
 from . import data
 from .backend import default_rng, enable_tf32, resolve_device, xp_for
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from .dist import Solo, world
 from .model import GPT, GPTConfig
 from .optim import AdamW
 from .progress import read_metrics
@@ -124,6 +125,7 @@ class Run:
     records: list = field(default_factory=list)    # one dict per eval (metrics.jsonl)
     elapsed0: float = 0.0                      # seconds spent by earlier (resumed) runs
     t0: float = 0.0                            # time.perf_counter() at the start of this process
+    comm: object = field(default_factory=Solo)     # dist.world(): this rank's place among N
 
     def path(self, name):
         return os.path.join(self.args.out_dir, name)
@@ -136,6 +138,9 @@ def make_run(args, explicit, t0, check=lambda args: None):
     """Flags -> a ready Run (fresh, resumed or fine-tuning) on the chosen device.
 
     check(args) validates the flags once a checkpoint's have been merged in."""
+    comm = world()
+    if args.device != "cpu":
+        comm.use_gpu()                         # rank r: GPU r % device_count on its machine
     device = resolve_device(args.device)
     if args.tf32:
         enable_tf32(device)
@@ -143,7 +148,7 @@ def make_run(args, explicit, t0, check=lambda args: None):
     model, tokenizer, ck = start_state(args, explicit, os.path.join(args.out_dir, "ckpt.npz"))
     check(args)
     os.makedirs(args.out_dir, exist_ok=True)
-    tokens, tokenizer = load_data(args, tokenizer)
+    tokens, tokenizer = comm.root_first(lambda: load_data(args, tokenizer))   # rank 0 writes the cache
     if model is None:
         model = GPT(GPTConfig(vocab_size=tokenizer.vocab_size, block_size=args.block_size,
                               n_layer=args.n_layer, n_head=args.n_head, n_embd=args.n_embd,
@@ -152,7 +157,7 @@ def make_run(args, explicit, t0, check=lambda args: None):
     model.to(device)
     opt = AdamW(model.params, lr=args.lr, betas=(0.9, args.beta2), weight_decay=args.weight_decay)
     run = Run(args, model, opt, tokenizer, *data.split(tokens), xp,
-              np.random.default_rng(args.seed), default_rng(xp, args.seed + 1), t0=t0)
+              np.random.default_rng(args.seed), default_rng(xp, comm.seed(args.seed + 1)), t0=t0, comm=comm)
     if ck is not None:
         restore(run, ck, device)
     return run
@@ -170,19 +175,26 @@ def restore(run, ck, device):
     states = ck["rng_state"] or {}
     if "batch" in states:
         run.batch_rng.bit_generator.state = states["batch"]
-    if states.get("dropout") is not None and device == "cpu":
+    if states.get("dropout") is not None and device == "cpu" and run.comm.is_root:
         run.dropout_rng.bit_generator.state = states["dropout"]
-    else:                                      # a device generator: reseeded, not restored
-        run.dropout_rng = default_rng(xp, run.args.seed + 1 + run.it)
+    else:                                      # a device generator or rank > 0's: reseeded
+        run.dropout_rng = default_rng(xp, run.comm.seed(run.args.seed + 1 + run.it))
     run.records = read_metrics(run.path("metrics.jsonl"), run.it)
     print(f"resuming {run.path('ckpt.npz')} at iter {run.it} (best val loss {run.best:.4f})")
 
 
 def save(run):
-    """Write ckpt.npz (atomically): weights, AdamW state, RNG states, flags, tokenizer."""
+    """Write ckpt.npz (atomically): weights, AdamW state, RNG states, flags, tokenizer.
+
+    Under MPI every rank calls it: the weights are checked equal on all ranks, rank 0
+    writes (the same file as one process's), and the others wait until it has."""
+    run.comm.check_in_sync(run.model.params)
+    if not run.comm.is_root:
+        return run.comm.barrier()
     states = {"batch": run.batch_rng.bit_generator.state,
               "dropout": getattr(getattr(run.dropout_rng, "bit_generator", None), "state", None)}
     if not isinstance(states["dropout"], dict):
         states["dropout"] = None               # a device generator without a JSON-able state
     save_checkpoint(run.path("ckpt.npz"), run.model, run.opt, run.tokenizer, run.it, run.best,
-                    dict(vars(run.args), elapsed_s=run.elapsed()), states)
+                    dict(vars(run.args), elapsed_s=run.elapsed(), ranks=run.comm.size), states)
+    run.comm.barrier()

@@ -18,7 +18,7 @@ import time
 
 import numpy as np
 
-from . import data
+from . import data, dist
 from .backend import DeviceError
 from .checkpoint import CheckpointError
 from .optim import clip_grad_norm, lr_schedule
@@ -149,7 +149,8 @@ def train_step(run, lr):
     args, xp, model = run.args, run.xp, run.model
     grads, loss = None, 0.0
     for _ in range(args.grad_accum):
-        x, y = data.get_batch(run.train_tokens, args.batch_size, args.block_size, run.batch_rng)
+        x, y = run.comm.shard(*data.get_batch(run.train_tokens, args.batch_size * run.comm.size,
+                                              args.block_size, run.batch_rng))  # rank r's rows
         _, micro_loss, cache = model.forward(xp.asarray(x), xp.asarray(y), train=True, rng=run.dropout_rng)
         g = model.backward(cache)
         if grads is None:
@@ -161,21 +162,23 @@ def train_step(run, lr):
     if args.grad_accum > 1:
         for k in grads:
             grads[k] *= 1.0 / args.grad_accum
+    loss = run.comm.average(grads, loss / args.grad_accum)     # over ranks: one Allreduce
     clip_grad_norm(grads, args.grad_clip)
     run.opt.step(grads, lr=lr)
     run.it += 1
-    return loss / args.grad_accum
+    return loss
 
 
 def estimate_loss(run, tokens):
-    """Mean loss over args.eval_iters fixed batches (the same ones at every eval)."""
+    """Mean loss over args.eval_iters fixed batches (the same ones at every eval; each rank
+    takes its rows of every batch)."""
     args, rng = run.args, np.random.default_rng([run.args.seed, 7])
     total = 0.0
     for _ in range(args.eval_iters):
-        x, y = data.get_batch(tokens, args.batch_size, args.block_size, rng)
+        x, y = run.comm.shard(*data.get_batch(tokens, args.batch_size * run.comm.size, args.block_size, rng))
         _, loss, _ = run.model.forward(run.xp.asarray(x), run.xp.asarray(y), train=False)
         total = total + loss
-    return float(total) / args.eval_iters
+    return float(run.comm.mean(total)) / args.eval_iters
 
 
 def sample_text(run, n_tokens, seed):
@@ -200,13 +203,14 @@ def evaluate(run, lr, tok_per_s, budget):
     run.best = min(run.best, val_loss)
     run.records.append({"iter": run.it, "train_loss": train_loss, "val_loss": val_loss, "lr": lr,
                         "elapsed_s": round(run.elapsed(), 2), "tokens_per_s": round(tok_per_s)})
-    write_metrics(run.path("metrics.jsonl"), run.records)
-    plot_losses(run.path("loss.png"), run.records)
+    if run.comm.is_root:                       # rank 0 owns the files
+        write_metrics(run.path("metrics.jsonl"), run.records)
+        plot_losses(run.path("loss.png"), run.records)
     save(run)
     run.last_eval = run.it
     print(f"eval iter {run.it}: train {train_loss:.4f}, val {val_loss:.4f} (best {run.best:.4f}) "
           f"over {run.args.eval_iters} batches; saved {run.path('ckpt.npz')}")
-    n = min(run.args.sample_tokens, 100)
+    n = min(run.args.sample_tokens, 100) if run.comm.is_root else 0
     if n:
         ts = time.perf_counter()
         print("  | " + sample_text(run, n, run.args.seed).replace("\n", "\n  | "))
@@ -230,13 +234,14 @@ def train_loop(run, budget, stop):
     """Step, log, eval and checkpoint until the planned iterations or the time run out.
     Returns 130 if stopped by Ctrl-C (after saving), else 0."""
     args = run.args
-    tokens_per_iter = args.batch_size * args.block_size * args.grad_accum
+    tokens_per_iter = args.batch_size * args.block_size * args.grad_accum * run.comm.size
     mfu = flops_and_peak(run.model.config)
-    total = budget.plan(run.it, time.perf_counter(), args.max_iters)
+    total = run.comm.from_root(budget.plan(run.it, time.perf_counter(), args.max_iters))
     lr, loss, tok_per_s, first_it = args.lr, None, 0.0, run.it
     window_t, window_n, window_loss = time.perf_counter(), 0, 0.0
-    while run.it < total and not stop.requested:
-        if run.it > first_it and not budget.fits_another(time.perf_counter()):
+    # under MPI every rank must take the same branches: rank 0 decides the time, any rank a stop
+    while run.it < total and not run.comm.any(stop.requested):
+        if run.comm.from_root(run.it > first_it and not budget.fits_another(time.perf_counter())):
             break                              # the time budget is spent
         decay_iters = args.lr_decay_iters or total
         lr = lr_schedule(run.it, args.lr, args.min_lr, args.warmup_iters, decay_iters)
@@ -249,16 +254,16 @@ def train_loop(run, budget, stop):
             dt = time.perf_counter() - window_t
             budget.observe(window_n, dt)
             tok_per_s = tokens_per_iter * window_n / dt
-            total = budget.plan(run.it, time.perf_counter(), args.max_iters)
-            extra = f" | MFU {100 * tok_per_s * mfu[0] / mfu[1]:.1f}%" if mfu else ""
+            total = run.comm.from_root(budget.plan(run.it, time.perf_counter(), args.max_iters))
+            extra = f" | MFU {100 * tok_per_s * mfu[0] / (mfu[1] * run.comm.size):.1f}%" if mfu else ""
             print(f"iter {run.it:5d}/{total} | loss {mean_loss:.4f} | lr {lr:.2e} | "
                   f"{1000 * dt / window_n:.1f} ms/iter | {tok_per_s:,.0f} tok/s{extra} | "
                   f"ETA {fmt_time(budget.eta(run.it, total))}", flush=True)
             window_t, window_n, window_loss = time.perf_counter(), 0, 0.0
-        if run.it % args.eval_interval == 0 and not stop.requested:
+        if run.it % args.eval_interval == 0 and not run.comm.any(stop.requested):
             evaluate(run, lr, tok_per_s, budget)
             window_t += budget.eval_s              # the log window times training steps only
-    if stop.requested:
+    if run.comm.any(stop.requested):
         if loss is not None and not math.isfinite(float(loss)):
             raise Diverged(f"the training loss is {float(loss)} at iter {run.it}")
         save(run)
@@ -270,32 +275,43 @@ def train_loop(run, budget, stop):
     return 0
 
 
+def batch_line(args, comm):
+    """'batch: 2 ranks x 6 sequences x 64 tokens = 768 tokens per step (...)' for the log."""
+    n = comm.size * args.batch_size * args.grad_accum * args.block_size
+    parts = [f"{comm.size} ranks"] * (comm.size > 1) + [f"{args.batch_size} sequences"] + \
+        [f"{args.grad_accum} micro-batches"] * (args.grad_accum > 1) + [f"{args.block_size} tokens"]
+    return f"batch: {' x '.join(parts)} = {n:,} tokens per step{comm.describe()}"
+
+
 def train(args, explicit, t0):
     """Set up the run, train it, and report. Returns the exit status."""
     check_start(args)
     if not args.resume:                        # a resumed run is checked with its saved flags
         check_args(args)
-    run = make_run(args, explicit, t0, check_args)
+    run = dist.world().agree(lambda: make_run(args, explicit, t0, check_args))  # fails on all ranks or none
     cfg = run.model.config
     print(f"model: {run.model.num_params():,} parameters: {cfg.n_layer} layers, {cfg.n_head} heads, "
           f"{cfg.n_embd} wide, block {cfg.block_size}, on {run.model.device}")
+    print(batch_line(args, run.comm))
     budget_s = args.max_time * 60 - (run.elapsed0 if args.resume and "max_time" not in explicit else 0)
     budget = TimeBudget(t0 + budget_s if args.max_time else math.inf, args.eval_interval,
                         args.eval_iters, args.grad_accum, args.sample_tokens)
     stop = _StopOnSigint()
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGINT, stop) if in_main_thread else None
+    previous_term = signal.signal(signal.SIGTERM, stop) if in_main_thread else None
     try:
         with np.errstate(all="ignore"):        # a diverging loss is reported by the loop, once
             status = train_loop(run, budget, stop)
     finally:
         if in_main_thread:
             signal.signal(signal.SIGINT, previous)
+            signal.signal(signal.SIGTERM, previous_term)
     if status:
         return status
     print(f"done: {run.it} iterations in {fmt_time(time.perf_counter() - t0)}; best val loss "
           f"{run.best:.4f} (over {args.eval_iters} batches); checkpoint {run.path('ckpt.npz')}")
-    if args.sample_tokens:
+    if args.sample_tokens and run.comm.is_root:
         print(f"--- sample ({args.sample_tokens} tokens) ---")
         print(sample_text(run, args.sample_tokens, args.seed + 1))
     return 0
@@ -310,7 +326,7 @@ def main(argv=None):
         return e.code
     try:
         return train(args, explicit, t0)
-    except (UsageError, data.DataError, CheckpointError, DeviceError) as e:
+    except (UsageError, data.DataError, CheckpointError, DeviceError, dist.DistError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except Diverged as e:
@@ -328,4 +344,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(dist.run(main))                   # under mpiexec: rank 0 speaks, all ranks end together
