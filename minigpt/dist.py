@@ -93,6 +93,9 @@ class Solo:
     def check_in_sync(self, params):
         """RuntimeError unless the weights are bit-identical on all ranks."""
 
+    def check_same_data(self, tokenizer, *token_arrays):
+        """DistError unless all ranks hold the same tokenizer and (sampled) tokens."""
+
     def barrier(self):
         """Wait until every rank is here."""
 
@@ -126,8 +129,9 @@ class MPIWorld(Solo):
         host_threads(int(wanted) if wanted.isdigit() and int(wanted) > 0 else max(1, cores // self.local_size))
 
     def describe(self):
+        n = host_threads()
         return (f" (data parallel: {self.size} ranks, {self.local_size} on this machine, "
-                f"{host_threads()} BLAS thread(s) each)")
+                f"{n} thread{'s' * (n > 1)} each)")
 
     def shard(self, x, y):
         n = len(x) // self.size
@@ -212,6 +216,15 @@ class MPIWorld(Solo):
         if not self.same_everywhere(crc):
             raise RuntimeError("the weights differ between ranks: a bug in minigpt's data-parallel "
                                "step (every rank must take the same optimizer step)")
+
+    def check_same_data(self, tokenizer, *token_arrays):
+        crc = zlib.crc32(tokenizer.to_json().encode("utf-8"))
+        for tokens in token_arrays:            # up to 65,536 evenly spaced tokens of each
+            sample = np.asarray(tokens[::max(1, len(tokens) // 65536)])
+            crc = zlib.crc32(np.ascontiguousarray(sample), zlib.crc32(str(len(tokens)).encode(), crc))
+        if not self.same_everywhere(crc):
+            raise DistError("the ranks read different texts or tokenizers: give every machine the same "
+                            "FILE, and an --out-dir on a filesystem they share")
 
     def barrier(self):
         self.comm.Barrier()

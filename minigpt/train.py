@@ -289,6 +289,7 @@ def train(args, explicit, t0):
     if not args.resume:                        # a resumed run is checked with its saved flags
         check_args(args)
     run = dist.world().agree(lambda: make_run(args, explicit, t0, check_args))  # fails on all ranks or none
+    run.comm.check_same_data(run.tokenizer, run.train_tokens, run.val_tokens)
     cfg = run.model.config
     print(f"model: {run.model.num_params():,} parameters: {cfg.n_layer} layers, {cfg.n_head} heads, "
           f"{cfg.n_embd} wide, block {cfg.block_size}, on {run.model.device}")

@@ -207,7 +207,8 @@ def test_a_killed_rank_ends_the_job_within_seconds(mpiexec, corpus, tmp_path):
 
 AVERAGE = """
 import numpy as np
-from minigpt.dist import world
+from minigpt.dist import DistError, world
+from minigpt.tokenizer import build_tokenizer
 w = world()
 grads = {"a": np.full((2, 3), w.rank + 1.0, np.float32), "b": np.arange(4, dtype=np.float32) * (w.rank + 1)}
 loss = w.average(grads, np.float32(w.rank))
@@ -221,14 +222,21 @@ try:
     w.check_in_sync(params)
 except RuntimeError as e:
     print(f"rank {w.rank}: {e}")
+tok = build_tokenizer("char", "abc")
+w.check_same_data(tok, np.arange(10**6))
+try:
+    w.check_same_data(tok, np.arange(10**6) + (w.rank == 1))     # another text on rank 1
+except DistError as e:
+    print(f"rank {w.rank}: {e}")
 """
 
 
-def test_one_allreduce_averages_the_gradients_and_a_one_bit_weight_difference_is_caught(mpiexec):
+def test_one_allreduce_averages_the_gradients_and_ranks_with_other_weights_or_data_are_caught(mpiexec):
     r = launch(mpiexec, 2, "-c", AVERAGE)
     assert r.returncode == 0, r.stderr
     for rank in (0, 1):
         assert f"rank {rank}: the weights differ between ranks" in r.stdout
+        assert f"rank {rank}: the ranks read different texts or tokenizers" in r.stdout
 
 
 def test_without_a_launcher_training_is_one_process_and_never_imports_mpi4py(corpus, tmp_path):
