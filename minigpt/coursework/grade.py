@@ -103,7 +103,7 @@ def grade_file(path, extra_cases=(), timeout=10.0, workers=2):
         flagged = uses_minigpt(path.read_text(encoding="utf-8"))
     except SyntaxError:
         flagged = {}                        # the child reports it, with its line
-    return _grade(dict(student=str(path), watch=[str(PACKAGE_DIR)]), None, flagged,
+    return _grade(dict(student=str(path), watch=[str(PACKAGE_DIR)], root=str(PACKAGE_DIR.parent)), None, flagged,
                   extra_cases, timeout, workers)
 
 
@@ -112,7 +112,8 @@ def grade_functions(functions, extra_cases=(), timeout=10.0, source=None):
     source: the file they came from, to apply the same minigpt checks as grade_file."""
     flagged = uses_minigpt(Path(source).read_text(encoding="utf-8")) if source else {}
     watch = [str(PACKAGE_DIR)] if source else []
-    return _grade(dict(student=str(source) if source else None, watch=watch), functions, flagged,
+    return _grade(dict(student=str(source) if source else None, watch=watch, root=str(PACKAGE_DIR.parent)),
+                  functions, flagged,
                   extra_cases, timeout, 1)
 
 
@@ -147,28 +148,66 @@ def _run_layer(tmp, base, functions, skip, timeout, layer, layer_cases):
         job["cases"].append(dict(id=str(i), args=case.args, arg_names=case.arg_names,
                                  grad_args=case.grad_args, dout=case.dout,
                                  fd=case.fd and case.spec["dtype"] == "float64"))
-    _execute(job_dir, job, functions, limit=timeout * (len(layer_cases) + 1) + 10)
-    return _read_results(job_dir)
+    all_cases = job["cases"]
+    pending, crashed = list(all_cases), {}               # case id -> (function, why)
+    for _ in range(2 * len(all_cases) + 1):
+        job["cases"] = pending
+        killed, code = _execute(job_dir, job, functions, limit=timeout * (len(pending) + 1) + 10)
+        records, import_error = _read_results(job_dir)
+        pending = [c for c in all_cases if c["id"] not in records]
+        if import_error or not pending:
+            break
+        # the process died (or was killed) in the middle of a case: blame the call it was in,
+        # and run the rest again (that case's forward alone, when its backward was the culprit)
+        culprit = pending[0]
+        function = _last_call(job_dir, culprit["id"]) or job["forward"]
+        why = "timeout" if killed else f"exit status {code}"
+        crashed[culprit["id"]] = (function, why)
+        if function == job["forward"] or culprit.get("skip_backward"):
+            _append(job_dir, {"id": culprit["id"], "forward": {"status": "crashed", "why": why}})
+            pending = pending[1:]
+        else:
+            culprit["skip_backward"] = True
+    records, import_error = _read_results(job_dir)
+    for case_id, (function, why) in crashed.items():
+        if function == job["backward"] and case_id in records:
+            records[case_id][0]["backward"] = {"status": "crashed", "why": why}
+    return records, import_error
+
+
+def _last_call(job_dir, case_id):
+    """The student function the child process was in when it stopped, from its progress file."""
+    path = job_dir / "progress.txt"
+    lines = path.read_text(encoding="utf-8", errors="replace").split() if path.exists() else []
+    calls = list(zip(lines[::2], lines[1::2]))
+    return calls[-1][1] if calls and calls[-1][0] == case_id else None
+
+
+def _append(job_dir, record):
+    with open(job_dir / "results.jsonl", "a", encoding="utf-8") as f:
+        f.write(json.dumps(record) + "\n")
 
 
 def _execute(job_dir, job, functions, limit):
     (job_dir / "job.json").write_text(json.dumps(job), encoding="utf-8")
     if functions is not None:
         runner.run_job(str(job_dir), functions)
-        return
+        return False, 0
     env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     with open(job_dir / "student_output.txt", "wb") as log:
         child = subprocess.Popen([sys.executable, "-I", runner.__file__, str(job_dir)], cwd=job_dir,
                                  stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env,
                                  start_new_session=True)
+        killed = False
         try:
             child.wait(timeout=limit)
         except subprocess.TimeoutExpired:
-            pass
+            killed = True
         finally:
             if child.poll() is None:
                 os.killpg(child.pid, signal.SIGKILL)     # the student's code and anything it started
                 child.wait()
+    return killed, child.returncode
 
 
 def _read_results(job_dir):
@@ -225,15 +264,15 @@ def _layer_tests(layer, layer_cases, records, import_error, flagged, timeout):
 def _model_test(tmp, base, functions, report, timeout):
     """The whole GPT, float64, with every function that passed all its tests swapped in."""
     rows = report.functions()
-    swap = [name for name, row in rows.items() if row[2] == "pass"]
+    swap = [f"{layer}_{way}" for layer in LAYERS for way in ("forward", "backward")
+            if rows[f"{layer}_forward"][2] == rows[f"{layer}_backward"][2] == "pass"]   # caches are private
     name = f"model: one GPT forward and backward with your {len(swap)} passing functions"
     if not swap:
         return Test("model: one GPT forward and backward with your functions", "model", 0.0, POINTS["model"],
                     "not graded", "not graded yet: none of your functions passes its own tests")
     job_dir = Path(tmp) / "model"
     job_dir.mkdir()
-    job = dict(base, kind="model", swap=swap, seed=0, timeout=timeout, skip=[],
-               root=str(PACKAGE_DIR.parent))
+    job = dict(base, kind="model", swap=swap, seed=0, timeout=timeout, skip=[])
     _execute(job_dir, job, functions, limit=3 * timeout + 15)
     records, import_error = _read_results(job_dir)
     rec = records.get("model", ({}, {}))[0]

@@ -59,6 +59,10 @@ def _status_line(rec, function, timeout):
         return "fail", f"did not finish within {timeout:g} s (an endless loop?)"
     if s == "error":
         return "fail", f"raised {rec.get('message')}"
+    if s == "crashed":
+        if rec.get("why") == "timeout":
+            return "fail", f"did not finish within {timeout:g} s, and the grader had to stop its process"
+        return "fail", f"ended the grader's process ({rec.get('why')}): sys.exit or os._exit?"
     if s == "bad_return":
         n = rec.get("length")
         got = f"a {rec.get('type')} of {n}" if n is not None else f"a {rec.get('type')}"

@@ -39,6 +39,7 @@ class Student:
         self.watch = [os.path.join(os.path.realpath(d), "") for d in watch]
         self.hit = None                         # a minigpt file that student code called into
         self._seen = {}                         # file name -> is it one of minigpt's
+        self.progress = None                    # a file: "case function" before each call
 
     def call(self, name, *args):
         fn = self.functions[name]
@@ -159,9 +160,10 @@ def run_layer_case(student, job, case, inputs, arrays):
         return rec
     out, cache = result
     rec["forward"]["out"] = as_record(out, "out", arrays)
-    if bwd not in student.functions or bwd in job["skip"]:
+    if bwd not in student.functions or bwd in job["skip"] or case.get("skip_backward"):
         rec["backward"] = {"status": "missing" if bwd not in student.functions else "skipped"}
         return rec
+    originals = [a.copy() if isinstance(a, np.ndarray) else None for a in args]   # as the forward left them
     dout = _arg(case["dout"], inputs)
     dout_given = dout.copy() if isinstance(dout, np.ndarray) else dout
     cache_before = snapshot(cache)
@@ -194,6 +196,9 @@ def _arg(spec, inputs):
 def _run(student, rec, name, call_args, args, originals, case):
     """Call one student function; fill rec with what went wrong. Returns (ok, result)."""
     student.hit = None
+    if student.progress:
+        student.progress.write(f"{case['id']} {name}\n")
+        student.progress.flush()
     t0 = time.perf_counter()
     try:
         result = student.call(name, *call_args)
@@ -245,8 +250,6 @@ def _finite_differences(student, fwd, args, dout, case, arrays, h=1e-5, picks=24
 
 def run_model_case(student, job, record):
     """The whole GPT with the student's passing functions swapped into minigpt.layers."""
-    if job.get("root"):
-        sys.path.insert(0, job["root"])
     from minigpt import gradcheck, layers
     from minigpt.model import GPT, GPTConfig
     rng = np.random.default_rng(job["seed"])
@@ -309,6 +312,8 @@ def run_job(job_dir, functions=None, watch=None):
     def emit(rec):
         results.write(json.dumps(rec) + "\n")
         results.flush()
+    if job.get("root") and job["root"] not in sys.path:
+        sys.path.append(job["root"])            # minigpt importable (after the student's folder)
     if functions is None:
         with time_limit(job["timeout"]):
             functions, error = load_student(job["student"])
@@ -317,6 +322,7 @@ def run_job(job_dir, functions=None, watch=None):
             return
     student = Student(functions, job.get("student"), job.get("watch", []) if watch is None else watch)
     limit = job["timeout"]
+    student.progress = open(os.path.join(job_dir, "progress.txt"), "a", encoding="utf-8")
     if job["kind"] == "model":
         rec = {"id": "model"}
         with time_limit(3 * limit):
