@@ -103,8 +103,8 @@ def grade_file(path, extra_cases=(), timeout=10.0, workers=2):
         flagged = uses_minigpt(path.read_text(encoding="utf-8"))
     except SyntaxError:
         flagged = {}                        # the child reports it, with its line
-    return _grade(dict(student=str(path), watch=[str(PACKAGE_DIR)], root=str(PACKAGE_DIR.parent)), None, flagged,
-                  extra_cases, timeout, workers)
+    base = dict(student=str(path), watch=[str(PACKAGE_DIR)], root=str(PACKAGE_DIR.parent))
+    return _grade(base, None, flagged, extra_cases, timeout, workers)
 
 
 def grade_functions(functions, extra_cases=(), timeout=10.0, source=None):

@@ -76,17 +76,9 @@ def compare(name, got_rec, expected, arrays, dtype, tol, case, function, fd=None
         if got_rec["kind"] != "none":
             return f"{name} should be None (there is no bias)"
         return None
-    if got_rec["kind"] == "none":
-        return f"{name} is None, expected an array of shape {expected.shape}"
-    if got_rec["kind"] != "array":
-        return f"{name} is a {got_rec.get('type')}, not a NumPy array"
-    got = arrays.get(got_rec["key"])
-    if got is None:
-        return f"{name} was not returned"
-    if got.shape != expected.shape:
-        return f"{name} has shape {got.shape}, expected {expected.shape}"
-    if got.dtype != np.dtype(dtype):
-        return f"{name} is {got.dtype} for {dtype} inputs ({DTYPE_HINT})"
+    got, why = _array(name, got_rec, expected.shape, arrays, dtype)
+    if why:
+        return why
     if not np.all(np.isfinite(got)) and np.all(np.isfinite(expected)):
         return f"{name} {got.shape} has NaN or inf entries (hint: {hint(case, function)})"
     err = rel_error(got, expected)
@@ -96,25 +88,43 @@ def compare(name, got_rec, expected, arrays, dtype, tol, case, function, fd=None
     if fd is not None:
         index, value = fd
         extra = f", {rel_error(got.reshape(-1)[index], value):.1e} against finite differences of your forward"
-    return f"{name} {got.shape}: relative error {err:.1e} against the reference{extra} (hint: {hint(case, function)})"
+    return (f"{name} {got.shape}: relative error {err:.1e} against the reference{extra} "
+            f"(hint: {hint(case, function)})")
 
 
-def _modified(rec, function):
+def _array(name, got_rec, shape, arrays, dtype):
+    """(the returned array, None) when it has the expected shape and dtype, else (None, why)."""
+    if got_rec["kind"] == "none":
+        return None, f"{name} is None, expected an array of shape {tuple(shape)}"
+    if got_rec["kind"] != "array":
+        return None, f"{name} is a {got_rec.get('type')}, not a NumPy array"
+    got = arrays.get(got_rec["key"])
+    if got is None:
+        return None, f"{name} was not returned"
+    if got.shape != tuple(shape):
+        return None, f"{name} has shape {got.shape}, expected {tuple(shape)}"
+    if got.dtype != np.dtype(dtype):
+        return None, f"{name} is {got.dtype} for {dtype} inputs ({DTYPE_HINT})"
+    return got, None
+
+
+def _call_problem(rec, function, timeout):
+    """(status, why) when the call did not return normally or wrote into what it was given."""
+    line = _status_line(rec, function, timeout)
+    if line:
+        return line
     names = rec.get("modified") or []
-    if not names:
-        return None
-    what = names[0]
-    return f"modifies {what if what in ('dout', 'cache') else 'its input ' + what} in place"
+    if names:
+        what = names[0] if names[0] in ("dout", "cache") else "its input " + names[0]
+        return "fail", f"modifies {what} in place"
+    return None
 
 
 def judge_forward(case, rec, arrays, timeout):
     function = f"{case.layer}_forward"
-    line = _status_line(rec, function, timeout)
-    if line:
-        return line
-    why = _modified(rec, function)
-    if why:
-        return "fail", why
+    problem = _call_problem(rec, function, timeout)
+    if problem:
+        return problem
     tol = TOLERANCE[case.spec["dtype"]][0]
     if case.layer == "dropout":
         return _dropout_forward(case, rec, arrays)
@@ -127,14 +137,12 @@ def judge_backward(case, rec, arrays, forward_status, timeout):
     function = f"{case.layer}_backward"
     if not rec:
         if forward_status == "not implemented":
-            return "not graded", f"not graded: {case.layer}_forward is not implemented yet (the backward needs its cache)"
+            return "not graded", (f"not graded: {case.layer}_forward is not implemented yet "
+                                  "(the backward needs its cache)")
         return "fail", f"not graded: {case.layer}_forward failed on this case"
-    line = _status_line(rec, function, timeout)
-    if line:
-        return line
-    why = _modified(rec, function)
-    if why:
-        return "fail", why
+    problem = _call_problem(rec, function, timeout)
+    if problem:
+        return problem
     grads = rec["grads"]
     if len(grads) != len(case.grad_names):
         return "fail", (f"returned {len(grads)} gradients, expected {len(case.grad_names)} "
@@ -155,14 +163,9 @@ def judge_backward(case, rec, arrays, forward_status, timeout):
 
 def _dropout_forward(case, rec, arrays):
     x, p = case.arrays["x"], case.spec["p"]
-    got_rec = rec["out"]
-    if got_rec["kind"] != "array":
-        return "fail", f"out is a {got_rec.get('type', 'None')}, not a NumPy array"
-    out = arrays[got_rec["key"]]
-    if out.shape != x.shape:
-        return "fail", f"out has shape {out.shape}, expected {x.shape} (the input's)"
-    if out.dtype != x.dtype:
-        return "fail", f"out is {out.dtype} for {x.dtype} inputs ({DTYPE_HINT})"
+    out, why = _array("out", rec["out"], x.shape, arrays, x.dtype)
+    if why:
+        return "fail", why
     if p == 0.0:
         return ("pass", "") if np.array_equal(out, x) else ("fail", "with p = 0 dropout must be the identity")
     kept = out != 0
@@ -175,21 +178,11 @@ def _dropout_forward(case, rec, arrays):
 
 
 def _dropout_backward(case, rec, arrays):
-    x, dout, p = case.arrays["x"], case.arrays["dout"], case.spec["p"]
+    """dx must be dout through the mask the student's own forward drew (x has no zeros)."""
+    x, dout = case.arrays["x"], case.arrays["dout"]
     out = arrays.get("out")
-    got = rec["grads"][0]
-    if got["kind"] != "array":
-        return "fail", f"dx is a {got.get('type', 'None')}, not a NumPy array"
-    dx = arrays[got["key"]]
-    if dx.shape != x.shape:
-        return "fail", f"dx has shape {dx.shape}, expected {x.shape}"
-    if dx.dtype != x.dtype:
-        return "fail", f"dx is {dx.dtype} for {x.dtype} inputs ({DTYPE_HINT})"
     if out is None or out.shape != x.shape:
         return "fail", "not graded: dropout_forward gave no usable output on this case"
-    expected = dout * (out / x)                # the forward's mask, scaled: x has no zeros
-    err = rel_error(dx, expected)
-    if err > TOLERANCE[case.spec["dtype"]][1]:
-        return "fail", (f"dx {dx.shape}: relative error {err:.1e} against dout through the forward's mask "
-                        f"(hint: {HINTS['dropout_backward']})")
-    return "pass", ""
+    why = compare("dx", rec["grads"][0], dout * (out / x), arrays, case.spec["dtype"],
+                  TOLERANCE[case.spec["dtype"]][1], case, "dropout_backward")
+    return ("fail", why.replace("the reference", "dout through your forward's mask")) if why else ("pass", "")

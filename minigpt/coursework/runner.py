@@ -120,7 +120,8 @@ def snapshot(obj, depth=0):
 
 
 def same(a, b):
-    return len(a) == len(b) and all(x.shape == y.shape and x.dtype == y.dtype and _equal(x, y) for x, y in zip(a, b))
+    return len(a) == len(b) and all(x.shape == y.shape and x.dtype == y.dtype and _equal(x, y)
+                                    for x, y in zip(a, b))
 
 
 def _equal(x, y):
