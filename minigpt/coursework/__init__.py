@@ -10,7 +10,8 @@ grade     runs FILE.py's functions in child processes on the kit's cases (and an
           differences, checks the whole GPT with them, and prints a table (or
           writes Gradescope's results.json).
 
-Files: cases.py (the cases and reference answers), runner.py (the child process),
+Files: cases.py (the cases and reference answers), runner.py (the child process;
+model_check.py its whole-model job),
 judge.py (verdicts and hints), grade.py (orchestration and the report),
 source_check.py (imports of minigpt, read from the source), release.py (the kit),
 student_template.py and solution.py (the student's file, blank and solved).

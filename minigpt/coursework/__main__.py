@@ -31,6 +31,13 @@ def main(argv=None):
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:                       # no room for the grader's temporary files, ...
+        where = f": {e.filename}" if e.filename else ""
+        print(f"error: {e.strerror or e}{where}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:                  # the children are stopped on the way out
+        print("interrupted", file=sys.stderr)
+        return 130
 
 
 class UserError(Exception):

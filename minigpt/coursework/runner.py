@@ -10,7 +10,8 @@ crash or a kill. Nothing here judges a result: grade.py compares, reading
 only JSON and npz (no pickle).
 
 The file imports only the standard library and NumPy, so the process can
-start with minigpt off the path; the whole-model job alone imports minigpt.
+start with minigpt off the path; the whole-model job alone imports minigpt
+(model_check.py).
 Each case runs under a time limit (SIGALRM), and a profile hook notes any call
 into minigpt's own files while a student function runs.
 """
@@ -249,103 +250,52 @@ def _finite_differences(student, fwd, args, dout, case, arrays, h=1e-5, picks=24
         pass
 
 
-def run_model_case(student, job, record):
-    """The whole GPT with the student's passing functions swapped into minigpt.layers."""
-    from minigpt import gradcheck, layers
-    from minigpt.model import GPT, GPTConfig
-    rng = np.random.default_rng(job["seed"])
-    config = GPTConfig(vocab_size=11, block_size=8, n_layer=2, n_head=3, n_embd=12)
-    model = GPT(config, seed=job["seed"], dtype=np.float64)
-    for p in model.params.values():
-        p += 0.1 * rng.standard_normal(p.shape)
-    idx = rng.integers(0, 11, size=(2, 7))
-    idx[1, 3] = idx[0, 0]
-    targets = rng.integers(0, 11, size=(2, 7))
-    targets[0, 2] = -1
-    _, ref_loss, caches = model.forward(idx, targets)
-    reference = model.backward(caches)
-    saved = {name: getattr(layers, name) for name in job["swap"]}
-    try:
-        for name in job["swap"]:
-            setattr(layers, name, lambda *a, _name=name: student.call(_name, *a))
-        _, loss, caches = model.forward(idx, targets)
-        grads = model.backward(caches)
-        fd = _model_finite_differences(model, idx, targets, grads, rng)
-    finally:
-        for name, fn in saved.items():
-            setattr(layers, name, fn)
-    if student.hit:
-        record.update(status="uses_minigpt", file=os.path.basename(student.hit))
-        return
-    record.update(status="ok", loss=[float(loss), float(ref_loss)], params={
-        k: [fd[k], gradcheck.rel_error(grads[k], reference[k])] for k in reference})
-
-
-def _model_finite_differences(model, idx, targets, grads, rng, per_param=3, h=1e-5):
-    """{parameter: error} at a few entries of each, measured against the scale of the whole
-    gradient (an entry whose true gradient is 0, such as a key bias, would make a
-    relative error of 1 out of rounding noise)."""
-    errors = {}
-    for name, p in model.params.items():
-        flat = p.reshape(-1)                        # a view: the model reads the change
-        picks = rng.choice(flat.size, size=min(per_param, flat.size), replace=False)
-        num = []
-        for j in picks:
-            old = flat[j]
-            flat[j] = old + h
-            plus = float(model.forward(idx, targets)[1])
-            flat[j] = old - h
-            minus = float(model.forward(idx, targets)[1])
-            flat[j] = old
-            num.append((plus - minus) / (2 * h))
-        analytic = np.asarray(grads[name], dtype=np.float64).reshape(-1)
-        scale = max(np.abs(analytic).max(), np.abs(num).max(), 1e-12)
-        errors[name] = float(np.abs(analytic[picks] - np.asarray(num)).max() / scale)
-    return errors
-
-
 def run_job(job_dir, functions=None, watch=None):
     """Run job_dir/job.json; functions (in-process use) replaces loading the student's file."""
     with open(os.path.join(job_dir, "job.json"), encoding="utf-8") as f:
         job = json.load(f)
-    results = open(os.path.join(job_dir, "results.jsonl"), "a", encoding="utf-8")
-
-    def emit(rec):
-        results.write(json.dumps(rec) + "\n")
-        results.flush()
     if job.get("root") and job["root"] not in sys.path:
         sys.path.append(job["root"])            # minigpt importable (after the student's folder)
-    if functions is None:
-        with time_limit(job["timeout"]):
-            functions, error = load_student(job["student"])
-        if error:
-            emit({"id": "import", "error": error})
+    with open(os.path.join(job_dir, "results.jsonl"), "a", encoding="utf-8") as results, \
+            open(os.path.join(job_dir, "progress.txt"), "a", encoding="utf-8") as progress:
+        def emit(rec):
+            results.write(json.dumps(rec) + "\n")
+            results.flush()
+        if functions is None:
+            with time_limit(job["timeout"]):
+                functions, error = load_student(job["student"])
+            if error:
+                emit({"id": "import", "error": error})
+                return
+        student = Student(functions, job.get("student"), job.get("watch", []) if watch is None else watch)
+        student.progress = progress
+        if job["kind"] == "model":
+            emit(_model_job(student, job))
             return
-    student = Student(functions, job.get("student"), job.get("watch", []) if watch is None else watch)
-    limit = job["timeout"]
-    student.progress = open(os.path.join(job_dir, "progress.txt"), "a", encoding="utf-8")
-    if job["kind"] == "model":
-        rec = {"id": "model"}
-        with time_limit(3 * limit):
+        for case in job["cases"]:
+            arrays = {}
+            with np.load(os.path.join(job_dir, f"in_{case['id']}.npz"), allow_pickle=False) as data:
+                inputs = {k: data[k] for k in data.files}
             try:
-                run_model_case(student, job, rec)
-            except TimeLimit:
-                rec["status"] = "timeout"
-            except BaseException as e:        # noqa: BLE001
-                rec.update(status="error", message=describe(e, student.own))
-        emit(rec)
-        return
-    for case in job["cases"]:
-        arrays = {}
-        with np.load(os.path.join(job_dir, f"in_{case['id']}.npz"), allow_pickle=False) as data:
-            inputs = {k: data[k] for k in data.files}
+                with time_limit(job["timeout"]):
+                    rec = run_layer_case(student, job, case, inputs, arrays)
+            except TimeLimit:                 # between two student calls
+                rec = {"id": case["id"], "forward": {"status": "timeout"}}
+            np.savez(os.path.join(job_dir, f"out_{case['id']}.npz"), **arrays)
+            emit(rec)
+
+
+def _model_job(student, job):
+    from minigpt.coursework.model_check import run_model_case   # minigpt itself, for this job only
+    rec = {"id": "model"}
+    with time_limit(3 * job["timeout"]):
         try:
-            with time_limit(limit):
-                rec = run_layer_case(student, job, case, inputs, arrays)
-        except TimeLimit:                     # between two student calls
-            rec = {"id": case["id"], "forward": {"status": "timeout"}}
-        np.savez(os.path.join(job_dir, f"out_{case['id']}.npz"), **arrays)
-        emit(rec)
+            run_model_case(student, job, rec)
+        except TimeLimit:
+            rec["status"] = "timeout"
+        except BaseException as e:            # noqa: BLE001 (student code may raise anything)
+            rec.update(status="error", message=describe(e, student.own))
+    return rec
 
 
 if __name__ == "__main__":
