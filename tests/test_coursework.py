@@ -176,7 +176,9 @@ BUGS = {   # name: (text in solution.py, the bug, the functions that must lose p
 def test_a_classic_bug_loses_points_exactly_where_it_is(bug, tmp_path):
     old, new, where = BUGS[bug]
     report = grade_here(bug_file(tmp_path, old, new))
-    assert losers(report) == where, report.table()
+    assert losers(report) == where | {"model"}, report.table()   # the model: a share per working layer
+    broken = {name.rsplit("_", 1)[0] for name in where}
+    assert report.functions()["model"][0] == pytest.approx(POINTS["model"] * (7 - len(broken)) / 7)
     assert report.exit_status() == 1
     for name in where:                                   # one plain line says why
         why = report.functions()[name][3]
@@ -218,7 +220,8 @@ def test_endless_loop_exception_exit_and_minigpt_import_cost_only_their_tests_in
     assert "ended the grader's process" in rows["dropout_backward"]
     assert "uses minigpt's own code" in rows["linear_backward"]
     lost = {name for name, row in rows.items() if name != "total" and row.split()[1] != row.split()[2]}
-    assert lost == {"gelu_backward", "layernorm_backward", "dropout_backward", "linear_backward"}
+    assert lost == {"gelu_backward", "layernorm_backward", "dropout_backward", "linear_backward", "model"}
+    assert rows["model"].split()[1:3] == [f"{16 * 3 / 7:.1f}", "16.0"]     # the 3 layers that work
 
 
 def test_a_file_that_does_not_import_scores_zero_with_its_line(tmp_path, capsys):
@@ -239,6 +242,8 @@ def test_hidden_cases_are_graded_and_named_by_function(tmp_path):
     names = [t.name for t in report.tests if "hidden" in t.name]
     assert "attention_backward: hidden: 5 heads" in names and len(names) == 4
     assert report.score == pytest.approx(FULL)
+    hidden = [t for t in report.results_json()["tests"] if "hidden" in t["name"]]
+    assert hidden and all(t["visibility"] == "after_due_date" for t in hidden)
     # a bug that only a hidden case shows: attention that is wrong from 4 heads on
     def at_most_three_heads(qkv, n_head, p_drop=0.0, rng=None):
         return solution.attention_forward(qkv, min(n_head, 3))
@@ -282,3 +287,13 @@ def test_dropout_is_graded_by_its_properties_not_one_random_stream():
         return solution.dropout_forward(x, p, np.random.default_rng(12345) if rng is not None else None)
     report = grade_functions(dict(functions, dropout_forward=other_stream))
     assert losers(report) == set(), report.table()
+
+
+def test_a_partial_file_that_is_right_so_far_exits_zero_with_a_share_of_the_model():
+    done = {name: getattr(solution, name) for name in FUNCTIONS if name.startswith(("gelu", "linear"))}
+    report = grade_functions(done)
+    rows = report.functions()
+    assert rows["gelu_backward"][2] == rows["linear_forward"][2] == "pass"
+    assert rows["layernorm_forward"][2] == "not implemented"
+    assert rows["model"][0] == pytest.approx(POINTS["model"] * 2 / 7)
+    assert report.exit_status() == 0
