@@ -297,3 +297,17 @@ def test_a_partial_file_that_is_right_so_far_exits_zero_with_a_share_of_the_mode
     assert rows["layernorm_forward"][2] == "not implemented"
     assert rows["model"][0] == pytest.approx(POINTS["model"] * 2 / 7)
     assert report.exit_status() == 0
+
+
+def test_source_check_follows_minigpt_names_through_helpers_but_not_docstrings():
+    from minigpt.coursework.source_check import uses_minigpt
+    found = uses_minigpt(
+        "import numpy as np\nimport minigpt.layers as ML\nfrom minigpt.layers import gelu_forward\n"
+        "def _helper(x):\n    return ML.gelu_backward(x, x)\n"
+        "def gelu_backward(dout, cache):\n    return _helper(dout)\n"
+        "def gelu_forward(x):\n    \"\"\"Mine, not minigpt's.\"\"\"\n    return np.tanh(x), x\n"
+        "ALIAS = ML\n"
+        "def linear_forward(x, w, b):\n    return ALIAS.linear_forward(x, w, b)\n"
+        "def layernorm_forward(x, w, b, eps=1e-5):\n    return __import__('minigpt.layers').layers\n")
+    assert set(found) == {"_helper", "gelu_backward", "ALIAS", "linear_forward", "layernorm_forward"}
+    assert found["gelu_backward"].startswith("line 2: import minigpt.layers as ML")

@@ -65,7 +65,7 @@ def _status_line(rec, function, timeout):
         return "fail", f"ended the grader's process ({rec.get('why')}): sys.exit or os._exit?"
     if s == "bad_return":
         n = rec.get("length")
-        got = f"a {rec.get('type')} of {n}" if n is not None else f"a {rec.get('type')}"
+        got = f"a {rec.get('type')} of {n}" if n is not None else f"a value of type {rec.get('type')}"
         return "fail", f"should return (out, cache), returned {got}"
     return "fail", f"stopped ({s})"
 

@@ -177,7 +177,8 @@ def run_layer_case(student, job, case, inputs, arrays):
         b.setdefault("modified", []).append("dout")
     if not same(cache_before, snapshot(cache)):
         b.setdefault("modified", []).append("cache")
-    grads = list(grads) if isinstance(grads, (tuple, list)) else [grads]
+    several = isinstance(grads, tuple) or (isinstance(grads, list) and len(case["grad_args"]) > 1)
+    grads = list(grads) if several else [grads]         # one gradient: a list is a wrong type, not many
     b["grads"] = [as_record(g, f"grad_{i}", arrays) for i, g in enumerate(grads)]
     if case["fd"] and len(grads) == len(case["grad_args"]):
         _finite_differences(student, fwd, args, dout, case, arrays)

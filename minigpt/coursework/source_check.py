@@ -40,9 +40,13 @@ def uses_minigpt(source):
                 for name in ast.walk(t):
                     if isinstance(name, ast.Name):
                         top[name.id] = node
+    docstrings = {id(n.body[0].value) for n in ast.walk(tree)
+                  if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and n.body
+                  and isinstance(n.body[0], ast.Expr) and isinstance(n.body[0].value, ast.Constant)}
     for name, node in top.items():               # a string that names minigpt (importlib, __import__)
         for sub in ast.walk(node):
-            if isinstance(sub, ast.Constant) and isinstance(sub.value, str) and "minigpt" in sub.value:
+            if isinstance(sub, ast.Constant) and isinstance(sub.value, str) and "minigpt" in sub.value \
+                    and id(sub) not in docstrings:
                 why.setdefault(name, _line(sub, source))
     changed = True
     while changed:                               # follow references to a fixed point
