@@ -279,12 +279,12 @@ def _model_test(tmp, base, functions, report, timeout):
     job_dir = Path(tmp) / "model"
     job_dir.mkdir()
     job = dict(base, kind="model", swap=swap, seed=0, timeout=timeout, skip=[])
-    _execute(job_dir, job, functions, limit=3 * timeout + 15)
+    _execute(job_dir, job, functions, limit=runner.model_time_limit(timeout) + 15)
     records, import_error = _read_results(job_dir)
     rec = records.get("model", ({}, {}))[0]
     status = rec.get("status")
     if status != "ok":
-        why = {"timeout": f"did not finish within {3 * timeout:g} s",
+        why = {"timeout": f"did not finish within {runner.model_time_limit(timeout):g} s",
                "error": f"raised {rec.get('message')}",
                "uses_minigpt": f"calls minigpt's own code ({rec.get('file')}), which earns no points"}.get(
             status, "did not finish (an endless loop? sys.exit?)")

@@ -286,10 +286,15 @@ def run_job(job_dir, functions=None, watch=None):
             emit(rec)
 
 
+def model_time_limit(timeout):
+    """Seconds for the whole-model job: about 170 forward passes, mostly the grader's own work."""
+    return max(3 * timeout, 60.0)
+
+
 def _model_job(student, job):
     from minigpt.coursework.model_check import run_model_case   # minigpt itself, for this job only
     rec = {"id": "model"}
-    with time_limit(3 * job["timeout"]):
+    with time_limit(model_time_limit(job["timeout"])):
         try:
             run_model_case(student, job, rec)
         except TimeLimit:
