@@ -6,7 +6,7 @@ import json
 import nbformat
 import numpy as np
 import pytest
-from test_notebooks import execute, this_interpreter_kernel  # noqa: F401 (a fixture)
+from test_notebooks import this_interpreter_kernel  # noqa: F401 (a fixture)
 
 from minigpt import layers as L
 from minigpt.coursework import release as R

@@ -25,9 +25,9 @@ Check yourself as you go:
 Shape letters: B batch, T time, C channels, nh heads, hs = C // nh head size,
 V vocabulary, N = B*T rows.
 """
-import math
+import math  # noqa: F401 (yours to use)
 
-import numpy as np
+import numpy as np  # noqa: F401
 
 
 def embedding_forward(idx, wte, wpe):
