@@ -22,6 +22,7 @@ import re
 import numpy as np
 
 from .model import GPT, GPTConfig, param_shapes, params_mismatch
+from .fileio import atomic_write, loads_json
 from .safetensors import SafetensorsError, load_file, read_header, save_file
 
 GPT2_VOCAB_SIZE = 50257
@@ -40,7 +41,7 @@ def _read_config(directory):
         raise PretrainedError(f"{directory} is not a directory")
     try:
         with open(path, encoding="utf-8") as f:
-            cfg = json.load(f)
+            cfg = loads_json(f.read())
     except OSError as e:
         raise PretrainedError(f"cannot read {path}: {e.strerror or e}") from None
     except ValueError as e:
@@ -106,7 +107,7 @@ def _weight_files(directory):
     if os.path.isfile(index):
         try:
             with open(index, encoding="utf-8") as f:
-                shards = sorted(set(json.load(f)["weight_map"].values()))
+                shards = sorted(set(loads_json(f.read())["weight_map"].values()))
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
             raise PretrainedError(f"{index} is damaged ({e})") from None
         if not all(isinstance(s, str) and os.path.basename(s) == s for s in shards):
@@ -135,6 +136,9 @@ def params_from_hf(tensors, config, where="model.safetensors", dtype=np.float32)
     if problem:
         raise PretrainedError(f"{where} does not match config.json: {problem}")
     params = {name: np.ascontiguousarray(params[name], dtype=dtype) for name in shapes}
+    for name, p in params.items():
+        if not np.isfinite(p).all():
+            raise PretrainedError(f"{where}: {name} holds values that are not finite (NaN or inf)")
     if head is not None and not np.array_equal(head, _wte(tensors)):
         raise PretrainedError(f"{where}: lm_head.weight differs from wte.weight (untied heads "
                               f"are not supported)")
@@ -200,6 +204,5 @@ def export_safetensors(model, directory):
     os.makedirs(directory, exist_ok=True)
     tensors = {"transformer." + k: v for k, v in model.state_dict().items()}
     save_file(tensors, os.path.join(directory, "model.safetensors"), metadata={"format": "pt"})
-    with open(os.path.join(directory, "config.json"), "w", encoding="utf-8") as f:
-        json.dump(hf_config(model.config), f, indent=2)
-        f.write("\n")
+    text = json.dumps(hf_config(model.config), indent=2) + "\n"
+    atomic_write(os.path.join(directory, "config.json"), lambda f: f.write(text.encode("utf-8")))

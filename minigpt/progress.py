@@ -23,11 +23,17 @@ class TimeBudget:
         self.iters, self.seconds = 0, 0.0          # timed training iterations (evals excluded)
         self.eval_s = None                         # the last eval's duration
         self.sample_s_per_token = 0.005            # a guess until a sample has been timed
+        self.warm_s_iter = None                    # seconds per iteration over the warm-up
 
     @property
     def s_iter(self):
-        """Measured seconds per training iteration (None before the first measurement)."""
-        return self.seconds / self.iters if self.iters else None
+        """Measured seconds per training iteration (None before the first measurement):
+        over the log windows, or over the warm-up until the first window ends."""
+        return self.seconds / self.iters if self.iters else self.warm_s_iter
+
+    def warm_up(self, n_iters, seconds):
+        """A first, short measurement to plan from until the first log window is timed."""
+        self.warm_s_iter = seconds / n_iters
 
     def observe(self, n_iters, seconds):
         self.iters += n_iters

@@ -6,7 +6,8 @@ the number of iterations, and so the length of the cosine learning-rate
 schedule, is fitted to the budget from the measured speed. Everything a run
 needs to continue lives in `<out-dir>/ckpt.npz`; `--resume` picks it up.
 
-Exit status: 0 done, 1 the loss became NaN or infinite, 2 bad input, 130 interrupted.
+Exit status: 0 done, 1 the loss became NaN or infinite, 2 bad input (one line on stderr),
+130 interrupted by Ctrl-C, 143 by SIGTERM (both save a checkpoint that --resume continues).
 """
 import argparse
 import math
@@ -15,12 +16,14 @@ import signal
 import sys
 import threading
 import time
+from contextlib import contextmanager
 
 import numpy as np
 
 from . import data
 from .backend import DeviceError
 from .checkpoint import CheckpointError
+from .fileio import FileError, claim_dir
 from .optim import clip_grad_norm, lr_schedule
 from .progress import TimeBudget, flops_and_peak, fmt_time, plot_losses, write_metrics
 from .run import UsageError, make_run, save
@@ -100,8 +103,33 @@ def parse_args(argv):
     return args, {k for k, v in vars(probe).items() if v is not unset}
 
 
+def check_types(args):
+    """UsageError unless every value has the type its flag parses to (a resumed run's
+    flags come from its checkpoint, not from argparse)."""
+    for action in build_parser()._actions:
+        if action.dest not in vars(args) or action.dest == "help":
+            continue
+        v, name = getattr(args, action.dest), (action.option_strings or [action.dest.upper()])[-1]
+        number = isinstance(v, (int, float)) and not isinstance(v, bool)
+        if v is None and action.default is None:
+            continue
+        if action.nargs == 0:
+            ok, kind = isinstance(v, bool), "true or false"
+        elif action.choices:
+            ok, kind = isinstance(v, str) and v in action.choices, f"one of {list(action.choices)}"
+        elif action.type is int:
+            ok, kind = number and isinstance(v, int), "an integer"
+        elif action.type is float:
+            ok, kind = number, "a number"
+        else:
+            ok, kind = isinstance(v, str), "a string"
+        if not ok:
+            raise UsageError(f"{name} must be {kind}, got {v!r}")
+
+
 def check_args(args):
     """UsageError for any flag value that cannot work."""
+    check_types(args)
     positive = ("n_layer", "n_head", "n_embd", "block_size", "batch_size", "grad_accum",
                 "log_interval", "eval_interval", "eval_iters")
     for name in positive + (("max_iters",) if args.max_iters is not None else ()):
@@ -186,7 +214,7 @@ def sample_text(run, n_tokens, seed):
     except (KeyError, ValueError):
         start = [int(run.val_tokens[0])]
     ids = generate(run.model, np.array([start]), n_tokens, temperature=0.8, top_k=200,
-                   rng=np.random.default_rng(seed))
+                   rng=np.random.default_rng(seed), vocab_size=run.tokenizer.vocab_size)
     return run.tokenizer.decode(ids[0, 1:].tolist())
 
 
@@ -200,9 +228,9 @@ def evaluate(run, lr, tok_per_s, budget):
     run.best = min(run.best, val_loss)
     run.records.append({"iter": run.it, "train_loss": train_loss, "val_loss": val_loss, "lr": lr,
                         "elapsed_s": round(run.elapsed(), 2), "tokens_per_s": round(tok_per_s)})
+    save(run)                                  # first: metrics.jsonl never runs ahead of it
     write_metrics(run.path("metrics.jsonl"), run.records)
     plot_losses(run.path("loss.png"), run.records)
-    save(run)
     run.last_eval = run.it
     print(f"eval iter {run.it}: train {train_loss:.4f}, val {val_loss:.4f} (best {run.best:.4f}) "
           f"over {run.args.eval_iters} batches; saved {run.path('ckpt.npz')}")
@@ -214,57 +242,91 @@ def evaluate(run, lr, tok_per_s, budget):
     budget.eval_s = time.perf_counter() - t
 
 
-class _StopOnSigint:
-    """SIGINT handler: the first Ctrl-C asks the loop to stop after this step; a second aborts."""
+class _StopOnSignal:
+    """SIGINT (Ctrl-C) and SIGTERM (a scheduler, `timeout`, a closed terminal) handler: once
+    training runs, the first asks the loop to stop after this step and save; before that,
+    or a second time, it aborts (KeyboardInterrupt)."""
 
     def __init__(self):
-        self.requested = False
+        self.requested, self.armed, self.signum = False, False, None
 
     def __call__(self, signum, frame):
-        if self.requested:
+        if self.requested or not self.armed:
             raise KeyboardInterrupt
-        self.requested = True
+        self.requested, self.signum = True, signum
+
+
+WARMUP_STEPS = 5               # timed steps (after the first) that the time budget plans from
+
+
+def _log_line(run, budget, total, lr, window_loss, window_n, dt, mfu):
+    """One log line for the steps since the last; returns the tokens per second."""
+    args = run.args
+    mean_loss = float(window_loss) / window_n                # the one host sync per log line
+    if not math.isfinite(mean_loss):
+        raise Diverged(f"the training loss is {mean_loss} at iter {run.it}")
+    tok_per_s = args.batch_size * args.block_size * args.grad_accum * window_n / dt
+    extra = f" | MFU {100 * tok_per_s * mfu[0] / mfu[1]:.1f}%" if mfu else ""
+    print(f"iter {run.it:5d}/{total} | loss {mean_loss:.4f} | lr {lr:.2e} | "
+          f"{1000 * dt / window_n:.1f} ms/iter | {tok_per_s:,.0f} tok/s{extra} | "
+          f"ETA {fmt_time(budget.eta(run.it, total))}", flush=True)
+    return tok_per_s
 
 
 def train_loop(run, budget, stop):
     """Step, log, eval and checkpoint until the planned iterations or the time run out.
-    Returns 130 if stopped by Ctrl-C (after saving), else 0."""
+
+    With a deadline, the plan is made after a short warm-up (WARMUP_STEPS timed steps)
+    and refitted at each log line; warm-up is at most a fifth of the plan, so the cosine
+    reaches --min-lr by the end on any budget. Returns 128 + the signal number if stopped
+    by SIGINT or SIGTERM (after saving), else 0."""
     args = run.args
-    tokens_per_iter = args.batch_size * args.block_size * args.grad_accum
     mfu = flops_and_peak(run.model.config)
+    timed = not math.isinf(budget.deadline)
     total = budget.plan(run.it, time.perf_counter(), args.max_iters)
-    lr, loss, tok_per_s, first_it = args.lr, None, 0.0, run.it
+    lr, loss, tok_per_s, first_it, warm_t = args.lr, None, 0.0, run.it, None
     window_t, window_n, window_loss = time.perf_counter(), 0, 0.0
+    stop.armed = True
     while run.it < total and not stop.requested:
         if run.it > first_it and not budget.fits_another(time.perf_counter()):
             break                              # the time budget is spent
         decay_iters = args.lr_decay_iters or total
-        lr = lr_schedule(run.it, args.lr, args.min_lr, args.warmup_iters, decay_iters)
+        warmup = min(args.warmup_iters, total // 5) if timed else args.warmup_iters
+        lr = lr_schedule(run.it, args.lr, args.min_lr, warmup, decay_iters)
         loss = train_step(run, lr)
         window_loss, window_n = window_loss + loss, window_n + 1
+        if timed and budget.s_iter is None:    # the warm-up that the first plan is made from
+            if run.it - first_it == 1:
+                float(loss)                    # wait for the device: the first step is not timed
+                warm_t = time.perf_counter()
+            elif run.it - first_it == 1 + WARMUP_STEPS:
+                float(loss)
+                budget.warm_up(WARMUP_STEPS, time.perf_counter() - warm_t)
+                total = budget.plan(run.it, time.perf_counter(), args.max_iters)
+                print(f"plan: {total} iterations in the time budget "
+                      f"({1000 * budget.s_iter:.1f} ms/iter over the first {WARMUP_STEPS + 1})", flush=True)
         if run.it % args.log_interval == 0 or run.it == total:
-            mean_loss = float(window_loss) / window_n            # the one host sync per log line
-            if not math.isfinite(mean_loss):
-                raise Diverged(f"the training loss is {mean_loss} at iter {run.it}")
             dt = time.perf_counter() - window_t
             budget.observe(window_n, dt)
-            tok_per_s = tokens_per_iter * window_n / dt
-            total = budget.plan(run.it, time.perf_counter(), args.max_iters)
-            extra = f" | MFU {100 * tok_per_s * mfu[0] / mfu[1]:.1f}%" if mfu else ""
-            print(f"iter {run.it:5d}/{total} | loss {mean_loss:.4f} | lr {lr:.2e} | "
-                  f"{1000 * dt / window_n:.1f} ms/iter | {tok_per_s:,.0f} tok/s{extra} | "
-                  f"ETA {fmt_time(budget.eta(run.it, total))}", flush=True)
+            if run.it < total:                 # refit the plan, but never past its end
+                total = max(run.it, budget.plan(run.it, time.perf_counter(), args.max_iters))
+            tok_per_s = _log_line(run, budget, total, lr, window_loss, window_n, dt, mfu)
             window_t, window_n, window_loss = time.perf_counter(), 0, 0.0
         if run.it % args.eval_interval == 0 and not stop.requested:
             evaluate(run, lr, tok_per_s, budget)
             window_t += budget.eval_s              # the log window times training steps only
+    stop.armed = False
+    if window_n and not stop.requested:        # the budget ended the run between log lines
+        tok_per_s = _log_line(run, budget, run.it, lr, window_loss, window_n,
+                              time.perf_counter() - window_t, mfu)
     if stop.requested:
         if loss is not None and not math.isfinite(float(loss)):
             raise Diverged(f"the training loss is {float(loss)} at iter {run.it}")
         save(run)
-        print(f"interrupted at iter {run.it}: saved {run.path('ckpt.npz')}; continue with --resume",
-              file=sys.stderr)
-        return 130
+        name = signal.Signals(stop.signum).name
+        print(f"interrupted at iter {run.it} ({name}): saved {run.path('ckpt.npz')}; continue with "
+              f"--resume", file=sys.stderr)
+        return 128 + stop.signum
     if run.last_eval != run.it:
         evaluate(run, lr, tok_per_s, budget)
     return 0
@@ -275,6 +337,26 @@ def train(args, explicit, t0):
     check_start(args)
     if not args.resume:                        # a resumed run is checked with its saved flags
         check_args(args)
+    stop = _StopOnSignal()
+    with claim_dir(args.out_dir), _handling(stop, (signal.SIGINT, signal.SIGTERM)):
+        return _train(args, explicit, t0, stop)
+
+
+@contextmanager
+def _handling(handler, signums):
+    """Route the signals to handler for the duration (main thread only: elsewhere Python cannot)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.signal(s, handler) for s in signums}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def _train(args, explicit, t0, stop):
     run = make_run(args, explicit, t0, check_args)
     cfg = run.model.config
     print(f"model: {run.model.num_params():,} parameters: {cfg.n_layer} layers, {cfg.n_head} heads, "
@@ -282,15 +364,8 @@ def train(args, explicit, t0):
     budget_s = args.max_time * 60 - (run.elapsed0 if args.resume and "max_time" not in explicit else 0)
     budget = TimeBudget(t0 + budget_s if args.max_time else math.inf, args.eval_interval,
                         args.eval_iters, args.grad_accum, args.sample_tokens)
-    stop = _StopOnSigint()
-    in_main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGINT, stop) if in_main_thread else None
-    try:
-        with np.errstate(all="ignore"):        # a diverging loss is reported by the loop, once
-            status = train_loop(run, budget, stop)
-    finally:
-        if in_main_thread:
-            signal.signal(signal.SIGINT, previous)
+    with np.errstate(all="ignore"):            # a diverging loss is reported by the loop, once
+        status = train_loop(run, budget, stop)
     if status:
         return status
     print(f"done: {run.it} iterations in {fmt_time(time.perf_counter() - t0)}; best val loss "
@@ -310,8 +385,12 @@ def main(argv=None):
         return e.code
     try:
         return train(args, explicit, t0)
-    except (UsageError, data.DataError, CheckpointError, DeviceError) as e:
-        print(f"error: {e}", file=sys.stderr)
+    except (UsageError, data.DataError, CheckpointError, DeviceError, FileError) as e:
+        print(f"error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
+        return 2
+    except OSError as e:                       # the disk, not the flags: e.g. a file vanished
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"error: {where}{e.strerror or e}", file=sys.stderr)
         return 2
     except Diverged as e:
         ckpt = os.path.join(args.out_dir, "ckpt.npz")

@@ -181,3 +181,29 @@ def test_param_count_matches_gpt2_small_formula():
     config = GPTConfig(vocab_size=50257, block_size=1024, n_layer=12, n_head=12, n_embd=768)
     n = sum(math.prod(s) for s in param_shapes(config).values())
     assert n == 124_439_808                           # GPT-2 124M, tied head counted once
+
+
+# ------------------------------------------------------------ ids outside the vocabulary
+
+@pytest.mark.parametrize("bad", [-1, -2, 10, 99])
+def test_an_input_id_outside_the_vocabulary_is_a_value_error(bad):
+    model = GPT(GPTConfig(vocab_size=10, block_size=8, n_layer=1, n_head=2, n_embd=8))
+    with pytest.raises(ValueError, match=f"token id {bad} is outside"):
+        model.forward(np.array([[bad, 2, 3]]))
+
+
+@pytest.mark.parametrize("bad", [-2, 10])
+def test_a_target_outside_the_vocabulary_is_a_value_error_and_only_minus_one_is_ignored(bad):
+    model = GPT(GPTConfig(vocab_size=10, block_size=8, n_layer=1, n_head=2, n_embd=8))
+    idx = np.array([[1, 2, 3]])
+    with pytest.raises(ValueError, match=f"target {bad} is outside"):
+        model.forward(idx, np.array([[bad, 2, 3]]))
+    logits, ignored, _ = model.forward(idx, np.array([[-1, 2, 3]]))
+    logp = logits[0] - np.log(np.exp(logits[0]).sum(-1, keepdims=True))
+    assert np.isclose(float(ignored), -(logp[1, 2] + logp[2, 3]) / 2, rtol=1e-5)
+
+
+def test_float_ids_are_a_value_error():
+    model = GPT(GPTConfig(vocab_size=10, block_size=8, n_layer=1, n_head=2, n_embd=8))
+    with pytest.raises(ValueError, match="integer"):
+        model.forward(np.array([[1.0, 2.0]]))
