@@ -80,6 +80,15 @@ def fmt_time(seconds):
     return f"{seconds // 60}m{seconds % 60:02d}s"
 
 
+def log_line(it, total, loss, lr, dt, n_iters, tokens_per_iter, mfu=None, eta=None):
+    """The log line for n_iters steps that took dt seconds; returns (line, tokens per second).
+    mfu: (training FLOPs per token, peak FLOP/s) or None; eta: seconds left or None."""
+    tok_per_s = tokens_per_iter * n_iters / dt
+    extra = f" | MFU {100 * tok_per_s * mfu[0] / mfu[1]:.1f}%" if mfu else ""
+    return (f"iter {it:5d}/{total} | loss {loss:.4f} | lr {lr:.2e} | {1000 * dt / n_iters:.1f} ms/iter | "
+            f"{tok_per_s:,.0f} tok/s{extra} | ETA {fmt_time(eta)}"), tok_per_s
+
+
 def write_metrics(path, records):
     """metrics.jsonl: one JSON object per eval, rewritten whole and atomically."""
     text = "".join(json.dumps(r) + "\n" for r in records)

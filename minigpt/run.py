@@ -8,7 +8,10 @@ a resumed run continues exactly as if it had never stopped (on the CPU).
 import argparse
 import math
 import os
+import signal
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -27,6 +30,30 @@ NOT_RESUMED = ("file", "out_dir", "device", "tf32", "resume", "overwrite")  # fr
 
 class UsageError(ValueError):
     """A flag or a combination of flags that cannot work; the message says what to do."""
+
+
+def check_types(args, parser):
+    """UsageError unless every value has the type its flag parses to (a resumed run's
+    flags come from its checkpoint, not from argparse)."""
+    for action in parser._actions:
+        if action.dest not in vars(args) or action.dest == "help":
+            continue
+        v, name = getattr(args, action.dest), (action.option_strings or [action.dest.upper()])[-1]
+        number = isinstance(v, (int, float)) and not isinstance(v, bool)
+        if v is None and action.default is None:
+            continue
+        if action.nargs == 0:
+            ok, kind = isinstance(v, bool), "true or false"
+        elif action.choices:
+            ok, kind = isinstance(v, str) and v in action.choices, f"one of {list(action.choices)}"
+        elif action.type is int:
+            ok, kind = number and isinstance(v, int), "an integer"
+        elif action.type is float:
+            ok, kind = number, "a number"
+        else:
+            ok, kind = isinstance(v, str), "a string"
+        if not ok:
+            raise UsageError(f"{name} must be {kind}, got {v!r}")
 
 
 def _check_same(given, explicit, found, source):
@@ -218,3 +245,31 @@ def save(run):
         states["dropout"] = None               # a device generator without a JSON-able state
     save_checkpoint(run.path("ckpt.npz"), run.model, run.opt, run.tokenizer, run.it, run.best,
                     dict(vars(run.args), elapsed_s=run.elapsed(), text_sha256=run.text_sha256), states)
+
+
+class StopOnSignal:
+    """SIGINT (Ctrl-C) and SIGTERM (a scheduler, `timeout`, a closed terminal) handler: once
+    training runs, the first asks the loop to stop after this step and save; before that,
+    or a second time, it aborts (KeyboardInterrupt)."""
+
+    def __init__(self):
+        self.requested, self.armed, self.signum = False, False, None
+
+    def __call__(self, signum, frame):
+        if self.requested or not self.armed:
+            raise KeyboardInterrupt
+        self.requested, self.signum = True, signum
+
+
+@contextmanager
+def handling(handler, signums):
+    """Route the signals to handler for the duration (main thread only: elsewhere Python cannot)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.signal(s, handler) for s in signums}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)

@@ -14,9 +14,7 @@ import math
 import os
 import signal
 import sys
-import threading
 import time
-from contextlib import contextmanager
 
 import numpy as np
 
@@ -25,8 +23,8 @@ from .backend import DeviceError
 from .checkpoint import CheckpointError
 from .fileio import FileError, claim_dir
 from .optim import clip_grad_norm, lr_schedule
-from .progress import TimeBudget, flops_and_peak, fmt_time, plot_losses, write_metrics
-from .run import UsageError, make_run, save
+from .progress import TimeBudget, flops_and_peak, fmt_time, log_line, plot_losses, write_metrics
+from .run import StopOnSignal, UsageError, check_types, handling, make_run, save
 
 
 class _Parser(argparse.ArgumentParser):
@@ -103,33 +101,9 @@ def parse_args(argv):
     return args, {k for k, v in vars(probe).items() if v is not unset}
 
 
-def check_types(args):
-    """UsageError unless every value has the type its flag parses to (a resumed run's
-    flags come from its checkpoint, not from argparse)."""
-    for action in build_parser()._actions:
-        if action.dest not in vars(args) or action.dest == "help":
-            continue
-        v, name = getattr(args, action.dest), (action.option_strings or [action.dest.upper()])[-1]
-        number = isinstance(v, (int, float)) and not isinstance(v, bool)
-        if v is None and action.default is None:
-            continue
-        if action.nargs == 0:
-            ok, kind = isinstance(v, bool), "true or false"
-        elif action.choices:
-            ok, kind = isinstance(v, str) and v in action.choices, f"one of {list(action.choices)}"
-        elif action.type is int:
-            ok, kind = number and isinstance(v, int), "an integer"
-        elif action.type is float:
-            ok, kind = number, "a number"
-        else:
-            ok, kind = isinstance(v, str), "a string"
-        if not ok:
-            raise UsageError(f"{name} must be {kind}, got {v!r}")
-
-
 def check_args(args):
     """UsageError for any flag value that cannot work."""
-    check_types(args)
+    check_types(args, build_parser())
     positive = ("n_layer", "n_head", "n_embd", "block_size", "batch_size", "grad_accum",
                 "log_interval", "eval_interval", "eval_iters")
     for name in positive + (("max_iters",) if args.max_iters is not None else ()):
@@ -242,34 +216,18 @@ def evaluate(run, lr, tok_per_s, budget):
     budget.eval_s = time.perf_counter() - t
 
 
-class _StopOnSignal:
-    """SIGINT (Ctrl-C) and SIGTERM (a scheduler, `timeout`, a closed terminal) handler: once
-    training runs, the first asks the loop to stop after this step and save; before that,
-    or a second time, it aborts (KeyboardInterrupt)."""
-
-    def __init__(self):
-        self.requested, self.armed, self.signum = False, False, None
-
-    def __call__(self, signum, frame):
-        if self.requested or not self.armed:
-            raise KeyboardInterrupt
-        self.requested, self.signum = True, signum
-
-
 WARMUP_STEPS = 5               # timed steps (after the first) that the time budget plans from
 
 
 def _log_line(run, budget, total, lr, window_loss, window_n, dt, mfu):
-    """One log line for the steps since the last; returns the tokens per second."""
-    args = run.args
+    """Print one log line for the steps since the last; returns the tokens per second."""
     mean_loss = float(window_loss) / window_n                # the one host sync per log line
     if not math.isfinite(mean_loss):
         raise Diverged(f"the training loss is {mean_loss} at iter {run.it}")
-    tok_per_s = args.batch_size * args.block_size * args.grad_accum * window_n / dt
-    extra = f" | MFU {100 * tok_per_s * mfu[0] / mfu[1]:.1f}%" if mfu else ""
-    print(f"iter {run.it:5d}/{total} | loss {mean_loss:.4f} | lr {lr:.2e} | "
-          f"{1000 * dt / window_n:.1f} ms/iter | {tok_per_s:,.0f} tok/s{extra} | "
-          f"ETA {fmt_time(budget.eta(run.it, total))}", flush=True)
+    a = run.args
+    line, tok_per_s = log_line(run.it, total, mean_loss, lr, dt, window_n,
+                               a.batch_size * a.block_size * a.grad_accum, mfu, budget.eta(run.it, total))
+    print(line, flush=True)
     return tok_per_s
 
 
@@ -337,23 +295,9 @@ def train(args, explicit, t0):
     check_start(args)
     if not args.resume:                        # a resumed run is checked with its saved flags
         check_args(args)
-    stop = _StopOnSignal()
-    with claim_dir(args.out_dir), _handling(stop, (signal.SIGINT, signal.SIGTERM)):
+    stop = StopOnSignal()
+    with claim_dir(args.out_dir), handling(stop, (signal.SIGINT, signal.SIGTERM)):
         return _train(args, explicit, t0, stop)
-
-
-@contextmanager
-def _handling(handler, signums):
-    """Route the signals to handler for the duration (main thread only: elsewhere Python cannot)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = {s: signal.signal(s, handler) for s in signums}
-    try:
-        yield
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
 
 
 def _train(args, explicit, t0, stop):
