@@ -12,6 +12,7 @@ tokenizer that made them) in the output folder as a raw `.bin` file that
 import hashlib
 import json
 import os
+import stat
 
 import numpy as np
 
@@ -40,6 +41,8 @@ def read_raw(path):
     path = os.fspath(path)
     if os.path.isdir(path):
         raise DataError(f"{path} is a directory: give a text file, e.g. shakespeare.txt")
+    if os.path.exists(path) and (stat.S_ISCHR(os.stat(path).st_mode) or stat.S_ISBLK(os.stat(path).st_mode)):
+        raise DataError(f"{path} is a device, not a text file (a pipe or a file works)")
     try:
         return read_bytes(path)
     except FileError as e:

@@ -48,6 +48,9 @@ def _read_config(directory):
         raise PretrainedError(f"{path} is not valid JSON ({e})") from None
     if not isinstance(cfg, dict):
         raise PretrainedError(f"{path} is not a JSON object")
+    eps = cfg.get("layer_norm_epsilon", 1e-5)
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)):
+        raise PretrainedError(f"{path}: layer_norm_epsilon must be a number, got {eps!r}")
     model_type = cfg.get("model_type", "gpt2")
     unsupported = [
         (model_type != "gpt2", f"model_type {model_type!r} (minigpt runs GPT-2 only)"),
@@ -155,8 +158,12 @@ def model_from_pretrained(directory, dtype=np.float32):
     config = config_from_hf(cfg, os.path.join(directory, "config.json"))
     tensors = {}
     try:
-        for path in _weight_files(directory):     # the mask buffers are skipped unread
-            header, _ = read_header(path)
+        headers = {path: read_header(path)[0] for path in _weight_files(directory)}
+        n_tensors = sum(len(h) for h in headers.values())
+        if 6 * config.n_layer > n_tensors:       # before naming a million layers' parameters
+            raise PretrainedError(f"{directory}: config.json has n_layer {config.n_layer}, but the "
+                                  f"weights hold only {n_tensors} tensors")
+        for path, header in headers.items():      # the mask buffers are skipped unread
             part, _ = load_file(path, [n for n in header if not BUFFER.search(n)])
             tensors.update(part)
     except SafetensorsError as e:

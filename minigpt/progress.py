@@ -6,7 +6,7 @@ how many iterations still fit before the deadline.
 import json
 import math
 
-from .fileio import atomic_write
+from .fileio import atomic_write, loads_json
 
 
 class TimeBudget:
@@ -96,13 +96,29 @@ def write_metrics(path, records):
 
 
 def read_metrics(path, up_to_iter):
-    """The eval records an earlier run wrote, up to a checkpoint's iteration ([] if none)."""
+    """The eval records an earlier run wrote, up to a checkpoint's iteration ([] if none).
+    A line that is not a whole record (damaged, edited, cut short) is skipped."""
     try:
         with open(path, encoding="utf-8") as f:
-            records = [json.loads(line) for line in f if line.strip()]
+            lines = f.read().splitlines()
     except (OSError, ValueError):
         return []
-    return [r for r in records if isinstance(r, dict) and r.get("iter", math.inf) <= up_to_iter]
+    records = []
+    for line in filter(str.strip, lines):
+        try:
+            r = loads_json(line)
+        except ValueError:
+            continue
+        if _is_record(r) and r["iter"] <= up_to_iter:
+            records.append(r)
+    return records
+
+
+def _is_record(r):
+    def number(v):
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    return (isinstance(r, dict) and isinstance(r.get("iter"), int) and not isinstance(r["iter"], bool)
+            and number(r.get("train_loss")) and number(r.get("val_loss")))
 
 
 def plot_losses(path, records):

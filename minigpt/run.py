@@ -78,11 +78,17 @@ def start_state(args, explicit, ckpt_path, check=lambda args: None):
 
     --resume merges the checkpoint's training arguments into `args` (explicit flags win);
     check(args) must accept the saved ones alone, or the checkpoint is damaged."""
+    for path in (ckpt_path, *(os.path.join(args.out_dir, n) for n in ("metrics.jsonl", "loss.png"))):
+        if os.path.lexists(path) and not os.path.isfile(path):     # found now, not at the first save
+            raise UsageError(f"{path} is not a file: move it away, or give another --out-dir")
     if args.resume:
         if not os.path.lexists(ckpt_path):
             raise CheckpointError(f"--resume: no checkpoint at {ckpt_path} (train without "
                                   f"--resume first, or give the run's --out-dir)")
         ck = load_checkpoint(ckpt_path)
+        if ck["tokenizer"] is None:
+            raise CheckpointError(f"{ckpt_path} holds no tokenizer, so it cannot be resumed "
+                                  f"(its ids would mean nothing)")
         saved = ck["train_args"] or {}
         try:
             check(_merge_saved(argparse.Namespace(**vars(args)), saved))

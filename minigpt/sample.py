@@ -282,10 +282,15 @@ def main(argv=None):
         _fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
     except MemoryError:
         _fail("not enough memory for this model")
+    except KeyboardInterrupt:                      # Ctrl-C while loading: nothing to clean up
+        print(file=sys.stderr)
+        return 130
 
 
 def _sample(args):
     """Load, then print each sample as it is generated; returns the exit status."""
+    if sys.stdout is None:
+        raise ValueError("standard output is closed: there is nowhere to print the sample")
     model, tokenizer, ids = _load(args)
     temperature = 0.0 if args.greedy else args.temperature
     eot = None if args.ignore_eot else eot_id(tokenizer)

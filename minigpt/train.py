@@ -129,6 +129,8 @@ def check_args(args):
         raise UsageError(f"--beta2 must be in [0, 1), got {args.beta2}")
     if args.seed < 0:
         raise UsageError(f"--seed must be 0 or more, got {args.seed}")
+    if not args.out_dir or not args.file:
+        raise UsageError("FILE and --out-dir cannot be empty")
     if not args.max_time and args.max_iters is None:
         raise UsageError("with --max-time 0, give --max-iters (otherwise training never ends)")
 

@@ -272,3 +272,17 @@ def test_a_model_vocabulary_larger_than_the_tokenizer_never_samples_an_undecodab
         assert main(["--pretrained", str(tmp_path), "--prompt", "the", "--max-new-tokens", "8",
                      "--ignore-eot", "--device", "cpu", *mode]) == 0
         assert capsys.readouterr().out.startswith("the")
+
+
+def test_an_absurd_layer_count_is_refused_before_naming_its_parameters(tiny_dir):
+    directory, _ = tiny_dir
+    config_edit("n_layer", 10**6)(directory)
+    with pytest.raises(PretrainedError, match="n_layer 1000000, but the weights hold only"):
+        load_pretrained(directory)
+
+
+def test_a_layer_norm_epsilon_that_is_not_a_number_is_a_clear_error(tiny_dir):
+    directory, _ = tiny_dir
+    config_edit("layer_norm_epsilon", "x")(directory)
+    with pytest.raises(PretrainedError, match="layer_norm_epsilon must be a number"):
+        load_pretrained(directory)

@@ -283,3 +283,49 @@ def test_a_short_budget_plans_from_a_warm_up_and_ends_at_min_lr_with_one_log_lin
     assert logged and logged[-1] == final["iter"]
     assert all(i % 50 == 0 for i in logged[:-1]) and len(set(logged)) == len(logged)
     assert re.search(r"plan: \d+ iterations", out)          # planned once, after a short warm-up
+
+
+# ---------------------------------------------------------------- found by crafting more bad input
+
+def test_extra_a_device_as_training_text_is_refused_not_read_forever(tmp_path):
+    code = ("import resource; resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30)); "
+            "from minigpt.train import main; raise SystemExit(main(['/dev/zero', '--out-dir', %r]))"
+            % str(tmp_path))
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "is a device" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_extra_an_empty_out_dir_is_one_line(corpus, capsys):
+    assert "cannot be empty" in one_line(capsys, main([str(corpus), "--out-dir", "", *TINY, "--max-iters", "1"]))
+
+
+@pytest.mark.parametrize("content", ["[" * 200_000, '{"iter": "abc", "train_loss": 1}', '{"iter": 1}'])
+def test_extra_a_damaged_metrics_jsonl_is_skipped_on_resume(trained, corpus, capsys, content):
+    (trained / "metrics.jsonl").write_text('{"iter": 5, "train_loss": 3.0, "val_loss": 3.1}\n' + content + "\n")
+    assert main([str(corpus), "--out-dir", str(trained), "--resume", "--max-iters", "15"]) == 0
+    records = [json.loads(line) for line in (trained / "metrics.jsonl").read_text().splitlines()]
+    assert [r["iter"] for r in records] == [5, 15]
+
+
+def test_extra_resuming_a_checkpoint_without_a_tokenizer_is_refused(trained, corpus, capsys):
+    with np.load(trained / "ckpt.npz") as a:
+        arrays = {k: a[k] for k in a.files if k != "tokenizer"}
+    np.savez(trained / "ckpt.npz", **arrays)
+    capsys.readouterr()
+    err = one_line(capsys, main([str(corpus), "--out-dir", str(trained), "--resume", "--max-iters", "12"]))
+    assert "holds no tokenizer" in err
+
+
+@pytest.mark.parametrize("name", ["ckpt.npz", "metrics.jsonl"])
+def test_extra_an_output_name_taken_by_a_folder_is_found_before_training(corpus, tmp_path, capsys, name):
+    (tmp_path / name).mkdir()
+    err = one_line(capsys, train(corpus, tmp_path, "--overwrite", "--max-iters", 3))
+    assert "is not a file" in err and "model:" not in capsys.readouterr().out
+
+
+def test_extra_sampling_with_stdout_closed_is_one_line(trained, capsys, monkeypatch):
+    from minigpt.sample import main as sample
+    monkeypatch.setattr(sys, "stdout", None)
+    with pytest.raises(SystemExit) as e:
+        sample(["--ckpt", str(trained / "ckpt.npz"), "--device", "cpu", "--max-new-tokens", "2"])
+    assert "standard output is closed" in one_line(capsys, e.value.code)
