@@ -25,7 +25,7 @@ import zipfile
 
 import numpy as np
 
-from .fileio import FileError, atomic_write, loads_json, require_regular_file
+from .fileio import FileError, atomic_write, loads_versioned, require_regular_file
 from .model import GPT, GPTConfig, param_shapes
 
 FORMAT = "minigpt-checkpoint"
@@ -155,14 +155,9 @@ def _read_meta(path, zf):
     if text is None:
         raise CheckpointError(f"{path} is not a minigpt checkpoint (no 'meta' entry)")
     try:
-        meta = loads_json(text)
+        meta = loads_versioned(text, FORMAT, VERSION, "checkpoint")
     except ValueError as e:
-        raise CheckpointError(f"{path} is damaged: its metadata is not valid JSON ({e})") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise CheckpointError(f"{path} is not a minigpt checkpoint (unknown format)")
-    if meta.get("version") != VERSION:
-        raise CheckpointError(f"{path} is checkpoint version {meta.get('version')}; "
-                              f"this minigpt reads version {VERSION}")
+        raise CheckpointError(f"{path}: {e}") from None
     for key in ("config", "iter_num"):
         if key not in meta:
             raise _damaged(path, key, "is missing from the metadata")

@@ -157,6 +157,21 @@ def loads_json(text, **kwargs):
         raise ValueError(f"JSON nested more than {MAX_JSON_DEPTH} levels deep") from None
 
 
+def loads_versioned(text, fmt, version, what):
+    """The JSON object in text, if its "format" is fmt and its "version" is version;
+    otherwise a ValueError that names `what` (e.g. "tokenizer") and the problem."""
+    try:
+        d = loads_json(text)
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"not a minigpt {what}: invalid JSON ({e})") from None
+    if not isinstance(d, dict) or d.get("format") != fmt:
+        raise ValueError(f'not a minigpt {what}: no "format": "{fmt}" field')
+    if d.get("version") != version:
+        raise ValueError(f"minigpt {what} version {d.get('version')!r} is not supported "
+                         f"(this minigpt reads version {version})")
+    return d
+
+
 def read_bytes(path):
     """All the bytes of a file, read once: a regular file, a pipe, a FIFO or /dev/fd/N
     (process substitution) alike. FileError for a missing path or a folder."""

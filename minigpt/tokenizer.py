@@ -25,7 +25,7 @@ import regex
 
 from .bpe_gpt2 import ENDOFTEXT, GPT2_ASSETS, bytes_to_unicode, read_gpt2_files  # noqa: F401
 from .bpe_train import N_BYTES, learn_merges, merge
-from .fileio import atomic_write, loads_json
+from .fileio import atomic_write, loads_versioned
 
 # GPT-2's pre-split: contractions, letters, digits, other symbols, whitespace. A space
 # sticks to the word after it, so a run of spaces leaves its last one to the next word:
@@ -363,15 +363,7 @@ TOKENIZER_TYPES = {"char": CharTokenizer, "bpe": BPETokenizer}
 
 def tokenizer_from_json(s):
     """Rebuild a tokenizer from `to_json()` text; ValueError for anything foreign or corrupt."""
-    try:
-        d = loads_json(s)
-    except (ValueError, TypeError) as e:
-        raise ValueError(f"not a minigpt tokenizer: invalid JSON ({e})") from None
-    if not isinstance(d, dict) or d.get("format") != FILE_FORMAT:
-        raise ValueError(f'not a minigpt tokenizer: no "format": "{FILE_FORMAT}" field')
-    if d.get("version") != FILE_VERSION:
-        raise ValueError(f"minigpt tokenizer version {d.get('version')!r} is not supported "
-                         f"(this minigpt reads version {FILE_VERSION})")
+    d = loads_versioned(s, FILE_FORMAT, FILE_VERSION, "tokenizer")
     if d.get("type") not in TOKENIZER_TYPES:
         raise ValueError(f"unknown tokenizer type {d.get('type')!r} "
                          f"(expected one of {sorted(TOKENIZER_TYPES)})")

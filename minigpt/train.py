@@ -237,8 +237,8 @@ def train_loop(run, budget, stop):
     """Step, log, eval and checkpoint until the planned iterations or the time run out.
 
     With a deadline, the plan is made after a short warm-up (WARMUP_STEPS timed steps)
-    and refitted at each log line; warm-up is at most a fifth of the plan, so the cosine
-    reaches --min-lr by the end on any budget. Returns 128 + the signal number if stopped
+    and refitted at each log line; a plan the budget cuts short has its warm-up cut to a
+    fifth of it, so the cosine reaches --min-lr by the end on any budget. Returns 128 + the signal number if stopped
     by SIGINT or SIGTERM (after saving), else 0."""
     args = run.args
     mfu = flops_and_peak(run.model.config)
@@ -251,7 +251,8 @@ def train_loop(run, budget, stop):
         if run.it > first_it and not budget.fits_another(time.perf_counter()):
             break                              # the time budget is spent
         decay_iters = args.lr_decay_iters or total
-        warmup = min(args.warmup_iters, total // 5) if timed else args.warmup_iters
+        fitted = timed and (args.max_iters is None or total < args.max_iters)     # by the budget
+        warmup = min(args.warmup_iters, total // 5) if fitted else args.warmup_iters
         lr = lr_schedule(run.it, args.lr, args.min_lr, warmup, decay_iters)
         loss = train_step(run, lr)
         window_loss, window_n = window_loss + loss, window_n + 1

@@ -181,7 +181,7 @@ def test_corrupt_metadata_is_refused(tmp_path):
     path = tmp_path / "ckpt.npz"
     save_checkpoint(path, model)
     _rewrite(path, meta=np.frombuffer(b"{not json", np.uint8))
-    with pytest.raises(CheckpointError, match="not valid JSON"):
+    with pytest.raises(CheckpointError, match="invalid JSON"):
         load_checkpoint(path)
 
 
