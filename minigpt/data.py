@@ -162,8 +162,8 @@ def load_corpus(path, cache_dir, make_tokenizer=None, key=None, tokenizer=None):
     tokens = encode(text, tokenizer)
     os.makedirs(cache_dir, exist_ok=True)
     atomic_write(bin_path, tokens.tofile)
-    meta = dict(ident, key=key, dtype=tokens.dtype.name, count=int(len(tokens)), tokenizer=tokenizer.to_json(),
-                tokens_sha256=hashlib.sha256(tokens.tobytes()).hexdigest())
+    meta = dict(ident, key=key, dtype=tokens.dtype.name, count=int(len(tokens)),
+                tokenizer=tokenizer.to_json(), tokens_sha256=hashlib.sha256(tokens.tobytes()).hexdigest())
     atomic_write(meta_path, lambda f: f.write(json.dumps(meta).encode("utf-8")))
     return tokens, tokenizer, False, ident["sha256"]
 

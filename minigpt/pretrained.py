@@ -159,7 +159,14 @@ def model_from_pretrained(directory, dtype=np.float32):
     tensors = {}
     try:
         headers = {path: read_header(path)[0] for path in _weight_files(directory)}
-        n_tensors = sum(len(h) for h in headers.values())
+        seen = {}
+        for path, header in headers.items():
+            for name in header:
+                if name in seen:
+                    raise PretrainedError(f"{directory}: {name} is in more than one weight file "
+                                          f"({os.path.basename(seen[name])}, {os.path.basename(path)})")
+                seen[name] = path
+        n_tensors = len(seen)
         if 6 * config.n_layer > n_tensors:       # before naming a million layers' parameters
             raise PretrainedError(f"{directory}: config.json has n_layer {config.n_layer}, but the "
                                   f"weights hold only {n_tensors} tensors")

@@ -94,7 +94,8 @@ def start_state(args, explicit, ckpt_path, check=lambda args: None):
             check(_merge_saved(argparse.Namespace(**vars(args)), saved))
         except UsageError as e:
             raise CheckpointError(f"{ckpt_path}: damaged checkpoint: train_args ({e})") from None
-        _check_same(args, explicit, {k: saved[k] for k in SHAPE_FLAGS + TOKENIZER_FLAGS if k in saved}, ckpt_path)
+        fixed = {k: saved[k] for k in SHAPE_FLAGS + TOKENIZER_FLAGS if k in saved}
+        _check_same(args, explicit, fixed, ckpt_path)
         _merge_saved(args, saved, explicit)    # the run's own flags, unless given again
         return ck["model"], ck["tokenizer"], ck
     if not args.overwrite and os.path.exists(ckpt_path):
@@ -254,9 +255,9 @@ def save(run):
 
 
 class StopOnSignal:
-    """SIGINT (Ctrl-C) and SIGTERM (a scheduler, `timeout`, a closed terminal) handler: once
-    training runs, the first asks the loop to stop after this step and save; before that,
-    or a second time, it aborts (KeyboardInterrupt)."""
+    """SIGINT (Ctrl-C), SIGTERM (a scheduler, `timeout`) and SIGHUP (a closed terminal)
+    handler: once training runs, the first asks the loop to stop after this step and
+    save; before that, or a second time, it aborts (KeyboardInterrupt)."""
 
     def __init__(self):
         self.requested, self.armed, self.signum = False, False, None

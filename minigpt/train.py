@@ -7,7 +7,8 @@ schedule, is fitted to the budget from the measured speed. Everything a run
 needs to continue lives in `<out-dir>/ckpt.npz`; `--resume` picks it up.
 
 Exit status: 0 done, 1 the loss became NaN or infinite, 2 bad input (one line on stderr),
-130 interrupted by Ctrl-C, 143 by SIGTERM (both save a checkpoint that --resume continues).
+130 interrupted by Ctrl-C, 143 by SIGTERM, 129 by SIGHUP (each saves a checkpoint that
+--resume continues).
 """
 import argparse
 import math
@@ -299,7 +300,8 @@ def train(args, explicit, t0):
     if not args.resume:                        # a resumed run is checked with its saved flags
         check_args(args)
     stop = StopOnSignal()
-    with claim_dir(args.out_dir), handling(stop, (signal.SIGINT, signal.SIGTERM)):
+    signums = [getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, n)]
+    with claim_dir(args.out_dir), handling(stop, signums):
         return _train(args, explicit, t0, stop)
 
 

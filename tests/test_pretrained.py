@@ -286,3 +286,17 @@ def test_a_layer_norm_epsilon_that_is_not_a_number_is_a_clear_error(tiny_dir):
     config_edit("layer_norm_epsilon", "x")(directory)
     with pytest.raises(PretrainedError, match="layer_norm_epsilon must be a number"):
         load_pretrained(directory)
+
+
+def test_a_tensor_in_two_shards_is_refused_not_silently_taken_from_the_last(tiny_dir):
+    directory, _ = tiny_dir
+    tensors, _ = load_file(directory / "model.safetensors")
+    names = sorted(tensors)
+    (directory / "model.safetensors").unlink()
+    other = dict(tensors, **{names[0]: tensors[names[0]] + 1})
+    save_file({k: tensors[k] for k in names[:5]}, directory / "a.safetensors")
+    save_file({k: other[k] for k in names[:1] + names[5:]}, directory / "b.safetensors")
+    weight_map = {k: "a.safetensors" if i < 5 else "b.safetensors" for i, k in enumerate(names)}
+    (directory / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    with pytest.raises(PretrainedError, match=f"{names[0]} is in more than one"):
+        load_pretrained(directory)

@@ -85,17 +85,18 @@ def test_5_a_run_removes_the_temporaries_a_killed_run_left(corpus, tmp_path):
     assert not stale.exists() and (tmp_path / "ckpt.npz").exists()
 
 
-def test_5_sigterm_before_the_first_eval_saves_a_resumable_checkpoint(corpus, tmp_path):
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+def test_5_sigterm_before_the_first_eval_saves_a_resumable_checkpoint(corpus, tmp_path, signum):
     cmd = [sys.executable, "-m", "minigpt.train", str(corpus), "--out-dir", str(tmp_path), *TINY,
            "--max-iters", "100000", "--log-interval", "1", "--eval-interval", "100000"]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     for line in proc.stdout:
         if line.startswith("iter"):
             break
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(signum)
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 128 + signal.SIGTERM, err
-    assert len(err.strip().splitlines()) == 1 and "interrupted at iter" in err and "SIGTERM" in err
+    assert proc.returncode == 128 + signum, err
+    assert len(err.strip().splitlines()) == 1 and "interrupted at iter" in err and signum.name in err
     stopped_at = int(re.search(r"iter (\d+)", err).group(1))
     assert load_checkpoint(tmp_path / "ckpt.npz")["iter_num"] == stopped_at >= 1
     assert main([str(corpus), "--out-dir", str(tmp_path), "--resume", "--max-iters", str(stopped_at + 2)]) == 0
