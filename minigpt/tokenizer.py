@@ -338,7 +338,8 @@ class BPETokenizer(Tokenizer):
             regex.compile(pattern)
         except regex.error as e:
             raise ValueError(f"corrupt tokenizer: bad pattern ({e})") from None
-        _check(isinstance(byte_ids, list) and sorted(byte_ids) == list(range(N_BYTES)),
+        _check(isinstance(byte_ids, list) and all(type(b) is int for b in byte_ids)
+               and sorted(byte_ids) == list(range(N_BYTES)),
                '"byte_ids" must be a permutation of 0..255')
         _check(isinstance(merges, list), '"merges" must be a list')
         seen = {}
@@ -364,7 +365,7 @@ TOKENIZER_TYPES = {"char": CharTokenizer, "bpe": BPETokenizer}
 def tokenizer_from_json(s):
     """Rebuild a tokenizer from `to_json()` text; ValueError for anything foreign or corrupt."""
     d = loads_versioned(s, FILE_FORMAT, FILE_VERSION, "tokenizer")
-    if d.get("type") not in TOKENIZER_TYPES:
+    if not isinstance(d.get("type"), str) or d["type"] not in TOKENIZER_TYPES:
         raise ValueError(f"unknown tokenizer type {d.get('type')!r} "
                          f"(expected one of {sorted(TOKENIZER_TYPES)})")
     return TOKENIZER_TYPES[d["type"]]._from_dict(d)

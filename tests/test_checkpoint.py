@@ -328,3 +328,15 @@ def test_a_tokenizer_with_a_repeated_merge_is_refused_in_a_checkpoint(tmp_path):
     _rewrite(path, tokenizer=np.frombuffer(text.encode(), np.uint8))
     with pytest.raises(CheckpointError, match=r"merge 1 \(\[104, 101\]\) repeats merge 0"):
         load_checkpoint(path)
+
+
+def test_an_entry_with_an_unknown_compression_method_is_damaged(tmp_path):
+    model, opt = _trained()
+    path = tmp_path / "ckpt.npz"
+    save_checkpoint(path, model, opt)
+    raw = bytearray(path.read_bytes())
+    at = raw.rindex(b"PK\x01\x02")                 # the last central-directory entry
+    raw[at + 10:at + 12] = (99).to_bytes(2, "little")
+    path.write_bytes(raw)
+    with pytest.raises(CheckpointError, match="damaged checkpoint: .* cannot be read"):
+        load_checkpoint(path)

@@ -85,7 +85,7 @@ def test_5_a_run_removes_the_temporaries_a_killed_run_left(corpus, tmp_path):
     assert not stale.exists() and (tmp_path / "ckpt.npz").exists()
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP], ids=lambda s: s.name)
 def test_5_sigterm_before_the_first_eval_saves_a_resumable_checkpoint(corpus, tmp_path, signum):
     cmd = [sys.executable, "-m", "minigpt.train", str(corpus), "--out-dir", str(tmp_path), *TINY,
            "--max-iters", "100000", "--log-interval", "1", "--eval-interval", "100000"]

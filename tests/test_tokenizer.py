@@ -482,3 +482,12 @@ def test_deeply_nested_gpt2_vocab_json_is_a_clear_error(tmp_path):
     (tmp_path / "merges.txt").write_text("#version: 0.2\n")
     with pytest.raises(ValueError, match="nested more than"):
         BPETokenizer.from_gpt2(tmp_path / "vocab.json", tmp_path / "merges.txt")
+
+
+@pytest.mark.parametrize("field, value", [("type", []), ("type", {}), ("byte_ids", [None] * 256),
+                                          ("byte_ids", list(range(255)) + ["x"])])
+def test_a_tokenizer_field_of_the_wrong_type_is_a_value_error(field, value):
+    d = _bpe_dict([[104, 101]])
+    d[field] = value
+    with pytest.raises(ValueError):
+        tokenizer_from_json(json.dumps(d))
