@@ -81,6 +81,24 @@ def params_mismatch(found, shapes):
     return None
 
 
+def check_ids(ids, vocab_size, what="token id", ignore=None):
+    """ValueError unless every id is an integer in 0..vocab_size-1 (or equals `ignore`).
+
+    One min and one max, read on the host: negative ids would otherwise index
+    from the end of the embedding and silently give another token's logits."""
+    if ids.size == 0:
+        return
+    if not np.issubdtype(ids.dtype, np.integer):
+        raise ValueError(f"{what}s must be integers, got dtype {ids.dtype}")
+    lo, hi = int(ids.min()), int(ids.max())
+    if ignore is not None and lo == ignore:
+        rest = ids[ids != ignore]
+        lo = int(rest.min()) if rest.size else 0
+    for bad in (lo, hi):
+        if not 0 <= bad < vocab_size:
+            raise ValueError(f"{what} {bad} is outside the vocabulary 0..{vocab_size - 1}")
+
+
 def init_params(config, seed=0, dtype=np.float32):
     """GPT-2's initialisation, on the host: N(0, 0.02) weights, residual
     projections (c_proj) scaled by 1/sqrt(2 n_layer), zero biases, LayerNorm weights 1."""
@@ -127,8 +145,8 @@ class GPT:
     def forward(self, idx, targets=None, train=False, rng=None):
         """Run the model on token ids.
 
-        idx: (B, T) integer ids with T <= block_size; targets: (B, T) ids or
-        None (-1 marks a position to ignore); train: apply dropout, drawn from
+        idx: (B, T) integer ids in 0..V-1 with T <= block_size; targets: (B, T)
+        ids in 0..V-1 or None (-1, and only -1, marks a position to ignore); train: apply dropout, drawn from
         `rng` (a Generator on the parameters' device; one is made if None).
         Returns logits (B, T, V), loss (0-d array, or None without targets),
         and the cache that `backward` needs.
@@ -137,6 +155,9 @@ class GPT:
         B, T = idx.shape
         if T > cfg.block_size:
             raise ValueError(f"sequence length {T} exceeds block_size {cfg.block_size}")
+        check_ids(idx, cfg.vocab_size)
+        if targets is not None:
+            check_ids(targets, cfg.vocab_size, "target", ignore=-1)
         p = cfg.dropout if train else 0.0
         if p > 0.0 and rng is None:
             rng = default_rng(array_module(P["wte.weight"]), None)

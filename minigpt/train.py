@@ -6,14 +6,16 @@ the number of iterations, and so the length of the cosine learning-rate
 schedule, is fitted to the budget from the measured speed. Everything a run
 needs to continue lives in `<out-dir>/ckpt.npz`; `--resume` picks it up.
 
-Exit status: 0 done, 1 the loss became NaN or infinite, 2 bad input, 130 interrupted.
+Exit status: 0 done, 1 the loss became NaN or infinite, 2 bad input (one line on stderr),
+130 interrupted by Ctrl-C, 143 by SIGTERM, 129 by SIGHUP (each saves a checkpoint that
+--resume continues).
 """
 import argparse
+import contextlib
 import math
 import os
 import signal
 import sys
-import threading
 import time
 
 import numpy as np
@@ -21,9 +23,10 @@ import numpy as np
 from . import data, dist
 from .backend import DeviceError
 from .checkpoint import CheckpointError
+from .fileio import FileError, claim_dir
 from .optim import clip_grad_norm, lr_schedule
-from .progress import TimeBudget, flops_and_peak, fmt_time, plot_losses, write_metrics
-from .run import UsageError, make_run, save
+from .progress import TimeBudget, flops_and_peak, fmt_time, log_line, plot_losses, write_metrics
+from .run import StopOnSignal, UsageError, check_types, handling, make_run, save
 
 
 class _Parser(argparse.ArgumentParser):
@@ -102,6 +105,7 @@ def parse_args(argv):
 
 def check_args(args):
     """UsageError for any flag value that cannot work."""
+    check_types(args, build_parser())
     positive = ("n_layer", "n_head", "n_embd", "block_size", "batch_size", "grad_accum",
                 "log_interval", "eval_interval", "eval_iters")
     for name in positive + (("max_iters",) if args.max_iters is not None else ()):
@@ -127,6 +131,8 @@ def check_args(args):
         raise UsageError(f"--beta2 must be in [0, 1), got {args.beta2}")
     if args.seed < 0:
         raise UsageError(f"--seed must be 0 or more, got {args.seed}")
+    if not args.out_dir or not args.file:
+        raise UsageError("FILE and --out-dir cannot be empty")
     if not args.max_time and args.max_iters is None:
         raise UsageError("with --max-time 0, give --max-iters (otherwise training never ends)")
 
@@ -189,7 +195,7 @@ def sample_text(run, n_tokens, seed):
     except (KeyError, ValueError):
         start = [int(run.val_tokens[0])]
     ids = generate(run.model, np.array([start]), n_tokens, temperature=0.8, top_k=200,
-                   rng=np.random.default_rng(seed))
+                   rng=np.random.default_rng(seed), vocab_size=run.tokenizer.vocab_size)
     return run.tokenizer.decode(ids[0, 1:].tolist())
 
 
@@ -203,10 +209,10 @@ def evaluate(run, lr, tok_per_s, budget):
     run.best = min(run.best, val_loss)
     run.records.append({"iter": run.it, "train_loss": train_loss, "val_loss": val_loss, "lr": lr,
                         "elapsed_s": round(run.elapsed(), 2), "tokens_per_s": round(tok_per_s)})
+    save(run)                                  # first: metrics.jsonl never runs ahead of it
     if run.comm.is_root:                       # rank 0 owns the files
         write_metrics(run.path("metrics.jsonl"), run.records)
         plot_losses(run.path("loss.png"), run.records)
-    save(run)
     run.last_eval = run.it
     print(f"eval iter {run.it}: train {train_loss:.4f}, val {val_loss:.4f} (best {run.best:.4f}) "
           f"over {run.args.eval_iters} batches; saved {run.path('ckpt.npz')}")
@@ -218,58 +224,80 @@ def evaluate(run, lr, tok_per_s, budget):
     budget.eval_s = time.perf_counter() - t
 
 
-class _StopOnSigint:
-    """SIGINT handler: the first Ctrl-C asks the loop to stop after this step; a second aborts."""
+WARMUP_STEPS = 5               # timed steps (after the first) that the time budget plans from
 
-    def __init__(self):
-        self.requested = False
 
-    def __call__(self, signum, frame):
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
+def _log_line(run, budget, total, lr, window_loss, window_n, dt, mfu):
+    """Print one log line for the steps since the last; returns the tokens per second."""
+    mean_loss = float(window_loss) / window_n                # the one host sync per log line
+    if not math.isfinite(mean_loss):
+        raise Diverged(f"the training loss is {mean_loss} at iter {run.it}")
+    a, n = run.args, run.comm.size             # n ranks: n times the tokens, on n times the peak
+    line, tok_per_s = log_line(run.it, total, mean_loss, lr, dt, window_n,
+                               a.batch_size * a.block_size * a.grad_accum * n,
+                               mfu and (mfu[0], mfu[1] * n), budget.eta(run.it, total))
+    print(line, flush=True)
+    return tok_per_s
 
 
 def train_loop(run, budget, stop):
     """Step, log, eval and checkpoint until the planned iterations or the time run out.
-    Returns 130 if stopped by Ctrl-C (after saving), else 0."""
+
+    With a deadline, the plan is made after a short warm-up (WARMUP_STEPS timed steps)
+    and refitted at each log line; a plan the budget cuts short has its warm-up cut to a
+    fifth of it, so the cosine reaches --min-lr by the end on any budget. Returns 128 + the signal number if stopped
+    by SIGINT or SIGTERM (after saving), else 0."""
     args = run.args
-    tokens_per_iter = args.batch_size * args.block_size * args.grad_accum * run.comm.size
     mfu = flops_and_peak(run.model.config)
+    timed = not math.isinf(budget.deadline)
     total = run.comm.from_root(budget.plan(run.it, time.perf_counter(), args.max_iters))
-    lr, loss, tok_per_s, first_it = args.lr, None, 0.0, run.it
+    lr, loss, tok_per_s, first_it, warm_t = args.lr, None, 0.0, run.it, None
     window_t, window_n, window_loss = time.perf_counter(), 0, 0.0
+    stop.armed = True
     # under MPI every rank must take the same branches: rank 0 decides the time, any rank a stop
     while run.it < total and not run.comm.any(stop.requested):
         if run.comm.from_root(run.it > first_it and not budget.fits_another(time.perf_counter())):
             break                              # the time budget is spent
         decay_iters = args.lr_decay_iters or total
-        lr = lr_schedule(run.it, args.lr, args.min_lr, args.warmup_iters, decay_iters)
+        fitted = timed and (args.max_iters is None or total < args.max_iters)     # by the budget
+        warmup = min(args.warmup_iters, total // 5) if fitted else args.warmup_iters
+        lr = lr_schedule(run.it, args.lr, args.min_lr, warmup, decay_iters)
         loss = train_step(run, lr)
         window_loss, window_n = window_loss + loss, window_n + 1
+        if timed and budget.s_iter is None:    # the warm-up that the first plan is made from
+            if run.it - first_it == 1:
+                float(loss)                    # wait for the device: the first step is not timed
+                warm_t = time.perf_counter()
+            elif run.it - first_it == 1 + WARMUP_STEPS:
+                float(loss)
+                budget.warm_up(WARMUP_STEPS, time.perf_counter() - warm_t)
+                total = budget.plan(run.it, time.perf_counter(), args.max_iters)
+                print(f"plan: {total} iterations in the time budget "
+                      f"({1000 * budget.s_iter:.1f} ms/iter over the first {WARMUP_STEPS + 1})", flush=True)
         if run.it % args.log_interval == 0 or run.it == total:
-            mean_loss = float(window_loss) / window_n            # the one host sync per log line
-            if not math.isfinite(mean_loss):
-                raise Diverged(f"the training loss is {mean_loss} at iter {run.it}")
             dt = time.perf_counter() - window_t
             budget.observe(window_n, dt)
-            tok_per_s = tokens_per_iter * window_n / dt
-            total = run.comm.from_root(budget.plan(run.it, time.perf_counter(), args.max_iters))
-            extra = f" | MFU {100 * tok_per_s * mfu[0] / (mfu[1] * run.comm.size):.1f}%" if mfu else ""
-            print(f"iter {run.it:5d}/{total} | loss {mean_loss:.4f} | lr {lr:.2e} | "
-                  f"{1000 * dt / window_n:.1f} ms/iter | {tok_per_s:,.0f} tok/s{extra} | "
-                  f"ETA {fmt_time(budget.eta(run.it, total))}", flush=True)
+            if run.it < total:                 # refit the plan, but never past its end
+                total = max(run.it, run.comm.from_root(budget.plan(run.it, time.perf_counter(),
+                                                                   args.max_iters)))
+            tok_per_s = _log_line(run, budget, total, lr, window_loss, window_n, dt, mfu)
             window_t, window_n, window_loss = time.perf_counter(), 0, 0.0
         if run.it % args.eval_interval == 0 and not run.comm.any(stop.requested):
             evaluate(run, lr, tok_per_s, budget)
             window_t += budget.eval_s              # the log window times training steps only
-    if run.comm.any(stop.requested):
+    stop.armed = False
+    stopped = run.comm.any(stop.requested)
+    if window_n and not stopped:               # the budget ended the run between log lines
+        tok_per_s = _log_line(run, budget, run.it, lr, window_loss, window_n,
+                              time.perf_counter() - window_t, mfu)
+    if stopped:
         if loss is not None and not math.isfinite(float(loss)):
             raise Diverged(f"the training loss is {float(loss)} at iter {run.it}")
         save(run)
-        print(f"interrupted at iter {run.it}: saved {run.path('ckpt.npz')}; continue with --resume",
-              file=sys.stderr)
-        return 130
+        name = signal.Signals(stop.signum).name
+        print(f"interrupted at iter {run.it} ({name}): saved {run.path('ckpt.npz')}; continue with "
+              f"--resume", file=sys.stderr)
+        return 128 + stop.signum
     if run.last_eval != run.it:
         evaluate(run, lr, tok_per_s, budget)
     return 0
@@ -288,6 +316,17 @@ def train(args, explicit, t0):
     check_start(args)
     if not args.resume:                        # a resumed run is checked with its saved flags
         check_args(args)
+    stop = StopOnSignal()
+    signums = [getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, n)]
+    comm = dist.world()
+    with contextlib.ExitStack() as held:
+        # rank 0 owns the out-dir, locked for the run; a refusal there stops every rank
+        comm.agree(lambda: held.enter_context(claim_dir(args.out_dir)) if comm.is_root else None)
+        held.enter_context(handling(stop, signums))
+        return _train(args, explicit, t0, stop)
+
+
+def _train(args, explicit, t0, stop):
     run = dist.world().agree(lambda: make_run(args, explicit, t0, check_args))  # fails on all ranks or none
     run.comm.check_same_data(run.tokenizer, run.train_tokens, run.val_tokens)
     cfg = run.model.config
@@ -297,17 +336,8 @@ def train(args, explicit, t0):
     budget_s = args.max_time * 60 - (run.elapsed0 if args.resume and "max_time" not in explicit else 0)
     budget = TimeBudget(t0 + budget_s if args.max_time else math.inf, args.eval_interval,
                         args.eval_iters, args.grad_accum, args.sample_tokens)
-    stop = _StopOnSigint()
-    in_main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGINT, stop) if in_main_thread else None
-    previous_term = signal.signal(signal.SIGTERM, stop) if in_main_thread else None
-    try:
-        with np.errstate(all="ignore"):        # a diverging loss is reported by the loop, once
-            status = train_loop(run, budget, stop)
-    finally:
-        if in_main_thread:
-            signal.signal(signal.SIGINT, previous)
-            signal.signal(signal.SIGTERM, previous_term)
+    with np.errstate(all="ignore"):            # a diverging loss is reported by the loop, once
+        status = train_loop(run, budget, stop)
     if status:
         return status
     print(f"done: {run.it} iterations in {fmt_time(time.perf_counter() - t0)}; best val loss "
@@ -327,8 +357,12 @@ def main(argv=None):
         return e.code
     try:
         return train(args, explicit, t0)
-    except (UsageError, data.DataError, CheckpointError, DeviceError, dist.DistError) as e:
-        print(f"error: {e}", file=sys.stderr)
+    except (UsageError, data.DataError, CheckpointError, DeviceError, FileError, dist.DistError) as e:
+        print(f"error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
+        return 2
+    except OSError as e:                       # the disk, not the flags: e.g. a file vanished
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"error: {where}{e.strerror or e}", file=sys.stderr)
         return 2
     except Diverged as e:
         ckpt = os.path.join(args.out_dir, "ckpt.npz")

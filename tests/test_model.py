@@ -217,3 +217,29 @@ def test_attention_weights_of_block_i_are_the_causal_softmax_of_its_queries_and_
         np.testing.assert_allclose(model.attention_weights(caches, i), expected, rtol=1e-9, atol=1e-15)
     with pytest.raises(IndexError):
         model.attention_weights(caches, TINY.n_layer)
+
+
+# ------------------------------------------------------------ ids outside the vocabulary
+
+@pytest.mark.parametrize("bad", [-1, -2, 10, 99])
+def test_an_input_id_outside_the_vocabulary_is_a_value_error(bad):
+    model = GPT(GPTConfig(vocab_size=10, block_size=8, n_layer=1, n_head=2, n_embd=8))
+    with pytest.raises(ValueError, match=f"token id {bad} is outside"):
+        model.forward(np.array([[bad, 2, 3]]))
+
+
+@pytest.mark.parametrize("bad", [-2, 10])
+def test_a_target_outside_the_vocabulary_is_a_value_error_and_only_minus_one_is_ignored(bad):
+    model = GPT(GPTConfig(vocab_size=10, block_size=8, n_layer=1, n_head=2, n_embd=8))
+    idx = np.array([[1, 2, 3]])
+    with pytest.raises(ValueError, match=f"target {bad} is outside"):
+        model.forward(idx, np.array([[bad, 2, 3]]))
+    logits, ignored, _ = model.forward(idx, np.array([[-1, 2, 3]]))
+    logp = logits[0] - np.log(np.exp(logits[0]).sum(-1, keepdims=True))
+    assert np.isclose(float(ignored), -(logp[1, 2] + logp[2, 3]) / 2, rtol=1e-5)
+
+
+def test_float_ids_are_a_value_error():
+    model = GPT(GPTConfig(vocab_size=10, block_size=8, n_layer=1, n_head=2, n_embd=8))
+    with pytest.raises(ValueError, match="integer"):
+        model.forward(np.array([[1.0, 2.0]]))
