@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import data
+from . import data, task
 from .backend import default_rng, enable_tf32, resolve_device, xp_for
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .model import GPT, GPTConfig
@@ -143,7 +143,11 @@ def make_run(args, explicit, t0, check=lambda args: None):
     model, tokenizer, ck = start_state(args, explicit, os.path.join(args.out_dir, "ckpt.npz"))
     check(args)
     os.makedirs(args.out_dir, exist_ok=True)
-    tokens, tokenizer = load_data(args, tokenizer)
+    if task.is_task_file(args.file):           # prompt/completion pairs: one example per row
+        source = args.init_from or args.init_from_pretrained or (args.resume and os.path.join(args.out_dir, "ckpt.npz"))
+        tokens, tokenizer = task.load_task(args, tokenizer, model, source, resumed=ck is not None)
+    else:
+        tokens, tokenizer = load_data(args, tokenizer)
     if model is None:
         model = GPT(GPTConfig(vocab_size=tokenizer.vocab_size, block_size=args.block_size,
                               n_layer=args.n_layer, n_head=args.n_head, n_embd=args.n_embd,
