@@ -18,6 +18,7 @@ logits the example gives alone. An example longer than the block size is
 refused (with the count and the --block-size that would fit), never cut.
 """
 import json
+import time
 from collections import defaultdict
 
 import numpy as np
@@ -204,6 +205,14 @@ def exact_match(model, examples, n, tokenizer):
         text = None if ans is None else tokenizer.decode(ans)
         results.append((examples.prompts[i], examples.completions[i], text, text == examples.completions[i]))
     return sum(r[3] for r in results) / max(n, 1), results
+
+
+def answer_time(run, n):
+    """(n, seconds per answer): a time budget's reserve for answering n held-out prompts,
+    timed on a few of them now (an over-estimate: a larger eval batches more prompts)."""
+    t, k = time.perf_counter(), min(4, len(run.val_tokens))
+    exact_match(run.model, run.val_tokens, k, run.tokenizer)
+    return n, (time.perf_counter() - t) / k
 
 
 def format_answers(results, k=3):

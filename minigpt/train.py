@@ -295,6 +295,8 @@ def train(args, explicit, t0):
     budget_s = args.max_time * 60 - (run.elapsed0 if args.resume and "max_time" not in explicit else 0)
     budget = TimeBudget(t0 + budget_s if args.max_time else math.inf, args.eval_interval,
                         args.eval_iters, args.grad_accum, args.sample_tokens)
+    if isinstance(run.val_tokens, task.Examples):     # keep time for the final eval's answers
+        budget.sample_tokens, budget.sample_s_per_token = task.answer_time(run, args.eval_examples + 8)
     stop = _StopOnSigint()
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGINT, stop) if in_main_thread else None
