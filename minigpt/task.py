@@ -208,11 +208,16 @@ def exact_match(model, examples, n, tokenizer):
 
 
 def answer_time(run, n):
-    """(n, seconds per answer): a time budget's reserve for answering n held-out prompts,
-    timed on a few of them now (an over-estimate: a larger eval batches more prompts)."""
-    t, k = time.perf_counter(), min(4, len(run.val_tokens))
-    exact_match(run.model, run.val_tokens, k, run.tokenizer)
-    return n, (time.perf_counter() - t) / k
+    """Seconds that answering the first n held-out prompts should take, for a time budget:
+    one greedy step, timed now, times the steps: the longest training answer (with its
+    end marker) for each group of equal-length prompts."""
+    val, train = run.val_tokens[:n], run.train_tokens
+    steps = len(set(val.n_prompt.tolist())) * max(len(s) - p for s, p in zip(train.ids, train.n_prompt))
+    prompt = val.ids[0][None, :val.n_prompt[0]]
+    t = time.perf_counter()
+    for _ in generate_tokens(run.model, prompt, 4, temperature=0):
+        pass
+    return steps * (time.perf_counter() - t) / 4
 
 
 def format_answers(results, k=3):

@@ -296,7 +296,7 @@ def train(args, explicit, t0):
     budget = TimeBudget(t0 + budget_s if args.max_time else math.inf, args.eval_interval,
                         args.eval_iters, args.grad_accum, args.sample_tokens)
     if isinstance(run.val_tokens, task.Examples):     # keep time for the final eval's answers
-        budget.sample_tokens, budget.sample_s_per_token = task.answer_time(run, args.eval_examples + 8)
+        budget.margin_s += task.answer_time(run, args.eval_examples + 8)
     stop = _StopOnSigint()
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGINT, stop) if in_main_thread else None
@@ -310,7 +310,7 @@ def train(args, explicit, t0):
         return status
     print(f"done: {run.it} iterations in {fmt_time(time.perf_counter() - t0)}; best val loss "
           f"{run.best:.4f} (over {args.eval_iters} batches); checkpoint {run.path('ckpt.npz')}")
-    if "exact_match" in run.records[-1]:
+    if run.records and "exact_match" in run.records[-1]:
         r = run.records[-1]
         print(f"exact match on {r['eval_examples']} held-out examples: {100 * r['exact_match']:.1f}%")
     if args.sample_tokens and isinstance(run.val_tokens, task.Examples):
