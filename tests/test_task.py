@@ -221,3 +221,13 @@ def test_an_over_long_example_from_a_checkpoint_names_the_checkpoint(tmp_path, c
                  "--max-iters", "1"]) == 2
     err = capsys.readouterr().err
     assert "longer than the block size 8" in err and "fixed by" in err and "pre.npz: shorten them" in err
+
+
+def test_a_resumed_task_run_equals_an_uninterrupted_one(tmp_path):
+    path = write_jsonl(tmp_path / "task.jsonl", PAIRS * 3)
+    flags = ["--eval-interval", "2", "--sample-tokens", "0"]
+    assert run_train(path, tmp_path / "a", "--max-iters", "4", *flags) == 0
+    assert run_train(path, tmp_path / "b", "--max-iters", "2", *flags) == 0
+    assert run_train(path, tmp_path / "b", "--max-iters", "4", "--resume", *flags) == 0
+    a, b = (load_checkpoint(tmp_path / d / "ckpt.npz")["model"].params for d in "ab")
+    assert all(np.array_equal(a[k], b[k]) for k in a)
