@@ -190,6 +190,31 @@ class GPT:
         x = x + y                                  # residual 2
         return x, (c_ln1, c_qkv, c_att, c_proj, c_drop1, c_ln2, c_fc, c_gelu, c_mproj, c_drop2)
 
+    # ------------------------------------------------------------ what the caches hold
+    # forward's caches: [embedding, dropout, block 0 .. block n_layer-1, ln_f, head input, loss];
+    # a block's: (ln_1, c_attn, attention, c_proj, dropout, ln_2, c_fc, gelu, mlp c_proj, dropout).
+    # These two read them by name, so a lesson never indexes the list.
+
+    def attention_weights(self, caches, i):
+        """Block i's attention weights (B, nh, T, T) from forward's caches: row t is how
+        position t spreads its attention over positions 0..t (before attention dropout)."""
+        return caches[2 + self._block_index(i)][2][3]
+
+    def residual_stream(self, caches, i):
+        """The residual stream (B, T, C) entering block i, from forward's caches: i = 0 is the
+        embeddings, i = n_layer the stream after the last block (what ln_f normalises)."""
+        n = self.config.n_layer
+        if not 0 <= i <= n:
+            raise IndexError(f"residual stream {i}: the model has streams 0..{n}")
+        B, T = caches[0][0].shape                  # the token ids
+        ln = caches[2 + i][0] if i < n else caches[2 + n]
+        return ln[0].reshape(B, T, -1)             # the LayerNorm's input (cached as (B*T, C))
+
+    def _block_index(self, i):
+        if not 0 <= i < self.config.n_layer:
+            raise IndexError(f"block {i}: the model has blocks 0..{self.config.n_layer - 1}")
+        return i
+
     # ------------------------------------------------------------ backward
 
     def backward(self, caches):
