@@ -127,9 +127,12 @@ def check_length(tokens, block_size, path, val_fraction=VAL_FRACTION):
 def get_batch(data, batch_size, block_size, rng):
     """A random batch of contiguous windows from a 1-D token array (or memmap).
 
-    data: (N,) ids with N > block_size; rng: a numpy Generator (host side).
+    data: (N,) ids with N > block_size, or task examples (minigpt.task.Examples,
+    one padded example per row); rng: a numpy Generator (host side).
     Returns x, y: (B, T) int64, where y is x shifted one token to the left.
     """
+    if hasattr(data, "get_batch"):              # task examples pad and mask their own rows
+        return data.get_batch(batch_size, block_size, rng)
     starts = rng.integers(0, len(data) - block_size, size=batch_size)
     window = starts[:, None] + np.arange(block_size + 1)      # (B, T + 1)
     chunk = np.asarray(data[window], dtype=np.int64)

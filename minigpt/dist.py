@@ -247,9 +247,10 @@ class MPIWorld(Solo):
             status = main()
         except BaseException:                  # a crash: print it and end every rank now
             sys.stdout, sys.stderr = saved
-            sys.stderr.write(held.getvalue())
-            traceback.print_exc()
-            sys.stderr.flush()
+            sys.stdout.flush()
+            report = (held.getvalue() + traceback.format_exc()).encode("utf-8", "replace")
+            os.write(2, report)                # one write, so the launcher forwards it whole
+            time.sleep(0.2)                    # and has a moment to, before the abort
             self.comm.Abort(1)
         finally:
             sys.stdout, sys.stderr = saved

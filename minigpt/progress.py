@@ -134,6 +134,13 @@ def plot_losses(path, records):
     ax.set_xlabel("iteration")
     ax.set_ylabel("loss (nats per token)")
     ax.grid(alpha=0.3)
+    if any("exact_match" in r for r in records):      # a task run: its held-out accuracy too
+        acc = [(r["iter"], 100 * r["exact_match"]) for r in records if "exact_match" in r]
+        ax2 = ax.twinx()
+        ax2.plot(*zip(*acc), "^-", color="tab:green", label="exact match (held out)")
+        ax2.set_ylim(-2, 102)
+        ax2.set_ylabel("exact match (%)")
+        ax2.legend(loc="upper center")
     ax.legend()
     atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=100))
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import data
+from . import data, task
 from .backend import default_rng, enable_tf32, resolve_device, xp_for
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .dist import Solo, world
@@ -204,7 +204,11 @@ def make_run(args, explicit, t0, check=lambda args: None):
         for name in ("metrics.jsonl", "loss.png"):
             if os.path.isfile(os.path.join(args.out_dir, name)):
                 os.remove(os.path.join(args.out_dir, name))
-    tokens, tokenizer, digest = comm.root_first(lambda: load_data(args, tokenizer))  # rank 0 writes the cache
+    if task.is_task_file(args.file):           # prompt/completion pairs: one example per row
+        source = args.init_from or args.init_from_pretrained or (args.resume and os.path.join(args.out_dir, "ckpt.npz"))
+        tokens, tokenizer, digest = task.load_task(args, tokenizer, model, source, resumed=ck is not None)
+    else:                                      # rank 0 writes the token cache, then the others read it
+        tokens, tokenizer, digest = comm.root_first(lambda: load_data(args, tokenizer))
     if ck is not None:
         _check_same_text(args, ck, digest)
     if model is None:

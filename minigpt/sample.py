@@ -223,7 +223,8 @@ def build_parser():
     p.add_argument("--stop", action="append", default=[], metavar="TEXT",
                    help="stop a sample when this text appears (not printed); repeatable")
     p.add_argument("--ignore-eot", action="store_true",
-                   help="keep going past <|endoftext|> instead of stopping there")
+                   help="keep going past <|endoftext|> (or a task model's end marker, a newline for "
+                        "char tokenizers) instead of stopping there")
     p.add_argument("--no-cache", action="store_true",
                    help="recompute the whole context each step (slower; same tokens)")
     p.add_argument("--device", choices=["cpu", "cuda", "auto"], default="auto",
@@ -245,9 +246,11 @@ def _load(args):
     device = resolve_device(args.device)           # before loading: a device error comes first
     if args.tf32:
         enable_tf32(device)
+    marker = None                                  # a task model's end marker (docs/finetune.md)
     if args.ckpt is not None:
-        from .checkpoint import load_model
-        model, tokenizer = load_model(args.ckpt)
+        from .checkpoint import load_checkpoint
+        ck = load_checkpoint(args.ckpt, optimizer=False)    # the AdamW moments are not needed
+        model, tokenizer, marker = ck["model"], ck["tokenizer"], (ck["train_args"] or {}).get("end_marker")
         if tokenizer is None:
             raise ValueError(f"{args.ckpt} holds no tokenizer, so a prompt cannot be encoded")
     else:
@@ -255,6 +258,7 @@ def _load(args):
         model, tokenizer = load_pretrained(args.pretrained)
     model.to(device)
     eot = eot_id(tokenizer)
+    end = eot if eot is not None or not isinstance(marker, str) else _single_id(tokenizer, marker)
     if args.prompt:
         try:
             ids = (tokenizer.encode(args.prompt, allowed_special="all") if eot is not None
@@ -270,7 +274,16 @@ def _load(args):
             raise ValueError("give a --prompt: this tokenizer has no newline to start from") from None
     if not ids:
         raise ValueError("the prompt encodes to no tokens")
-    return model, tokenizer, ids
+    return model, tokenizer, ids, end
+
+
+def _single_id(tokenizer, text):
+    """The id of a one-token text (a task model's end marker), or None."""
+    try:
+        ids = tokenizer.encode(text)
+    except (KeyError, ValueError):
+        return None
+    return ids[0] if len(ids) == 1 else None
 
 
 def main(argv=None):
@@ -291,9 +304,9 @@ def _sample(args):
     """Load, then print each sample as it is generated; returns the exit status."""
     if sys.stdout is None:
         raise ValueError("standard output is closed: there is nowhere to print the sample")
-    model, tokenizer, ids = _load(args)
+    model, tokenizer, ids, end = _load(args)
     temperature = 0.0 if args.greedy else args.temperature
-    eot = None if args.ignore_eot else eot_id(tokenizer)
+    eot = None if args.ignore_eot else end
     rng = np.random.default_rng(args.seed)
     out = sys.stdout
     try:

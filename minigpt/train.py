@@ -20,7 +20,7 @@ import time
 
 import numpy as np
 
-from . import data, dist
+from . import data, dist, task
 from .backend import DeviceError
 from .checkpoint import CheckpointError
 from .fileio import FileError, claim_dir
@@ -39,7 +39,9 @@ def build_parser():
     """The command line, with the defaults chosen for a 2-core laptop CPU."""
     p = _Parser(prog="python -m minigpt.train", description=__doc__.split("\n\n")[0])
     d = " (default: %(default)s)"
-    p.add_argument("file", help="UTF-8 text file to train on")
+    p.add_argument("file", help="UTF-8 text file to train on, or a .jsonl file of task examples, one "
+                   '{"prompt": ..., "completion": ...} per line: the loss counts the completion and the '
+                   "end marker, <|endoftext|> for --tokenizer gpt2, a newline otherwise (see docs/finetune.md)")
     p.add_argument("--out-dir", default="out", metavar="DIR",
                    help="folder for ckpt.npz, metrics.jsonl, loss.png and the token cache" + d)
     p.add_argument("--overwrite", action="store_true", help="start afresh even if DIR/ckpt.npz exists")
@@ -83,6 +85,9 @@ def build_parser():
                    help="steps between evals (each saves the checkpoint); the run also ends with one" + d)
     g.add_argument("--eval-iters", type=int, default=100, metavar="N",
                    help="batches per split that each eval averages the loss over" + d)
+    g.add_argument("--eval-examples", type=int, default=100, metavar="N",
+                   help="for a .jsonl task: held-out examples answered greedily and scored for exact "
+                        "match at each eval" + d)
     g.add_argument("--sample-tokens", type=int, default=400, metavar="N",
                    help="length of the sample printed at the end; 0: no samples" + d)
     g.add_argument("--seed", type=int, default=1337, help="seed for the weights, batches and dropout" + d)
@@ -107,7 +112,7 @@ def check_args(args):
     """UsageError for any flag value that cannot work."""
     check_types(args, build_parser())
     positive = ("n_layer", "n_head", "n_embd", "block_size", "batch_size", "grad_accum",
-                "log_interval", "eval_interval", "eval_iters")
+                "log_interval", "eval_interval", "eval_iters", "eval_examples")
     for name in positive + (("max_iters",) if args.max_iters is not None else ()):
         if getattr(args, name) < 1:
             raise UsageError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
@@ -207,17 +212,25 @@ def evaluate(run, lr, tok_per_s, budget):
         if not math.isfinite(loss):
             raise Diverged(f"the eval loss is {loss} at iter {run.it}")
     run.best = min(run.best, val_loss)
-    run.records.append({"iter": run.it, "train_loss": train_loss, "val_loss": val_loss, "lr": lr,
-                        "elapsed_s": round(run.elapsed(), 2), "tokens_per_s": round(tok_per_s)})
+    record, scored = {"iter": run.it, "train_loss": train_loss, "val_loss": val_loss, "lr": lr,
+                      "elapsed_s": round(run.elapsed(), 2), "tokens_per_s": round(tok_per_s)}, None
+    if isinstance(run.val_tokens, task.Examples):         # a task: score greedy answers too
+        accuracy, scored = task.exact_match(run.model, run.val_tokens, run.args.eval_examples, run.tokenizer)
+        record.update(exact_match=accuracy, eval_examples=len(scored))
+    run.records.append(record)
     save(run)                                  # first: metrics.jsonl never runs ahead of it
     if run.comm.is_root:                       # rank 0 owns the files
         write_metrics(run.path("metrics.jsonl"), run.records)
         plot_losses(run.path("loss.png"), run.records)
     run.last_eval = run.it
     print(f"eval iter {run.it}: train {train_loss:.4f}, val {val_loss:.4f} (best {run.best:.4f}) "
-          f"over {run.args.eval_iters} batches; saved {run.path('ckpt.npz')}")
+          f"over {run.args.eval_iters} batches"
+          + (f"; exact match {100 * accuracy:.1f}% of {len(scored)} held out" if scored else "")
+          + f"; saved {run.path('ckpt.npz')}")
     n = min(run.args.sample_tokens, 100) if run.comm.is_root else 0
-    if n:
+    if scored and n:
+        print("\n".join("  | " + line for line in task.format_answers(scored, 3)))
+    elif n:
         ts = time.perf_counter()
         print("  | " + sample_text(run, n, run.args.seed).replace("\n", "\n  | "))
         budget.sample_s_per_token = (time.perf_counter() - ts) / n
@@ -336,13 +349,21 @@ def _train(args, explicit, t0, stop):
     budget_s = args.max_time * 60 - (run.elapsed0 if args.resume and "max_time" not in explicit else 0)
     budget = TimeBudget(t0 + budget_s if args.max_time else math.inf, args.eval_interval,
                         args.eval_iters, args.grad_accum, args.sample_tokens)
+    if isinstance(run.val_tokens, task.Examples):     # keep time for the final eval's answers
+        budget.margin_s += task.answer_time(run, args.eval_examples + 8)
     with np.errstate(all="ignore"):            # a diverging loss is reported by the loop, once
         status = train_loop(run, budget, stop)
     if status:
         return status
     print(f"done: {run.it} iterations in {fmt_time(time.perf_counter() - t0)}; best val loss "
           f"{run.best:.4f} (over {args.eval_iters} batches); checkpoint {run.path('ckpt.npz')}")
-    if args.sample_tokens and run.comm.is_root:
+    if run.records and "exact_match" in run.records[-1]:
+        r = run.records[-1]
+        print(f"exact match on {r['eval_examples']} held-out examples: {100 * r['exact_match']:.1f}%")
+    if args.sample_tokens and run.comm.is_root and isinstance(run.val_tokens, task.Examples):
+        accuracy, scored = task.exact_match(run.model, run.val_tokens, 8, run.tokenizer)
+        print("--- greedy answers to 8 held-out prompts ---\n" + "\n".join(task.format_answers(scored, 8)))
+    elif args.sample_tokens and run.comm.is_root:
         print(f"--- sample ({args.sample_tokens} tokens) ---")
         print(sample_text(run, args.sample_tokens, args.seed + 1))
     return 0
