@@ -238,12 +238,12 @@ class GPT:
 
     # ------------------------------------------------------------ backward
 
-    def backward(self, caches):
-        """Gradients of the mean loss for every parameter: a dict with the keys of `params`."""
+    def backward(self, caches, dloss=1.0):
+        """Gradients of dloss * the mean loss for every parameter: a dict with the keys of `params`."""
         cfg, P = self.config, self.params
         grads = {}
         c_emb, c_drop, *c_blocks, c_lnf, x_final, c_ce = caches
-        dlogits = L.cross_entropy_backward(1.0, c_ce)             # (B, T, V)
+        dlogits = L.cross_entropy_backward(dloss, c_ce)           # (B, T, V)
         dx, dwte_head = self._head_backward(dlogits, x_final)
         dx, grads["ln_f.weight"], dlnf_b = L.layernorm_backward(dx, c_lnf)
         if cfg.bias:

@@ -160,10 +160,11 @@ def train_step(run, lr):
     args, xp, model = run.args, run.xp, run.model
     grads, loss = None, 0.0
     for _ in range(args.grad_accum):
-        x, y = run.comm.shard(*data.get_batch(run.train_tokens, args.batch_size * run.comm.size,
-                                              args.block_size, run.batch_rng))  # rank r's rows
+        x, y, share = _rows(run, data.get_batch(run.train_tokens, args.batch_size * run.comm.size,
+                                                args.block_size, run.batch_rng))
         _, micro_loss, cache = model.forward(xp.asarray(x), xp.asarray(y), train=True, rng=run.dropout_rng)
-        g = model.backward(cache)
+        micro_loss = micro_loss * share
+        g = model.backward(cache, dloss=share)
         if grads is None:
             grads = g
         else:
@@ -180,15 +181,26 @@ def train_step(run, lr):
     return loss
 
 
+def _rows(run, batch):
+    """This rank's rows (x, y) of a global batch, and its share of the batch's mean loss.
+
+    The share is 1 for text. For task examples, whose ignored targets (-1) differ from row to
+    row, it is size * (this rank's counted targets) / (the batch's), so the mean over ranks
+    of share * (this rank's mean loss) is the whole batch's mean, as on one process."""
+    x, y = run.comm.shard(*batch)
+    counted, total = np.count_nonzero(y != -1), np.count_nonzero(batch[1] != -1)
+    return x, y, (run.comm.size * counted / total if total and counted != total / run.comm.size else 1.0)
+
+
 def estimate_loss(run, tokens):
     """Mean loss over args.eval_iters fixed batches (the same ones at every eval; each rank
     takes its rows of every batch)."""
     args, rng = run.args, np.random.default_rng([run.args.seed, 7])
     total = 0.0
     for _ in range(args.eval_iters):
-        x, y = run.comm.shard(*data.get_batch(tokens, args.batch_size * run.comm.size, args.block_size, rng))
+        x, y, share = _rows(run, data.get_batch(tokens, args.batch_size * run.comm.size, args.block_size, rng))
         _, loss, _ = run.model.forward(run.xp.asarray(x), run.xp.asarray(y), train=False)
-        total = total + loss
+        total = total + loss * share
     return float(run.comm.mean(total)) / args.eval_iters
 
 
@@ -341,7 +353,7 @@ def train(args, explicit, t0):
 
 def _train(args, explicit, t0, stop):
     run = dist.world().agree(lambda: make_run(args, explicit, t0, check_args))  # fails on all ranks or none
-    run.comm.check_same_data(run.tokenizer, run.train_tokens, run.val_tokens)
+    run.comm.check_same_data(run.tokenizer, run.text_sha256)
     cfg = run.model.config
     print(f"model: {run.model.num_params():,} parameters: {cfg.n_layer} layers, {cfg.n_head} heads, "
           f"{cfg.n_embd} wide, block {cfg.block_size}, on {run.model.device}")

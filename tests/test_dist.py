@@ -225,9 +225,9 @@ try:
 except RuntimeError as e:
     print(f"rank {w.rank}: {e}")
 tok = build_tokenizer("char", "abc")
-w.check_same_data(tok, np.arange(10**6))
+w.check_same_data(tok, "ab" * 32)
 try:
-    w.check_same_data(tok, np.arange(10**6) + (w.rank == 1))     # another text on rank 1
+    w.check_same_data(tok, "ab" * 32 if w.rank == 0 else "cd" * 32)    # another text on rank 1
 except DistError as e:
     print(f"rank {w.rank}: {e}")
 """
@@ -258,3 +258,17 @@ def test_a_launcher_with_two_ranks_but_no_mpi4py_is_one_clear_error(monkeypatch)
     assert isinstance(dist.world({"PMI_SIZE": "1", "PMI_RANK": "0"}), dist.Solo)   # mpiexec -n 1
     monkeypatch.setattr(dist, "_world", None)
     assert isinstance(dist.world({}), dist.Solo) and not dist.launched_by_mpi({"HOME": "/root"})
+
+
+def test_a_task_file_trains_on_two_ranks_as_on_one_process_of_twice_the_batch(mpiexec, tmp_path):
+    examples = tmp_path / "task.jsonl"
+    lines = [json.dumps({"prompt": f"{n} plus one: ", "completion": str(n + 1)}) for n in range(60)]
+    examples.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    flags = ["--batch-size", "3", "--max-iters", "20", "--eval-examples", "4"]
+    ref = tmp_path / "one"
+    assert main([str(examples), "--out-dir", str(ref), *TINY, "--batch-size", "6", *flags[2:]]) == 0
+    r = train_job(mpiexec, 2, examples, tmp_path / "two", *flags)
+    assert r.returncode == 0, r.stderr
+    assert_same_run(tmp_path / "two", ref)
+    record = json.loads((tmp_path / "two" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert record["eval_examples"] == 4 and 0 <= record["exact_match"] <= 1
