@@ -97,6 +97,16 @@ def resolve_device(device):
     raise DeviceError(f"unknown device {device!r}: choose cpu, cuda or auto")
 
 
+def select_gpu(n):
+    """Make GPU n % device_count the current one (one process per GPU); its index, or None without one."""
+    if not gpu_available():
+        return None
+    cupy = _cupy()
+    index = n % cupy.cuda.runtime.getDeviceCount()
+    cupy.cuda.Device(index).use()
+    return index
+
+
 def xp_for(device):
     """Return the array module for a device name ("cpu", "cuda" or "auto")."""
     return _cupy() if resolve_device(device) == "cuda" else np

@@ -7,10 +7,10 @@ the 50,000 merges in rank order ("Ġ t" on a line merges " " and "t"), and merge
 r makes id 256 + r. Ids 0..255 are the single bytes, but in the order of the
 printable characters, not byte order: `byte_ids[b]` is the id of byte b.
 """
-import json
 from pathlib import Path
 
 from .bpe_train import N_BYTES
+from .fileio import loads_json
 
 ENDOFTEXT = "<|endoftext|>"
 GPT2_ASSETS = Path(__file__).parent / "assets" / "gpt2"
@@ -48,7 +48,7 @@ def read_gpt2_files(encoder_json=None, vocab_bpe=None):
     encoder_json = Path(encoder_json or GPT2_ASSETS / "encoder.json")
     vocab_bpe = Path(vocab_bpe or GPT2_ASSETS / "vocab.bpe")
     try:
-        encoder = json.loads(encoder_json.read_text(encoding="utf-8"))
+        encoder = loads_json(encoder_json.read_text(encoding="utf-8"))
         lines = vocab_bpe.read_text(encoding="utf-8").splitlines()
         merge_lines = [line for line in lines if line and not line.startswith("#version")]
         merges = {}

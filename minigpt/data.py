@@ -1,6 +1,6 @@
 """From a text file to training batches, all on the host in NumPy.
 
-    text = read_text("shakespeare.txt")           # checked: exists, is a file, UTF-8, not empty
+    text = read_text("shakespeare.txt")           # checked: exists, UTF-8, not empty; read once
     tokens = encode(text, tokenizer)              # (N,) uint16 when the vocabulary fits
     train, val = split(tokens)                    # first 90% / last 10%
     x, y = get_batch(train, 12, 64, rng)          # (B, T) inputs and next-token targets
@@ -9,12 +9,14 @@
 tokenizer that made them) in the output folder as a raw `.bin` file that
 `np.memmap` opens, so a second run on the same file does not re-tokenize.
 """
+import hashlib
 import json
 import os
+import stat
 
 import numpy as np
 
-from .fileio import atomic_write, file_digest
+from .fileio import FileError, atomic_write, file_digest, loads_json, read_bytes
 
 VAL_FRACTION = 0.1
 CACHE_VERSION = 1
@@ -28,18 +30,26 @@ class DataError(ValueError):
 def read_text(path):
     """The contents of a UTF-8 text file, or DataError with a one-line reason.
 
-    A leading byte-order mark is dropped. Returns a str (never empty).
+    The file is read once, so a pipe or `<(cat f.txt)` works. A leading
+    byte-order mark is dropped. Returns a str (never empty).
     """
+    return _decode(read_raw(path), path)
+
+
+def read_raw(path):
+    """The bytes of a text file (or pipe), read once; DataError for a missing path or a folder."""
     path = os.fspath(path)
-    if not os.path.exists(path):
-        raise DataError(f"no such file: {path}")
     if os.path.isdir(path):
         raise DataError(f"{path} is a directory: give a text file, e.g. shakespeare.txt")
+    if os.path.exists(path) and (stat.S_ISCHR(os.stat(path).st_mode) or stat.S_ISBLK(os.stat(path).st_mode)):
+        raise DataError(f"{path} is a device, not a text file (a pipe or a file works)")
     try:
-        with open(path, "rb") as f:
-            raw = f.read()
-    except OSError as e:
-        raise DataError(f"cannot read {path}: {e.strerror or e}")
+        return read_bytes(path)
+    except FileError as e:
+        raise DataError(str(e)) from None
+
+
+def _decode(raw, path):
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -117,9 +127,12 @@ def check_length(tokens, block_size, path, val_fraction=VAL_FRACTION):
 def get_batch(data, batch_size, block_size, rng):
     """A random batch of contiguous windows from a 1-D token array (or memmap).
 
-    data: (N,) ids with N > block_size; rng: a numpy Generator (host side).
+    data: (N,) ids with N > block_size, or task examples (minigpt.task.Examples,
+    one padded example per row); rng: a numpy Generator (host side).
     Returns x, y: (B, T) int64, where y is x shifted one token to the left.
     """
+    if hasattr(data, "get_batch"):              # task examples pad and mask their own rows
+        return data.get_batch(batch_size, block_size, rng)
     starts = rng.integers(0, len(data) - block_size, size=batch_size)
     window = starts[:, None] + np.arange(block_size + 1)      # (B, T + 1)
     chunk = np.asarray(data[window], dtype=np.int64)
@@ -127,49 +140,55 @@ def get_batch(data, batch_size, block_size, rng):
 
 
 def load_corpus(path, cache_dir, make_tokenizer=None, key=None, tokenizer=None):
-    """Read, tokenize and cache a text file; a second call on the same file reuses the
-    cache instead of reading the text or building the tokenizer again.
+    """Read (once), tokenize and cache a text file; a second call on the same file reuses
+    the cache instead of tokenizing the text or building the tokenizer again.
 
     Give either make_tokenizer(text) -> tokenizer with `key`, a JSON-able
     description of how it is made (e.g. {"kind": "char"}), or a ready `tokenizer`.
-    Returns (tokens (N,) array or memmap, tokenizer, from_cache bool). The cache
-    is `<cache_dir>/tokens.bin` (raw ids) plus `tokens.json`, which records the
-    file's SHA-256, the key and the tokenizer that made the ids.
+    Returns (tokens (N,) array or memmap, tokenizer, from_cache bool, the text's
+    SHA-256). The cache is `<cache_dir>/tokens.bin` (raw ids) plus `tokens.json`,
+    which records the text's SHA-256, the key, the tokenizer that made the ids
+    and the SHA-256 of tokens.bin; a cache whose tokens.bin does not match it,
+    or holds an id outside the vocabulary, is rebuilt, never trusted.
     """
-    if not os.path.isfile(path):
-        read_text(path)                  # raises the clear error for a missing path or a folder
+    raw = read_raw(path)
+    ident = {"version": CACHE_VERSION, "sha256": hashlib.sha256(raw).hexdigest()}
     bin_path, meta_path = os.path.join(cache_dir, "tokens.bin"), os.path.join(cache_dir, "tokens.json")
-    try:
-        ident = {"version": CACHE_VERSION, "sha256": file_digest(path)}
-    except OSError as e:
-        raise DataError(f"cannot read {path}: {e.strerror or e}")
     wanted = dict(ident, tokenizer=tokenizer.to_json()) if tokenizer is not None else dict(ident, key=key)
     cached = _read_cache(bin_path, meta_path, wanted)
     if cached is not None:
-        return cached[0], cached[1], True
-    text = read_text(path)
+        return cached[0], cached[1], True, ident["sha256"]
+    text = _decode(raw, path)
+    del raw
     if tokenizer is None:
         tokenizer = make_tokenizer(text)
     tokens = encode(text, tokenizer)
     os.makedirs(cache_dir, exist_ok=True)
     atomic_write(bin_path, tokens.tofile)
-    meta = dict(ident, key=key, dtype=tokens.dtype.name, count=int(len(tokens)), tokenizer=tokenizer.to_json())
+    meta = dict(ident, key=key, dtype=tokens.dtype.name, count=int(len(tokens)),
+                tokenizer=tokenizer.to_json(), tokens_sha256=hashlib.sha256(tokens.tobytes()).hexdigest())
     atomic_write(meta_path, lambda f: f.write(json.dumps(meta).encode("utf-8")))
-    return tokens, tokenizer, False
+    return tokens, tokenizer, False, ident["sha256"]
 
 
 def _read_cache(bin_path, meta_path, wanted):
-    """(memmap, tokenizer) from an intact cache whose metadata has every `wanted` entry; else None."""
+    """(memmap, tokenizer) from an intact cache whose metadata has every `wanted` entry, whose
+    tokens.bin has the recorded digest and whose ids all fit the vocabulary; else None."""
     try:
         with open(meta_path, encoding="utf-8") as f:
-            meta = json.load(f)
-        if any(meta.get(k) != v for k, v in wanted.items()):
+            meta = loads_json(f.read())
+        if not isinstance(meta, dict) or any(meta.get(k) != v for k, v in wanted.items()):
             return None
         dtype = np.dtype(meta["dtype"])
-        if os.path.getsize(bin_path) != meta["count"] * dtype.itemsize or meta["count"] == 0:
+        if (dtype not in (np.uint16, np.uint32) or not isinstance(meta["count"], int) or meta["count"] < 1
+                or os.path.getsize(bin_path) != meta["count"] * dtype.itemsize
+                or file_digest(bin_path) != meta["tokens_sha256"]):
             return None
         from .tokenizer import tokenizer_from_json
         tokenizer = tokenizer_from_json(meta["tokenizer"])
-        return np.memmap(bin_path, dtype=dtype, mode="r"), tokenizer
+        tokens = np.memmap(bin_path, dtype=dtype, mode="r")
+        if int(tokens.max()) >= tokenizer.vocab_size:
+            return None
+        return tokens, tokenizer
     except (OSError, ValueError, KeyError, TypeError):
         return None

@@ -1,17 +1,42 @@
-"""Writing files so that nothing is ever half-written, and hashing what is read.
+"""The one safe way to write a file, and safe ways to read one.
 
-    atomic_write("out/ckpt.npz", lambda f: np.savez(f, **arrays))
+    with claim_dir("out"):                         # writable? locked against a second run;
+        atomic_write("out/ckpt.npz", lambda f: np.savez(f, **arrays))   # stale temporaries gone
     file_digest("shakespeare.txt")                 # 'd3c4...': SHA-256 of the bytes
+    loads_json(text)                               # json.loads, refusing absurd nesting
+    read_bytes(path)                               # a file, a pipe or /dev/fd/63, read once
+    require_regular_file(path, "checkpoint")       # refuses a FIFO (which would hang) unopened
 
 Every file minigpt writes (checkpoints, the token cache, metrics, plots,
 safetensors exports) goes through `atomic_write`: a crash, a kill or a full
-disk midway leaves the previous file as it was.
+disk midway leaves the previous file as it was. Writing fails with a
+`FileError`, whose message is one line naming the file and the reason.
 """
 import hashlib
+import json
 import os
+import re
+import stat
 import tempfile
+from contextlib import contextmanager
+
+try:
+    import fcntl                               # POSIX; elsewhere the out-dir is not locked
+except ImportError:                            # pragma: no cover
+    fcntl = None
 
 TMP_PREFIX = ".tmp-"           # minigpt's own temporary files start with this
+LOCK_NAME = ".minigpt.lock"    # held (flock) by the run writing into a folder
+MAX_JSON_DEPTH = 100           # deeper JSON is refused (no minigpt file nests more than 4)
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+
+
+class FileError(OSError):
+    """A file or folder minigpt cannot safely read or write; the message says which and why."""
+
+
+def _reason(e):
+    return e.strerror or str(e) or type(e).__name__
 
 
 def file_digest(path):
@@ -26,13 +51,15 @@ def file_digest(path):
 def atomic_write(path, write):
     """Replace `path` all at once: call write(f) on a temporary file in the same folder,
     flush it to disk, then rename it over `path`. A crash or a full disk midway leaves
-    the old file intact and no temporary file behind.
+    the old file intact and no temporary file behind (a kill -9 leaves a temporary
+    file, which `claim_dir` removes at the next run). An OSError becomes a FileError.
 
     write: a function of one binary file object, e.g. `lambda f: f.write(b"...")`.
     """
     folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, dir=folder)
+    tmp = None
     try:
+        fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, dir=folder)
         mask = os.umask(0o022)
         os.umask(mask)
         os.chmod(tmp, 0o666 & ~mask)               # mkstemp makes 0600; use the usual mode
@@ -41,9 +68,136 @@ def atomic_write(path, write):
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.remove(tmp)
-        except OSError:
-            pass
+    except BaseException as e:
+        if tmp is not None:
+            try:
+                os.remove(tmp)
+            except OSError:
+                pass
+        if isinstance(e, OSError) and not isinstance(e, FileError):
+            raise FileError(f"cannot write {path} ({_reason(e)}); the previous file is kept") from None
         raise
+
+
+def _probe_writable(folder):
+    """FileError unless a file can be created in folder (the check a read-only folder fails)."""
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, dir=folder)
+        os.close(fd)
+        os.remove(tmp)
+    except OSError as e:
+        raise FileError(f"cannot write into {folder} ({_reason(e)}): give a writable --out-dir") from None
+
+
+def remove_stale_temporaries(folder):
+    """Delete the temporary files an earlier, killed minigpt run left in folder."""
+    for name in os.listdir(folder):
+        path = os.path.join(folder, name)
+        if name.startswith(TMP_PREFIX) and os.path.isfile(path) and not os.path.islink(path):
+            try:
+                os.remove(path)
+            except OSError:
+                pass
+
+
+@contextmanager
+def claim_dir(folder):
+    """Make folder (if needed), check it is writable, lock it for the duration, and remove
+    stale temporary files. A second claim, by any process, is a FileError until released."""
+    folder = os.fspath(folder)
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise FileError(f"{folder} is a file, not a folder: give another --out-dir")
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as e:
+        raise FileError(f"cannot create the folder {folder} ({_reason(e)})") from None
+    _probe_writable(folder)
+    lock_path = os.path.join(folder, LOCK_NAME)
+    try:
+        lock = open(lock_path, "a+")
+    except OSError as e:
+        raise FileError(f"cannot write {lock_path} ({_reason(e)}): give a writable --out-dir") from None
+    try:
+        if fcntl is not None:
+            try:
+                fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                lock.seek(0)
+                pid = lock.read().strip() or "?"
+                raise FileError(f"another minigpt run is using {folder} (pid {pid}): wait for it "
+                                f"to finish, or give another --out-dir") from None
+        lock.seek(0)
+        lock.truncate()
+        lock.write(f"{os.getpid()}\n")
+        lock.flush()
+        remove_stale_temporaries(folder)
+        yield folder
+    finally:
+        lock.close()                               # closing the file releases the lock
+
+
+def loads_json(text, **kwargs):
+    """json.loads, but nesting deeper than MAX_JSON_DEPTH is a ValueError, not a RecursionError.
+
+    >>> loads_json('{"a": [1, "]["]}')
+    {'a': [1, '][']}
+    """
+    if isinstance(text, (bytes, bytearray)):
+        text = text.decode("utf-8")
+    if text.count("[") + text.count("{") > MAX_JSON_DEPTH:     # only then can it nest that deep
+        depth = deepest = 0
+        for ch in re.findall(r"[\[\]{}]", _JSON_STRING.sub('""', text)):
+            depth += 1 if ch in "[{" else -1
+            deepest = max(deepest, depth)
+            if deepest > MAX_JSON_DEPTH:
+                raise ValueError(f"JSON nested more than {MAX_JSON_DEPTH} levels deep")
+    try:
+        return json.loads(text, **kwargs)
+    except RecursionError:
+        raise ValueError(f"JSON nested more than {MAX_JSON_DEPTH} levels deep") from None
+
+
+def loads_versioned(text, fmt, version, what):
+    """The JSON object in text, if its "format" is fmt and its "version" is version;
+    otherwise a ValueError that names `what` (e.g. "tokenizer") and the problem."""
+    try:
+        d = loads_json(text)
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"not a minigpt {what}: invalid JSON ({e})") from None
+    if not isinstance(d, dict) or d.get("format") != fmt:
+        raise ValueError(f'not a minigpt {what}: no "format": "{fmt}" field')
+    if d.get("version") != version:
+        raise ValueError(f"minigpt {what} version {d.get('version')!r} is not supported "
+                         f"(this minigpt reads version {version})")
+    return d
+
+
+def read_bytes(path):
+    """All the bytes of a file, read once: a regular file, a pipe, a FIFO or /dev/fd/N
+    (process substitution) alike. FileError for a missing path or a folder."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileError(f"no such file: {path}")
+    if os.path.isdir(path):
+        raise FileError(f"{path} is a directory, not a file")
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as e:
+        raise FileError(f"cannot read {path}: {_reason(e)}") from None
+
+
+def require_regular_file(path, what):
+    """FileError unless path is a regular file; a FIFO or a device is refused without
+    being opened (opening a FIFO with no writer would wait forever)."""
+    path = os.fspath(path)
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        raise FileError(f"no {what} at {path}") from None
+    if stat.S_ISDIR(mode):
+        raise FileError(f"{path} is a directory, not a {what} file")
+    if not stat.S_ISREG(mode):
+        raise FileError(f"{path} is not a regular file (a pipe or a device?): a {what} must be "
+                        f"a file on disk")
+    return path

@@ -74,19 +74,32 @@ def numerical_gradient_scalar(f, x, h=1e-5, indices=None):
     return grad
 
 
+DOUT_STREAM = 0x5EED_D0D7     # check_layer's upstream gradient: a random stream of its own
+
+
 def check_layer(forward, backward, inputs, names=None, seed=0):
     """Check a layer pair against centred differences, for every input.
 
     forward(*inputs) -> (out, cache); backward(dout, cache) -> gradients in
     the order of the inputs (None where an input has no gradient).
     Returns {name: max relative error} for each input that has a gradient.
+
+    The upstream gradient `dout` comes from its own stream, seeded by `seed`
+    (so never equal to inputs drawn with `default_rng(seed)`), and the backward
+    gets a copy of it: a backward that scales `dout` in place is judged on its
+    gradient. A backward that returns fewer gradients than there are inputs, or
+    more (other than trailing Nones for inputs fixed to None, as a linear layer
+    called without a bias returns db = None), raises ValueError.
     """
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng([seed, DOUT_STREAM])
     out, cache = forward(*inputs)
-    dout = rng.standard_normal(out.shape)
-    grads = backward(dout, cache)
+    dout = rng.standard_normal(np.shape(out))
+    grads = backward(dout.copy(), cache)
     if not isinstance(grads, tuple):
         grads = (grads,)
+    extra = grads[len(inputs):]
+    if len(grads) < len(inputs) or any(g is not None for g in extra):
+        raise ValueError(f"backward returned {len(grads)} gradients for {len(inputs)} inputs")
     names = names or [f"input{i}" for i in range(len(inputs))]
     errors = {}
     for name, x, g in zip(names, inputs, grads):

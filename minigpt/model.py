@@ -81,6 +81,24 @@ def params_mismatch(found, shapes):
     return None
 
 
+def check_ids(ids, vocab_size, what="token id", ignore=None):
+    """ValueError unless every id is an integer in 0..vocab_size-1 (or equals `ignore`).
+
+    One min and one max, read on the host: negative ids would otherwise index
+    from the end of the embedding and silently give another token's logits."""
+    if ids.size == 0:
+        return
+    if not np.issubdtype(ids.dtype, np.integer):
+        raise ValueError(f"{what}s must be integers, got dtype {ids.dtype}")
+    lo, hi = int(ids.min()), int(ids.max())
+    if ignore is not None and lo == ignore:
+        rest = ids[ids != ignore]
+        lo = int(rest.min()) if rest.size else 0
+    for bad in (lo, hi):
+        if not 0 <= bad < vocab_size:
+            raise ValueError(f"{what} {bad} is outside the vocabulary 0..{vocab_size - 1}")
+
+
 def init_params(config, seed=0, dtype=np.float32):
     """GPT-2's initialisation, on the host: N(0, 0.02) weights, residual
     projections (c_proj) scaled by 1/sqrt(2 n_layer), zero biases, LayerNorm weights 1."""
@@ -127,8 +145,8 @@ class GPT:
     def forward(self, idx, targets=None, train=False, rng=None):
         """Run the model on token ids.
 
-        idx: (B, T) integer ids with T <= block_size; targets: (B, T) ids or
-        None (-1 marks a position to ignore); train: apply dropout, drawn from
+        idx: (B, T) integer ids in 0..V-1 with T <= block_size; targets: (B, T)
+        ids in 0..V-1 or None (-1, and only -1, marks a position to ignore); train: apply dropout, drawn from
         `rng` (a Generator on the parameters' device; one is made if None).
         Returns logits (B, T, V), loss (0-d array, or None without targets),
         and the cache that `backward` needs.
@@ -137,6 +155,9 @@ class GPT:
         B, T = idx.shape
         if T > cfg.block_size:
             raise ValueError(f"sequence length {T} exceeds block_size {cfg.block_size}")
+        check_ids(idx, cfg.vocab_size)
+        if targets is not None:
+            check_ids(targets, cfg.vocab_size, "target", ignore=-1)
         p = cfg.dropout if train else 0.0
         if p > 0.0 and rng is None:
             rng = default_rng(array_module(P["wte.weight"]), None)
@@ -190,14 +211,39 @@ class GPT:
         x = x + y                                  # residual 2
         return x, (c_ln1, c_qkv, c_att, c_proj, c_drop1, c_ln2, c_fc, c_gelu, c_mproj, c_drop2)
 
+    # ------------------------------------------------------------ what the caches hold
+    # forward's caches: [embedding, dropout, block 0 .. block n_layer-1, ln_f, head input, loss];
+    # a block's: (ln_1, c_attn, attention, c_proj, dropout, ln_2, c_fc, gelu, mlp c_proj, dropout).
+    # These two read them by name, so a lesson never indexes the list.
+
+    def attention_weights(self, caches, i):
+        """Block i's attention weights (B, nh, T, T) from forward's caches: row t is how
+        position t spreads its attention over positions 0..t (before attention dropout)."""
+        return caches[2 + self._block_index(i)][2][3]
+
+    def residual_stream(self, caches, i):
+        """The residual stream (B, T, C) entering block i, from forward's caches: i = 0 is the
+        embeddings, i = n_layer the stream after the last block (what ln_f normalises)."""
+        n = self.config.n_layer
+        if not 0 <= i <= n:
+            raise IndexError(f"residual stream {i}: the model has streams 0..{n}")
+        B, T = caches[0][0].shape                  # the token ids
+        ln = caches[2 + i][0] if i < n else caches[2 + n]
+        return ln[0].reshape(B, T, -1)             # the LayerNorm's input (cached as (B*T, C))
+
+    def _block_index(self, i):
+        if not 0 <= i < self.config.n_layer:
+            raise IndexError(f"block {i}: the model has blocks 0..{self.config.n_layer - 1}")
+        return i
+
     # ------------------------------------------------------------ backward
 
-    def backward(self, caches):
-        """Gradients of the mean loss for every parameter: a dict with the keys of `params`."""
+    def backward(self, caches, dloss=1.0):
+        """Gradients of dloss * the mean loss for every parameter: a dict with the keys of `params`."""
         cfg, P = self.config, self.params
         grads = {}
         c_emb, c_drop, *c_blocks, c_lnf, x_final, c_ce = caches
-        dlogits = L.cross_entropy_backward(1.0, c_ce)             # (B, T, V)
+        dlogits = L.cross_entropy_backward(dloss, c_ce)           # (B, T, V)
         dx, dwte_head = self._head_backward(dlogits, x_final)
         dx, grads["ln_f.weight"], dlnf_b = L.layernorm_backward(dx, c_lnf)
         if cfg.bias:

@@ -22,6 +22,7 @@ import re
 import numpy as np
 
 from .model import GPT, GPTConfig, param_shapes, params_mismatch
+from .fileio import atomic_write, loads_json
 from .safetensors import SafetensorsError, load_file, read_header, save_file
 
 GPT2_VOCAB_SIZE = 50257
@@ -40,13 +41,16 @@ def _read_config(directory):
         raise PretrainedError(f"{directory} is not a directory")
     try:
         with open(path, encoding="utf-8") as f:
-            cfg = json.load(f)
+            cfg = loads_json(f.read())
     except OSError as e:
         raise PretrainedError(f"cannot read {path}: {e.strerror or e}") from None
     except ValueError as e:
         raise PretrainedError(f"{path} is not valid JSON ({e})") from None
     if not isinstance(cfg, dict):
         raise PretrainedError(f"{path} is not a JSON object")
+    eps = cfg.get("layer_norm_epsilon", 1e-5)
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)):
+        raise PretrainedError(f"{path}: layer_norm_epsilon must be a number, got {eps!r}")
     model_type = cfg.get("model_type", "gpt2")
     unsupported = [
         (model_type != "gpt2", f"model_type {model_type!r} (minigpt runs GPT-2 only)"),
@@ -106,7 +110,7 @@ def _weight_files(directory):
     if os.path.isfile(index):
         try:
             with open(index, encoding="utf-8") as f:
-                shards = sorted(set(json.load(f)["weight_map"].values()))
+                shards = sorted(set(loads_json(f.read())["weight_map"].values()))
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
             raise PretrainedError(f"{index} is damaged ({e})") from None
         if not all(isinstance(s, str) and os.path.basename(s) == s for s in shards):
@@ -135,6 +139,9 @@ def params_from_hf(tensors, config, where="model.safetensors", dtype=np.float32)
     if problem:
         raise PretrainedError(f"{where} does not match config.json: {problem}")
     params = {name: np.ascontiguousarray(params[name], dtype=dtype) for name in shapes}
+    for name, p in params.items():
+        if not np.isfinite(p).all():
+            raise PretrainedError(f"{where}: {name} holds values that are not finite (NaN or inf)")
     if head is not None and not np.array_equal(head, _wte(tensors)):
         raise PretrainedError(f"{where}: lm_head.weight differs from wte.weight (untied heads "
                               f"are not supported)")
@@ -151,8 +158,19 @@ def model_from_pretrained(directory, dtype=np.float32):
     config = config_from_hf(cfg, os.path.join(directory, "config.json"))
     tensors = {}
     try:
-        for path in _weight_files(directory):     # the mask buffers are skipped unread
-            header, _ = read_header(path)
+        headers = {path: read_header(path)[0] for path in _weight_files(directory)}
+        seen = {}
+        for path, header in headers.items():
+            for name in header:
+                if name in seen:
+                    raise PretrainedError(f"{directory}: {name} is in more than one weight file "
+                                          f"({os.path.basename(seen[name])}, {os.path.basename(path)})")
+                seen[name] = path
+        n_tensors = len(seen)
+        if 6 * config.n_layer > n_tensors:       # before naming a million layers' parameters
+            raise PretrainedError(f"{directory}: config.json has n_layer {config.n_layer}, but the "
+                                  f"weights hold only {n_tensors} tensors")
+        for path, header in headers.items():      # the mask buffers are skipped unread
             part, _ = load_file(path, [n for n in header if not BUFFER.search(n)])
             tensors.update(part)
     except SafetensorsError as e:
@@ -200,6 +218,5 @@ def export_safetensors(model, directory):
     os.makedirs(directory, exist_ok=True)
     tensors = {"transformer." + k: v for k, v in model.state_dict().items()}
     save_file(tensors, os.path.join(directory, "model.safetensors"), metadata={"format": "pt"})
-    with open(os.path.join(directory, "config.json"), "w", encoding="utf-8") as f:
-        json.dump(hf_config(model.config), f, indent=2)
-        f.write("\n")
+    text = json.dumps(hf_config(model.config), indent=2) + "\n"
+    atomic_write(os.path.join(directory, "config.json"), lambda f: f.write(text.encode("utf-8")))

@@ -6,7 +6,7 @@ how many iterations still fit before the deadline.
 import json
 import math
 
-from .fileio import atomic_write
+from .fileio import atomic_write, loads_json
 
 
 class TimeBudget:
@@ -23,11 +23,17 @@ class TimeBudget:
         self.iters, self.seconds = 0, 0.0          # timed training iterations (evals excluded)
         self.eval_s = None                         # the last eval's duration
         self.sample_s_per_token = 0.005            # a guess until a sample has been timed
+        self.warm_s_iter = None                    # seconds per iteration over the warm-up
 
     @property
     def s_iter(self):
-        """Measured seconds per training iteration (None before the first measurement)."""
-        return self.seconds / self.iters if self.iters else None
+        """Measured seconds per training iteration (None before the first measurement):
+        over the log windows, or over the warm-up until the first window ends."""
+        return self.seconds / self.iters if self.iters else self.warm_s_iter
+
+    def warm_up(self, n_iters, seconds):
+        """A first, short measurement to plan from until the first log window is timed."""
+        self.warm_s_iter = seconds / n_iters
 
     def observe(self, n_iters, seconds):
         self.iters += n_iters
@@ -74,6 +80,15 @@ def fmt_time(seconds):
     return f"{seconds // 60}m{seconds % 60:02d}s"
 
 
+def log_line(it, total, loss, lr, dt, n_iters, tokens_per_iter, mfu=None, eta=None):
+    """The log line for n_iters steps that took dt seconds; returns (line, tokens per second).
+    mfu: (training FLOPs per token, peak FLOP/s) or None; eta: seconds left or None."""
+    tok_per_s = tokens_per_iter * n_iters / dt
+    extra = f" | MFU {100 * tok_per_s * mfu[0] / mfu[1]:.1f}%" if mfu else ""
+    return (f"iter {it:5d}/{total} | loss {loss:.4f} | lr {lr:.2e} | {1000 * dt / n_iters:.1f} ms/iter | "
+            f"{tok_per_s:,.0f} tok/s{extra} | ETA {fmt_time(eta)}"), tok_per_s
+
+
 def write_metrics(path, records):
     """metrics.jsonl: one JSON object per eval, rewritten whole and atomically."""
     text = "".join(json.dumps(r) + "\n" for r in records)
@@ -81,13 +96,29 @@ def write_metrics(path, records):
 
 
 def read_metrics(path, up_to_iter):
-    """The eval records an earlier run wrote, up to a checkpoint's iteration ([] if none)."""
+    """The eval records an earlier run wrote, up to a checkpoint's iteration ([] if none).
+    A line that is not a whole record (damaged, edited, cut short) is skipped."""
     try:
         with open(path, encoding="utf-8") as f:
-            records = [json.loads(line) for line in f if line.strip()]
+            lines = f.read().splitlines()
     except (OSError, ValueError):
         return []
-    return [r for r in records if isinstance(r, dict) and r.get("iter", math.inf) <= up_to_iter]
+    records = []
+    for line in filter(str.strip, lines):
+        try:
+            r = loads_json(line)
+        except ValueError:
+            continue
+        if _is_record(r) and r["iter"] <= up_to_iter:
+            records.append(r)
+    return records
+
+
+def _is_record(r):
+    def number(v):
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    return (isinstance(r, dict) and isinstance(r.get("iter"), int) and not isinstance(r["iter"], bool)
+            and number(r.get("train_loss")) and number(r.get("val_loss")))
 
 
 def plot_losses(path, records):
@@ -103,6 +134,13 @@ def plot_losses(path, records):
     ax.set_xlabel("iteration")
     ax.set_ylabel("loss (nats per token)")
     ax.grid(alpha=0.3)
+    if any("exact_match" in r for r in records):      # a task run: its held-out accuracy too
+        acc = [(r["iter"], 100 * r["exact_match"]) for r in records if "exact_match" in r]
+        ax2 = ax.twinx()
+        ax2.plot(*zip(*acc), "^-", color="tab:green", label="exact match (held out)")
+        ax2.set_ylim(-2, 102)
+        ax2.set_ylabel("exact match (%)")
+        ax2.legend(loc="upper center")
     ax.legend()
     atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=100))
 

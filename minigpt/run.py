@@ -8,14 +8,18 @@ a resumed run continues exactly as if it had never stopped (on the CPU).
 import argparse
 import math
 import os
+import signal
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import data
+from . import data, task
 from .backend import default_rng, enable_tf32, resolve_device, xp_for
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from .dist import Solo, world
 from .model import GPT, GPTConfig
 from .optim import AdamW
 from .progress import read_metrics
@@ -29,6 +33,30 @@ class UsageError(ValueError):
     """A flag or a combination of flags that cannot work; the message says what to do."""
 
 
+def check_types(args, parser):
+    """UsageError unless every value has the type its flag parses to (a resumed run's
+    flags come from its checkpoint, not from argparse)."""
+    for action in parser._actions:
+        if action.dest not in vars(args) or action.dest == "help":
+            continue
+        v, name = getattr(args, action.dest), (action.option_strings or [action.dest.upper()])[-1]
+        number = isinstance(v, (int, float)) and not isinstance(v, bool)
+        if v is None and action.default is None:
+            continue
+        if action.nargs == 0:
+            ok, kind = isinstance(v, bool), "true or false"
+        elif action.choices:
+            ok, kind = isinstance(v, str) and v in action.choices, f"one of {list(action.choices)}"
+        elif action.type is int:
+            ok, kind = number and isinstance(v, int), "an integer"
+        elif action.type is float:
+            ok, kind = number, "a number"
+        else:
+            ok, kind = isinstance(v, str), "a string"
+        if not ok:
+            raise UsageError(f"{name} must be {kind}, got {v!r}")
+
+
 def _check_same(given, explicit, found, source):
     """UsageError if a flag given on the command line contradicts what `source` fixes."""
     for name, value in found.items():
@@ -38,23 +66,38 @@ def _check_same(given, explicit, found, source):
                              f"given: drop the flag (or start afresh in another --out-dir)")
 
 
-def start_state(args, explicit, ckpt_path):
+def _merge_saved(args, saved, explicit=()):
+    """Set the run's own saved flags on args, except those given again on the command line."""
+    for k, v in saved.items():
+        if k in vars(args) and k not in explicit and k not in NOT_RESUMED:
+            setattr(args, k, v)
+    return args
+
+
+def start_state(args, explicit, ckpt_path, check=lambda args: None):
     """Where training starts: (model on the host, tokenizer or None, checkpoint dict or None).
 
-    --resume merges the checkpoint's training arguments into `args` (explicit flags win)."""
+    --resume merges the checkpoint's training arguments into `args` (explicit flags win);
+    check(args) must accept the saved ones alone, or the checkpoint is damaged."""
+    for path in (ckpt_path, *(os.path.join(args.out_dir, n) for n in ("metrics.jsonl", "loss.png"))):
+        if os.path.lexists(path) and not os.path.isfile(path):     # found now, not at the first save
+            raise UsageError(f"{path} is not a file: move it away, or give another --out-dir")
     if args.resume:
-        try:
-            ck = load_checkpoint(ckpt_path)
-        except CheckpointError as e:
-            if not os.path.exists(ckpt_path):
-                raise CheckpointError(f"--resume: no checkpoint at {ckpt_path} (train without "
-                                      f"--resume first, or give the run's --out-dir)") from None
-            raise e
+        if not os.path.lexists(ckpt_path):
+            raise CheckpointError(f"--resume: no checkpoint at {ckpt_path} (train without "
+                                  f"--resume first, or give the run's --out-dir)")
+        ck = load_checkpoint(ckpt_path)
+        if ck["tokenizer"] is None:
+            raise CheckpointError(f"{ckpt_path} holds no tokenizer, so it cannot be resumed "
+                                  f"(its ids would mean nothing)")
         saved = ck["train_args"] or {}
-        _check_same(args, explicit, {k: saved[k] for k in SHAPE_FLAGS + TOKENIZER_FLAGS if k in saved}, ckpt_path)
-        for k, v in saved.items():             # the run's own flags, unless given again
-            if k in vars(args) and k not in explicit and k not in NOT_RESUMED:
-                setattr(args, k, v)
+        try:
+            check(_merge_saved(argparse.Namespace(**vars(args)), saved))
+        except UsageError as e:
+            raise CheckpointError(f"{ckpt_path}: damaged checkpoint: train_args ({e})") from None
+        fixed = {k: saved[k] for k in SHAPE_FLAGS + TOKENIZER_FLAGS if k in saved}
+        _check_same(args, explicit, fixed, ckpt_path)
+        _merge_saved(args, saved, explicit)    # the run's own flags, unless given again
         return ck["model"], ck["tokenizer"], ck
     if not args.overwrite and os.path.exists(ckpt_path):
         raise UsageError(f"{ckpt_path} already exists: continue it with --resume, or pass "
@@ -97,13 +140,23 @@ def load_data(args, tokenizer):
     if tokenizer is None:
         key = {"kind": args.tokenizer, "vocab_size": args.vocab_size}
         make = lambda text: build_tokenizer(args.tokenizer, text, args.vocab_size)  # noqa: E731
-        tokens, tokenizer, cached = data.load_corpus(args.file, args.out_dir, make, key)
+        tokens, tokenizer, cached, digest = data.load_corpus(args.file, args.out_dir, make, key)
     else:
-        tokens, tokenizer, cached = data.load_corpus(args.file, args.out_dir, tokenizer=tokenizer)
+        tokens, tokenizer, cached, digest = data.load_corpus(args.file, args.out_dir, tokenizer=tokenizer)
     data.check_length(tokens, args.block_size, args.file)
     how = "read from the cache" if cached else f"encoded in {time.perf_counter() - t:.1f} s"
     print(f"data: {args.file}: {len(tokens):,} tokens, vocabulary {tokenizer.vocab_size} ({how})")
-    return tokens, tokenizer
+    return tokens, tokenizer, digest
+
+
+def _check_same_text(args, ck, digest):
+    """UsageError if --resume is given a text other than the one the checkpoint trained on."""
+    saved = (ck["train_args"] or {}).get("text_sha256")
+    if saved is not None and saved != digest:
+        ckpt = os.path.join(args.out_dir, "ckpt.npz")
+        raise UsageError(f"--resume: {args.file} has changed since {ckpt} was saved at iter {ck['iter_num']} "
+                         f"(SHA-256 {digest[:12]}..., the run trained on {str(saved)[:12]}...): restore "
+                         f"the text, or fine-tune on the new one with --init-from {ckpt} --out-dir NEW")
 
 
 @dataclass
@@ -124,6 +177,8 @@ class Run:
     records: list = field(default_factory=list)    # one dict per eval (metrics.jsonl)
     elapsed0: float = 0.0                      # seconds spent by earlier (resumed) runs
     t0: float = 0.0                            # time.perf_counter() at the start of this process
+    comm: object = field(default_factory=Solo)     # dist.world(): this rank's place among N
+    text_sha256: str = ""                      # of the training text, checked by --resume
 
     def path(self, name):
         return os.path.join(self.args.out_dir, name)
@@ -136,14 +191,26 @@ def make_run(args, explicit, t0, check=lambda args: None):
     """Flags -> a ready Run (fresh, resumed or fine-tuning) on the chosen device.
 
     check(args) validates the flags once a checkpoint's have been merged in."""
+    comm = world()
+    if args.device != "cpu":
+        comm.use_gpu()                         # rank r: GPU r % device_count on its machine
     device = resolve_device(args.device)
     if args.tf32:
         enable_tf32(device)
     xp = xp_for(device)
-    model, tokenizer, ck = start_state(args, explicit, os.path.join(args.out_dir, "ckpt.npz"))
+    model, tokenizer, ck = start_state(args, explicit, os.path.join(args.out_dir, "ckpt.npz"), check)
     check(args)
-    os.makedirs(args.out_dir, exist_ok=True)
-    tokens, tokenizer = load_data(args, tokenizer)
+    if not args.resume and comm.is_root:       # a fresh run's history starts empty
+        for name in ("metrics.jsonl", "loss.png"):
+            if os.path.isfile(os.path.join(args.out_dir, name)):
+                os.remove(os.path.join(args.out_dir, name))
+    if task.is_task_file(args.file):           # prompt/completion pairs: one example per row
+        source = args.init_from or args.init_from_pretrained or (args.resume and os.path.join(args.out_dir, "ckpt.npz"))
+        tokens, tokenizer, digest = task.load_task(args, tokenizer, model, source, resumed=ck is not None)
+    else:                                      # rank 0 writes the token cache, then the others read it
+        tokens, tokenizer, digest = comm.root_first(lambda: load_data(args, tokenizer))
+    if ck is not None:
+        _check_same_text(args, ck, digest)
     if model is None:
         model = GPT(GPTConfig(vocab_size=tokenizer.vocab_size, block_size=args.block_size,
                               n_layer=args.n_layer, n_head=args.n_head, n_embd=args.n_embd,
@@ -152,7 +219,8 @@ def make_run(args, explicit, t0, check=lambda args: None):
     model.to(device)
     opt = AdamW(model.params, lr=args.lr, betas=(0.9, args.beta2), weight_decay=args.weight_decay)
     run = Run(args, model, opt, tokenizer, *data.split(tokens), xp,
-              np.random.default_rng(args.seed), default_rng(xp, args.seed + 1), t0=t0)
+              np.random.default_rng(args.seed), default_rng(xp, comm.seed(args.seed + 1)), t0=t0,
+              comm=comm, text_sha256=digest)
     if ck is not None:
         restore(run, ck, device)
     return run
@@ -166,23 +234,67 @@ def restore(run, ck, device):
     run.opt.load_state_dict({"t": st["t"], "m": {k: xp.asarray(v) for k, v in st["m"].items()},
                              "v": {k: xp.asarray(v) for k, v in st["v"].items()}})
     run.it, run.best, run.last_eval = ck["iter_num"], ck["best_val_loss"], ck["iter_num"]
-    run.elapsed0 = float((ck["train_args"] or {}).get("elapsed_s", 0.0))
+    elapsed = (ck["train_args"] or {}).get("elapsed_s", 0.0)
+    if isinstance(elapsed, bool) or not isinstance(elapsed, (int, float)) or not 0 <= elapsed < math.inf:
+        raise CheckpointError(f"{run.path('ckpt.npz')}: damaged checkpoint: train_args.elapsed_s "
+                              f"must be a number of seconds, got {elapsed!r}")
+    run.elapsed0 = float(elapsed)
     states = ck["rng_state"] or {}
-    if "batch" in states:
-        run.batch_rng.bit_generator.state = states["batch"]
-    if states.get("dropout") is not None and device == "cpu":
-        run.dropout_rng.bit_generator.state = states["dropout"]
-    else:                                      # a device generator: reseeded, not restored
-        run.dropout_rng = default_rng(xp, run.args.seed + 1 + run.it)
+    try:
+        if "batch" in states:
+            run.batch_rng.bit_generator.state = states["batch"]
+        if states.get("dropout") is not None and device == "cpu" and run.comm.is_root:
+            run.dropout_rng.bit_generator.state = states["dropout"]
+        else:                                  # a device generator or rank > 0's: reseeded
+            run.dropout_rng = default_rng(xp, run.comm.seed(run.args.seed + 1 + run.it))
+    except (TypeError, ValueError, KeyError, AttributeError, OverflowError):
+        raise CheckpointError(f"{run.path('ckpt.npz')}: damaged checkpoint: rng_state is not a "
+                              f"NumPy generator state") from None
     run.records = read_metrics(run.path("metrics.jsonl"), run.it)
     print(f"resuming {run.path('ckpt.npz')} at iter {run.it} (best val loss {run.best:.4f})")
 
 
 def save(run):
-    """Write ckpt.npz (atomically): weights, AdamW state, RNG states, flags, tokenizer."""
+    """Write ckpt.npz (atomically): weights, AdamW state, RNG states, flags, tokenizer.
+
+    Under MPI every rank calls it: the weights are checked equal on all ranks, rank 0
+    writes (the same file as one process's), and the others wait until it has."""
+    run.comm.check_in_sync(run.model.params)
+    if not run.comm.is_root:
+        return run.comm.barrier()
     states = {"batch": run.batch_rng.bit_generator.state,
               "dropout": getattr(getattr(run.dropout_rng, "bit_generator", None), "state", None)}
     if not isinstance(states["dropout"], dict):
         states["dropout"] = None               # a device generator without a JSON-able state
     save_checkpoint(run.path("ckpt.npz"), run.model, run.opt, run.tokenizer, run.it, run.best,
-                    dict(vars(run.args), elapsed_s=run.elapsed()), states)
+                    dict(vars(run.args), elapsed_s=run.elapsed(), ranks=run.comm.size,
+                         text_sha256=run.text_sha256), states)
+    run.comm.barrier()
+
+
+class StopOnSignal:
+    """SIGINT (Ctrl-C), SIGTERM (a scheduler, `timeout`) and SIGHUP (a closed terminal)
+    handler: once training runs, the first asks the loop to stop after this step and
+    save; before that, or a second time, it aborts (KeyboardInterrupt)."""
+
+    def __init__(self):
+        self.requested, self.armed, self.signum = False, False, None
+
+    def __call__(self, signum, frame):
+        if self.requested or not self.armed:
+            raise KeyboardInterrupt
+        self.requested, self.signum = True, signum
+
+
+@contextmanager
+def handling(handler, signums):
+    """Route the signals to handler for the duration (main thread only: elsewhere Python cannot)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.signal(s, handler) for s in signums}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)

@@ -22,7 +22,7 @@ import os
 import numpy as np
 
 from .backend import to_numpy
-from .fileio import atomic_write
+from .fileio import atomic_write, loads_json
 
 MAX_HEADER_BYTES = 100_000_000   # the reference implementation's limit
 
@@ -59,7 +59,7 @@ def _parse_header(path, raw, data_len):
             raise SafetensorsError(f"{path}: header repeats a key")
         return dict(pairs)
     try:
-        header = json.loads(raw.decode("utf-8"), object_pairs_hook=dup_check)
+        header = loads_json(raw.decode("utf-8"), object_pairs_hook=dup_check)
     except (UnicodeDecodeError, ValueError) as e:
         if isinstance(e, SafetensorsError):
             raise

@@ -18,6 +18,7 @@ import numpy as np
 
 from .backend import DeviceError, array_module, enable_tf32, resolve_device, to_numpy
 from .kvcache import KVCache, forward_cached
+from .model import check_ids
 
 EOT = "<|endoftext|>"
 
@@ -38,7 +39,8 @@ def filter_logits(logits, temperature=1.0, top_k=None, top_p=None):
         probs = np.zeros(V)
         probs[int(np.argmax(logits))] = 1.0
         return probs
-    logits = logits / temperature
+    with np.errstate(over="ignore"):           # a tiny temperature: -inf, never inf - inf = NaN
+        logits = (logits - logits.max()) / temperature
     if top_k is not None and 0 < top_k < V:
         keep = np.argpartition(-logits, top_k - 1)[:top_k]     # exactly k, ties broken arbitrarily
         kept = np.full(V, -np.inf)
@@ -82,29 +84,35 @@ def _next_logits(model, seq, cache):
 
 
 def generate_tokens(model, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None,
-                    rng=None, use_cache=True):
+                    rng=None, use_cache=True, vocab_size=None):
     """Yield max_new_tokens next tokens, one step at a time, each a host (B,) int64 array.
 
-    idx: (B, T) integer ids, T >= 1 (host or device; only the last block_size
-    are seen). rng: a numpy Generator (host side). use_cache: False recomputes
-    the whole context each step (same tokens, slower).
+    idx: (B, T) integer ids in 0..V-1, T >= 1 (host or device; only the last
+    block_size are seen). rng: a numpy Generator (host side). use_cache: False
+    recomputes the whole context each step (same tokens, slower). vocab_size:
+    draw only ids below it (a tokenizer smaller than the model's padded
+    vocabulary cannot decode the others).
     """
-    seq = np.array(to_numpy(idx), dtype=np.int64)
+    seq = to_numpy(idx)
     if seq.ndim != 2 or seq.shape[1] == 0:
         raise ValueError(f"idx must be (B, T) token ids with T >= 1, got shape {seq.shape}")
+    check_ids(seq, model.config.vocab_size)
+    seq = np.array(seq, dtype=np.int64)
     rng = rng if rng is not None else np.random.default_rng()
     cache = KVCache(model, seq.shape[0]) if use_cache else None
     for _ in range(max_new_tokens):
-        nxt = sample_next(_next_logits(model, seq, cache), temperature, top_k, top_p, rng)
+        logits = _next_logits(model, seq, cache)[:, :vocab_size]
+        nxt = sample_next(logits, temperature, top_k, top_p, rng)
         seq = np.concatenate([seq, nxt[:, None]], axis=1)
         yield nxt
 
 
 def generate(model, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, rng=None,
-             use_cache=True):
+             use_cache=True, vocab_size=None):
     """Append max_new_tokens sampled tokens to idx (B, T); returns host int64 (B, T + new)."""
     out = [np.array(to_numpy(idx), dtype=np.int64)]
-    for nxt in generate_tokens(model, idx, max_new_tokens, temperature, top_k, top_p, rng, use_cache):
+    for nxt in generate_tokens(model, idx, max_new_tokens, temperature, top_k, top_p, rng, use_cache,
+                               vocab_size):
         out.append(nxt[:, None])
     return np.concatenate(out, axis=1)
 
@@ -215,7 +223,8 @@ def build_parser():
     p.add_argument("--stop", action="append", default=[], metavar="TEXT",
                    help="stop a sample when this text appears (not printed); repeatable")
     p.add_argument("--ignore-eot", action="store_true",
-                   help="keep going past <|endoftext|> instead of stopping there")
+                   help="keep going past <|endoftext|> (or a task model's end marker, a newline for "
+                        "char tokenizers) instead of stopping there")
     p.add_argument("--no-cache", action="store_true",
                    help="recompute the whole context each step (slower; same tokens)")
     p.add_argument("--device", choices=["cpu", "cuda", "auto"], default="auto",
@@ -227,6 +236,7 @@ def build_parser():
 
 
 def _fail(message):
+    """The one way this command ends on an expected failure: one line on stderr, status 2."""
     print(f"python -m minigpt.sample: error: {message}", file=sys.stderr)
     raise SystemExit(2)
 
@@ -236,9 +246,11 @@ def _load(args):
     device = resolve_device(args.device)           # before loading: a device error comes first
     if args.tf32:
         enable_tf32(device)
+    marker = None                                  # a task model's end marker (docs/finetune.md)
     if args.ckpt is not None:
-        from .checkpoint import load_model
-        model, tokenizer = load_model(args.ckpt)
+        from .checkpoint import load_checkpoint
+        ck = load_checkpoint(args.ckpt, optimizer=False)    # the AdamW moments are not needed
+        model, tokenizer, marker = ck["model"], ck["tokenizer"], (ck["train_args"] or {}).get("end_marker")
         if tokenizer is None:
             raise ValueError(f"{args.ckpt} holds no tokenizer, so a prompt cannot be encoded")
     else:
@@ -246,6 +258,7 @@ def _load(args):
         model, tokenizer = load_pretrained(args.pretrained)
     model.to(device)
     eot = eot_id(tokenizer)
+    end = eot if eot is not None or not isinstance(marker, str) else _single_id(tokenizer, marker)
     if args.prompt:
         try:
             ids = (tokenizer.encode(args.prompt, allowed_special="all") if eot is not None
@@ -261,20 +274,39 @@ def _load(args):
             raise ValueError("give a --prompt: this tokenizer has no newline to start from") from None
     if not ids:
         raise ValueError("the prompt encodes to no tokens")
-    return model, tokenizer, ids
+    return model, tokenizer, ids, end
+
+
+def _single_id(tokenizer, text):
+    """The id of a one-token text (a task model's end marker), or None."""
+    try:
+        ids = tokenizer.encode(text)
+    except (KeyError, ValueError):
+        return None
+    return ids[0] if len(ids) == 1 else None
 
 
 def main(argv=None):
     from .checkpoint import CheckpointError
     args = build_parser().parse_args(argv)
     try:
-        model, tokenizer, ids = _load(args)
-    except (CheckpointError, DeviceError, OSError, ValueError) as e:
+        return _sample(args)
+    except (CheckpointError, DeviceError, OSError, ValueError) as e:   # every expected failure
         _fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
     except MemoryError:
-        _fail("not enough memory to load this model")
+        _fail("not enough memory for this model")
+    except KeyboardInterrupt:                      # Ctrl-C while loading: nothing to clean up
+        print(file=sys.stderr)
+        return 130
+
+
+def _sample(args):
+    """Load, then print each sample as it is generated; returns the exit status."""
+    if sys.stdout is None:
+        raise ValueError("standard output is closed: there is nowhere to print the sample")
+    model, tokenizer, ids, end = _load(args)
     temperature = 0.0 if args.greedy else args.temperature
-    eot = None if args.ignore_eot else eot_id(tokenizer)
+    eot = None if args.ignore_eot else end
     rng = np.random.default_rng(args.seed)
     out = sys.stdout
     try:
@@ -285,7 +317,8 @@ def main(argv=None):
             out.flush()
             stream = TextStream(tokenizer, args.stop)
             for nxt in generate_tokens(model, np.array([ids]), args.max_new_tokens, temperature,
-                                       args.top_k, args.top_p, rng, use_cache=not args.no_cache):
+                                       args.top_k, args.top_p, rng, use_cache=not args.no_cache,
+                                       vocab_size=tokenizer.vocab_size):
                 if eot is not None and int(nxt[0]) == eot:
                     break
                 out.write(stream.push(nxt[0]))

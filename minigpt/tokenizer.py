@@ -26,6 +26,7 @@ import regex
 from .bpe_encode import merge_by_rank
 from .bpe_gpt2 import ENDOFTEXT, GPT2_ASSETS, bytes_to_unicode, read_gpt2_files  # noqa: F401
 from .bpe_train import N_BYTES, learn_merges, merge
+from .fileio import atomic_write, loads_versioned
 
 # GPT-2's pre-split: contractions, letters, digits, other symbols, whitespace. A space
 # sticks to the word after it, so a run of spaces leaves its last one to the next word:
@@ -77,7 +78,8 @@ class Tokenizer:
 
     def save(self, path):
         """Write the tokenizer to `path` as human-readable JSON text (`to_json()`)."""
-        Path(path).write_text(self.to_json(), encoding="utf-8")
+        text = self.to_json().encode("utf-8")
+        atomic_write(path, lambda f: f.write(text))
 
     @classmethod
     def load(cls, path):
@@ -312,19 +314,23 @@ class BPETokenizer(Tokenizer):
             regex.compile(pattern)
         except regex.error as e:
             raise ValueError(f"corrupt tokenizer: bad pattern ({e})") from None
-        _check(isinstance(byte_ids, list) and sorted(byte_ids) == list(range(N_BYTES)),
+        _check(isinstance(byte_ids, list) and all(type(b) is int for b in byte_ids)
+               and sorted(byte_ids) == list(range(N_BYTES)),
                '"byte_ids" must be a permutation of 0..255')
         _check(isinstance(merges, list), '"merges" must be a list')
+        seen = {}
         for rank, pair in enumerate(merges):
             _check(isinstance(pair, list) and len(pair) == 2
                    and all(type(t) is int and 0 <= t < N_BYTES + rank for t in pair),
                    f"merge {rank} ({pair!r}) is not a pair of earlier token ids")
+            _check(tuple(pair) not in seen, f"merge {rank} ({pair!r}) repeats merge {seen.get(tuple(pair))}")
+            seen[tuple(pair)] = rank
         first_special = N_BYTES + len(merges)
         _check(isinstance(specials, dict)
-               and all(isinstance(s, str) and s and type(t) is int and t >= first_special
-                       for s, t in specials.items())
-               and len(set(specials.values())) == len(specials),
-               f'"special_tokens" must map strings to distinct ids >= {first_special}')
+               and all(isinstance(s, str) and s and type(t) is int for s, t in specials.items())
+               and sorted(specials.values()) == list(range(first_special, first_special + len(specials))),
+               f'"special_tokens" must map strings to the ids {first_special}, {first_special} + 1, ... '
+               f'(no gaps, none repeated)')
         merges = {tuple(pair): N_BYTES + rank for rank, pair in enumerate(merges)}
         return cls(pattern, merges, specials, byte_ids)
 
@@ -334,16 +340,8 @@ TOKENIZER_TYPES = {"char": CharTokenizer, "bpe": BPETokenizer}
 
 def tokenizer_from_json(s):
     """Rebuild a tokenizer from `to_json()` text; ValueError for anything foreign or corrupt."""
-    try:
-        d = json.loads(s)
-    except (json.JSONDecodeError, TypeError) as e:
-        raise ValueError(f"not a minigpt tokenizer: invalid JSON ({e})") from None
-    if not isinstance(d, dict) or d.get("format") != FILE_FORMAT:
-        raise ValueError(f'not a minigpt tokenizer: no "format": "{FILE_FORMAT}" field')
-    if d.get("version") != FILE_VERSION:
-        raise ValueError(f"minigpt tokenizer version {d.get('version')!r} is not supported "
-                         f"(this minigpt reads version {FILE_VERSION})")
-    if d.get("type") not in TOKENIZER_TYPES:
+    d = loads_versioned(s, FILE_FORMAT, FILE_VERSION, "tokenizer")
+    if not isinstance(d.get("type"), str) or d["type"] not in TOKENIZER_TYPES:
         raise ValueError(f"unknown tokenizer type {d.get('type')!r} "
                          f"(expected one of {sorted(TOKENIZER_TYPES)})")
     return TOKENIZER_TYPES[d["type"]]._from_dict(d)

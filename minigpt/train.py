@@ -6,24 +6,27 @@ the number of iterations, and so the length of the cosine learning-rate
 schedule, is fitted to the budget from the measured speed. Everything a run
 needs to continue lives in `<out-dir>/ckpt.npz`; `--resume` picks it up.
 
-Exit status: 0 done, 1 the loss became NaN or infinite, 2 bad input, 130 interrupted.
+Exit status: 0 done, 1 the loss became NaN or infinite, 2 bad input (one line on stderr),
+130 interrupted by Ctrl-C, 143 by SIGTERM, 129 by SIGHUP (each saves a checkpoint that
+--resume continues).
 """
 import argparse
+import contextlib
 import math
 import os
 import signal
 import sys
-import threading
 import time
 
 import numpy as np
 
-from . import data
+from . import data, dist, task
 from .backend import DeviceError
 from .checkpoint import CheckpointError
+from .fileio import FileError, claim_dir
 from .optim import clip_grad_norm, lr_schedule
-from .progress import TimeBudget, flops_and_peak, fmt_time, plot_losses, write_metrics
-from .run import UsageError, make_run, save
+from .progress import TimeBudget, flops_and_peak, fmt_time, log_line, plot_losses, write_metrics
+from .run import StopOnSignal, UsageError, check_types, handling, make_run, save
 
 
 class _Parser(argparse.ArgumentParser):
@@ -36,7 +39,9 @@ def build_parser():
     """The command line, with the defaults chosen for a 2-core laptop CPU."""
     p = _Parser(prog="python -m minigpt.train", description=__doc__.split("\n\n")[0])
     d = " (default: %(default)s)"
-    p.add_argument("file", help="UTF-8 text file to train on")
+    p.add_argument("file", help="UTF-8 text file to train on, or a .jsonl file of task examples, one "
+                   '{"prompt": ..., "completion": ...} per line: the loss counts the completion and the '
+                   "end marker, <|endoftext|> for --tokenizer gpt2, a newline otherwise (see docs/finetune.md)")
     p.add_argument("--out-dir", default="out", metavar="DIR",
                    help="folder for ckpt.npz, metrics.jsonl, loss.png and the token cache" + d)
     p.add_argument("--overwrite", action="store_true", help="start afresh even if DIR/ckpt.npz exists")
@@ -80,6 +85,9 @@ def build_parser():
                    help="steps between evals (each saves the checkpoint); the run also ends with one" + d)
     g.add_argument("--eval-iters", type=int, default=100, metavar="N",
                    help="batches per split that each eval averages the loss over" + d)
+    g.add_argument("--eval-examples", type=int, default=100, metavar="N",
+                   help="for a .jsonl task: held-out examples answered greedily and scored for exact "
+                        "match at each eval" + d)
     g.add_argument("--sample-tokens", type=int, default=400, metavar="N",
                    help="length of the sample printed at the end; 0: no samples" + d)
     g.add_argument("--seed", type=int, default=1337, help="seed for the weights, batches and dropout" + d)
@@ -102,8 +110,9 @@ def parse_args(argv):
 
 def check_args(args):
     """UsageError for any flag value that cannot work."""
+    check_types(args, build_parser())
     positive = ("n_layer", "n_head", "n_embd", "block_size", "batch_size", "grad_accum",
-                "log_interval", "eval_interval", "eval_iters")
+                "log_interval", "eval_interval", "eval_iters", "eval_examples")
     for name in positive + (("max_iters",) if args.max_iters is not None else ()):
         if getattr(args, name) < 1:
             raise UsageError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
@@ -127,6 +136,8 @@ def check_args(args):
         raise UsageError(f"--beta2 must be in [0, 1), got {args.beta2}")
     if args.seed < 0:
         raise UsageError(f"--seed must be 0 or more, got {args.seed}")
+    if not args.out_dir or not args.file:
+        raise UsageError("FILE and --out-dir cannot be empty")
     if not args.max_time and args.max_iters is None:
         raise UsageError("with --max-time 0, give --max-iters (otherwise training never ends)")
 
@@ -149,9 +160,11 @@ def train_step(run, lr):
     args, xp, model = run.args, run.xp, run.model
     grads, loss = None, 0.0
     for _ in range(args.grad_accum):
-        x, y = data.get_batch(run.train_tokens, args.batch_size, args.block_size, run.batch_rng)
+        x, y, share = _rows(run, data.get_batch(run.train_tokens, args.batch_size * run.comm.size,
+                                                args.block_size, run.batch_rng))
         _, micro_loss, cache = model.forward(xp.asarray(x), xp.asarray(y), train=True, rng=run.dropout_rng)
-        g = model.backward(cache)
+        micro_loss = micro_loss * share
+        g = model.backward(cache, dloss=share)
         if grads is None:
             grads = g
         else:
@@ -161,21 +174,34 @@ def train_step(run, lr):
     if args.grad_accum > 1:
         for k in grads:
             grads[k] *= 1.0 / args.grad_accum
+    loss = run.comm.average(grads, loss / args.grad_accum)     # over ranks: one Allreduce
     clip_grad_norm(grads, args.grad_clip)
     run.opt.step(grads, lr=lr)
     run.it += 1
-    return loss / args.grad_accum
+    return loss
+
+
+def _rows(run, batch):
+    """This rank's rows (x, y) of a global batch, and its share of the batch's mean loss.
+
+    The share is 1 for text. For task examples, whose ignored targets (-1) differ from row to
+    row, it is size * (this rank's counted targets) / (the batch's), so the mean over ranks
+    of share * (this rank's mean loss) is the whole batch's mean, as on one process."""
+    x, y = run.comm.shard(*batch)
+    counted, total = np.count_nonzero(y != -1), np.count_nonzero(batch[1] != -1)
+    return x, y, (run.comm.size * counted / total if total and counted != total / run.comm.size else 1.0)
 
 
 def estimate_loss(run, tokens):
-    """Mean loss over args.eval_iters fixed batches (the same ones at every eval)."""
+    """Mean loss over args.eval_iters fixed batches (the same ones at every eval; each rank
+    takes its rows of every batch)."""
     args, rng = run.args, np.random.default_rng([run.args.seed, 7])
     total = 0.0
     for _ in range(args.eval_iters):
-        x, y = data.get_batch(tokens, args.batch_size, args.block_size, rng)
+        x, y, share = _rows(run, data.get_batch(tokens, args.batch_size * run.comm.size, args.block_size, rng))
         _, loss, _ = run.model.forward(run.xp.asarray(x), run.xp.asarray(y), train=False)
-        total = total + loss
-    return float(total) / args.eval_iters
+        total = total + loss * share
+    return float(run.comm.mean(total)) / args.eval_iters
 
 
 def sample_text(run, n_tokens, seed):
@@ -186,7 +212,7 @@ def sample_text(run, n_tokens, seed):
     except (KeyError, ValueError):
         start = [int(run.val_tokens[0])]
     ids = generate(run.model, np.array([start]), n_tokens, temperature=0.8, top_k=200,
-                   rng=np.random.default_rng(seed))
+                   rng=np.random.default_rng(seed), vocab_size=run.tokenizer.vocab_size)
     return run.tokenizer.decode(ids[0, 1:].tolist())
 
 
@@ -198,76 +224,116 @@ def evaluate(run, lr, tok_per_s, budget):
         if not math.isfinite(loss):
             raise Diverged(f"the eval loss is {loss} at iter {run.it}")
     run.best = min(run.best, val_loss)
-    run.records.append({"iter": run.it, "train_loss": train_loss, "val_loss": val_loss, "lr": lr,
-                        "elapsed_s": round(run.elapsed(), 2), "tokens_per_s": round(tok_per_s)})
-    write_metrics(run.path("metrics.jsonl"), run.records)
-    plot_losses(run.path("loss.png"), run.records)
-    save(run)
+    record, scored = {"iter": run.it, "train_loss": train_loss, "val_loss": val_loss, "lr": lr,
+                      "elapsed_s": round(run.elapsed(), 2), "tokens_per_s": round(tok_per_s)}, None
+    if isinstance(run.val_tokens, task.Examples):         # a task: score greedy answers too
+        accuracy, scored = task.exact_match(run.model, run.val_tokens, run.args.eval_examples, run.tokenizer)
+        record.update(exact_match=accuracy, eval_examples=len(scored))
+    run.records.append(record)
+    save(run)                                  # first: metrics.jsonl never runs ahead of it
+    if run.comm.is_root:                       # rank 0 owns the files
+        write_metrics(run.path("metrics.jsonl"), run.records)
+        plot_losses(run.path("loss.png"), run.records)
     run.last_eval = run.it
     print(f"eval iter {run.it}: train {train_loss:.4f}, val {val_loss:.4f} (best {run.best:.4f}) "
-          f"over {run.args.eval_iters} batches; saved {run.path('ckpt.npz')}")
-    n = min(run.args.sample_tokens, 100)
-    if n:
+          f"over {run.args.eval_iters} batches"
+          + (f"; exact match {100 * accuracy:.1f}% of {len(scored)} held out" if scored else "")
+          + f"; saved {run.path('ckpt.npz')}")
+    n = min(run.args.sample_tokens, 100) if run.comm.is_root else 0
+    if scored and n:
+        print("\n".join("  | " + line for line in task.format_answers(scored, 3)))
+    elif n:
         ts = time.perf_counter()
         print("  | " + sample_text(run, n, run.args.seed).replace("\n", "\n  | "))
         budget.sample_s_per_token = (time.perf_counter() - ts) / n
     budget.eval_s = time.perf_counter() - t
 
 
-class _StopOnSigint:
-    """SIGINT handler: the first Ctrl-C asks the loop to stop after this step; a second aborts."""
+WARMUP_STEPS = 5               # timed steps (after the first) that the time budget plans from
 
-    def __init__(self):
-        self.requested = False
 
-    def __call__(self, signum, frame):
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
+def _log_line(run, budget, total, lr, window_loss, window_n, dt, mfu):
+    """Print one log line for the steps since the last; returns the tokens per second."""
+    mean_loss = float(window_loss) / window_n                # the one host sync per log line
+    if not math.isfinite(mean_loss):
+        raise Diverged(f"the training loss is {mean_loss} at iter {run.it}")
+    a, n = run.args, run.comm.size             # n ranks: n times the tokens, on n times the peak
+    line, tok_per_s = log_line(run.it, total, mean_loss, lr, dt, window_n,
+                               a.batch_size * a.block_size * a.grad_accum * n,
+                               mfu and (mfu[0], mfu[1] * n), budget.eta(run.it, total))
+    print(line, flush=True)
+    return tok_per_s
 
 
 def train_loop(run, budget, stop):
     """Step, log, eval and checkpoint until the planned iterations or the time run out.
-    Returns 130 if stopped by Ctrl-C (after saving), else 0."""
+
+    With a deadline, the plan is made after a short warm-up (WARMUP_STEPS timed steps)
+    and refitted at each log line; a plan the budget cuts short has its warm-up cut to a
+    fifth of it, so the cosine reaches --min-lr by the end on any budget. Returns 128 + the signal number if stopped
+    by SIGINT or SIGTERM (after saving), else 0."""
     args = run.args
-    tokens_per_iter = args.batch_size * args.block_size * args.grad_accum
     mfu = flops_and_peak(run.model.config)
-    total = budget.plan(run.it, time.perf_counter(), args.max_iters)
-    lr, loss, tok_per_s, first_it = args.lr, None, 0.0, run.it
+    timed = not math.isinf(budget.deadline)
+    total = run.comm.from_root(budget.plan(run.it, time.perf_counter(), args.max_iters))
+    lr, loss, tok_per_s, first_it, warm_t = args.lr, None, 0.0, run.it, None
     window_t, window_n, window_loss = time.perf_counter(), 0, 0.0
-    while run.it < total and not stop.requested:
-        if run.it > first_it and not budget.fits_another(time.perf_counter()):
+    stop.armed = True
+    # under MPI every rank must take the same branches: rank 0 decides the time, any rank a stop
+    while run.it < total and not run.comm.any(stop.requested):
+        if run.comm.from_root(run.it > first_it and not budget.fits_another(time.perf_counter())):
             break                              # the time budget is spent
         decay_iters = args.lr_decay_iters or total
-        lr = lr_schedule(run.it, args.lr, args.min_lr, args.warmup_iters, decay_iters)
+        fitted = timed and (args.max_iters is None or total < args.max_iters)     # by the budget
+        warmup = min(args.warmup_iters, total // 5) if fitted else args.warmup_iters
+        lr = lr_schedule(run.it, args.lr, args.min_lr, warmup, decay_iters)
         loss = train_step(run, lr)
         window_loss, window_n = window_loss + loss, window_n + 1
+        if timed and budget.s_iter is None:    # the warm-up that the first plan is made from
+            if run.it - first_it == 1:
+                float(loss)                    # wait for the device: the first step is not timed
+                warm_t = time.perf_counter()
+            elif run.it - first_it == 1 + WARMUP_STEPS:
+                float(loss)
+                budget.warm_up(WARMUP_STEPS, time.perf_counter() - warm_t)
+                total = budget.plan(run.it, time.perf_counter(), args.max_iters)
+                print(f"plan: {total} iterations in the time budget "
+                      f"({1000 * budget.s_iter:.1f} ms/iter over the first {WARMUP_STEPS + 1})", flush=True)
         if run.it % args.log_interval == 0 or run.it == total:
-            mean_loss = float(window_loss) / window_n            # the one host sync per log line
-            if not math.isfinite(mean_loss):
-                raise Diverged(f"the training loss is {mean_loss} at iter {run.it}")
             dt = time.perf_counter() - window_t
             budget.observe(window_n, dt)
-            tok_per_s = tokens_per_iter * window_n / dt
-            total = budget.plan(run.it, time.perf_counter(), args.max_iters)
-            extra = f" | MFU {100 * tok_per_s * mfu[0] / mfu[1]:.1f}%" if mfu else ""
-            print(f"iter {run.it:5d}/{total} | loss {mean_loss:.4f} | lr {lr:.2e} | "
-                  f"{1000 * dt / window_n:.1f} ms/iter | {tok_per_s:,.0f} tok/s{extra} | "
-                  f"ETA {fmt_time(budget.eta(run.it, total))}", flush=True)
+            if run.it < total:                 # refit the plan, but never past its end
+                total = max(run.it, run.comm.from_root(budget.plan(run.it, time.perf_counter(),
+                                                                   args.max_iters)))
+            tok_per_s = _log_line(run, budget, total, lr, window_loss, window_n, dt, mfu)
             window_t, window_n, window_loss = time.perf_counter(), 0, 0.0
-        if run.it % args.eval_interval == 0 and not stop.requested:
+        if run.it % args.eval_interval == 0 and not run.comm.any(stop.requested):
             evaluate(run, lr, tok_per_s, budget)
             window_t += budget.eval_s              # the log window times training steps only
-    if stop.requested:
+    stop.armed = False
+    stopped = run.comm.any(stop.requested)
+    if window_n and not stopped:               # the budget ended the run between log lines
+        tok_per_s = _log_line(run, budget, run.it, lr, window_loss, window_n,
+                              time.perf_counter() - window_t, mfu)
+    if stopped:
         if loss is not None and not math.isfinite(float(loss)):
             raise Diverged(f"the training loss is {float(loss)} at iter {run.it}")
         save(run)
-        print(f"interrupted at iter {run.it}: saved {run.path('ckpt.npz')}; continue with --resume",
-              file=sys.stderr)
-        return 130
+        name = signal.Signals(stop.signum).name
+        print(f"interrupted at iter {run.it} ({name}): saved {run.path('ckpt.npz')}; continue with "
+              f"--resume", file=sys.stderr)
+        return 128 + stop.signum
     if run.last_eval != run.it:
         evaluate(run, lr, tok_per_s, budget)
     return 0
+
+
+def batch_line(args, comm):
+    """'batch: 2 ranks x 6 sequences x 64 tokens = 768 tokens per step (...)' for the log."""
+    n = comm.size * args.batch_size * args.grad_accum * args.block_size
+    parts = [f"{comm.size} ranks"] * (comm.size > 1) + [f"{args.batch_size} sequences"] + \
+        [f"{args.grad_accum} micro-batches"] * (args.grad_accum > 1) + [f"{args.block_size} tokens"]
+    return f"batch: {' x '.join(parts)} = {n:,} tokens per step{comm.describe()}"
 
 
 def train(args, explicit, t0):
@@ -275,27 +341,41 @@ def train(args, explicit, t0):
     check_start(args)
     if not args.resume:                        # a resumed run is checked with its saved flags
         check_args(args)
-    run = make_run(args, explicit, t0, check_args)
+    stop = StopOnSignal()
+    signums = [getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, n)]
+    comm = dist.world()
+    with contextlib.ExitStack() as held:
+        # rank 0 owns the out-dir, locked for the run; a refusal there stops every rank
+        comm.agree(lambda: held.enter_context(claim_dir(args.out_dir)) if comm.is_root else None)
+        held.enter_context(handling(stop, signums))
+        return _train(args, explicit, t0, stop)
+
+
+def _train(args, explicit, t0, stop):
+    run = dist.world().agree(lambda: make_run(args, explicit, t0, check_args))  # fails on all ranks or none
+    run.comm.check_same_data(run.tokenizer, run.text_sha256)
     cfg = run.model.config
     print(f"model: {run.model.num_params():,} parameters: {cfg.n_layer} layers, {cfg.n_head} heads, "
           f"{cfg.n_embd} wide, block {cfg.block_size}, on {run.model.device}")
+    print(batch_line(args, run.comm))
     budget_s = args.max_time * 60 - (run.elapsed0 if args.resume and "max_time" not in explicit else 0)
     budget = TimeBudget(t0 + budget_s if args.max_time else math.inf, args.eval_interval,
                         args.eval_iters, args.grad_accum, args.sample_tokens)
-    stop = _StopOnSigint()
-    in_main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGINT, stop) if in_main_thread else None
-    try:
-        with np.errstate(all="ignore"):        # a diverging loss is reported by the loop, once
-            status = train_loop(run, budget, stop)
-    finally:
-        if in_main_thread:
-            signal.signal(signal.SIGINT, previous)
+    if isinstance(run.val_tokens, task.Examples):     # keep time for the final eval's answers
+        budget.margin_s += task.answer_time(run, args.eval_examples + 8)
+    with np.errstate(all="ignore"):            # a diverging loss is reported by the loop, once
+        status = train_loop(run, budget, stop)
     if status:
         return status
     print(f"done: {run.it} iterations in {fmt_time(time.perf_counter() - t0)}; best val loss "
           f"{run.best:.4f} (over {args.eval_iters} batches); checkpoint {run.path('ckpt.npz')}")
-    if args.sample_tokens:
+    if run.records and "exact_match" in run.records[-1]:
+        r = run.records[-1]
+        print(f"exact match on {r['eval_examples']} held-out examples: {100 * r['exact_match']:.1f}%")
+    if args.sample_tokens and run.comm.is_root and isinstance(run.val_tokens, task.Examples):
+        accuracy, scored = task.exact_match(run.model, run.val_tokens, 8, run.tokenizer)
+        print("--- greedy answers to 8 held-out prompts ---\n" + "\n".join(task.format_answers(scored, 8)))
+    elif args.sample_tokens and run.comm.is_root:
         print(f"--- sample ({args.sample_tokens} tokens) ---")
         print(sample_text(run, args.sample_tokens, args.seed + 1))
     return 0
@@ -310,8 +390,12 @@ def main(argv=None):
         return e.code
     try:
         return train(args, explicit, t0)
-    except (UsageError, data.DataError, CheckpointError, DeviceError) as e:
-        print(f"error: {e}", file=sys.stderr)
+    except (UsageError, data.DataError, CheckpointError, DeviceError, FileError, dist.DistError) as e:
+        print(f"error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
+        return 2
+    except OSError as e:                       # the disk, not the flags: e.g. a file vanished
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"error: {where}{e.strerror or e}", file=sys.stderr)
         return 2
     except Diverged as e:
         ckpt = os.path.join(args.out_dir, "ckpt.npz")
@@ -328,4 +412,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(dist.run(main))                   # under mpiexec: rank 0 speaks, all ranks end together

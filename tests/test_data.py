@@ -109,8 +109,8 @@ def test_second_load_reuses_the_cached_tokens_and_tokenizer(tmp_path):
     path = tmp_path / "corpus.txt"
     path.write_text(TEXT)
     calls = []
-    tokens, tok, cached = data.load_corpus(path, tmp_path / "out", _counting_char_factory(calls), {"kind": "char"})
-    again, tok2, cached2 = data.load_corpus(path, tmp_path / "out", _counting_char_factory(calls), {"kind": "char"})
+    tokens, tok, cached, _ = data.load_corpus(path, tmp_path / "out", _counting_char_factory(calls), {"kind": "char"})
+    again, tok2, cached2, _ = data.load_corpus(path, tmp_path / "out", _counting_char_factory(calls), {"kind": "char"})
     assert (cached, cached2) == (False, True) and len(calls) == 1
     assert isinstance(again, np.memmap)
     np.testing.assert_array_equal(again, tokens)
@@ -124,7 +124,7 @@ def test_cache_is_rebuilt_when_the_text_or_the_key_changes(tmp_path):
     data.load_corpus(path, out, _counting_char_factory(calls), {"kind": "char"})
     data.load_corpus(path, out, _counting_char_factory(calls), {"kind": "other"})
     path.write_text(TEXT + "Zounds!\n")
-    tokens, tok, cached = data.load_corpus(path, out, _counting_char_factory(calls), {"kind": "other"})
+    tokens, tok, cached, _ = data.load_corpus(path, out, _counting_char_factory(calls), {"kind": "other"})
     assert not cached and len(calls) == 3
     assert tok.decode(tokens[-8:].tolist()) == "Zounds!\n"
 
@@ -133,9 +133,9 @@ def test_damaged_cache_is_rebuilt_not_trusted(tmp_path):
     path = tmp_path / "corpus.txt"
     path.write_text(TEXT)
     calls, out = [], tmp_path / "out"
-    tokens, _, _ = data.load_corpus(path, out, _counting_char_factory(calls), {"kind": "char"})
+    tokens, _, _, _ = data.load_corpus(path, out, _counting_char_factory(calls), {"kind": "char"})
     (out / "tokens.bin").write_bytes(b"\x00\x01\x02")        # truncated
-    again, _, cached = data.load_corpus(path, out, _counting_char_factory(calls), {"kind": "char"})
+    again, _, cached, _ = data.load_corpus(path, out, _counting_char_factory(calls), {"kind": "char"})
     assert not cached
     np.testing.assert_array_equal(again, tokens)
 
@@ -150,9 +150,69 @@ def test_cache_made_with_a_given_tokenizer_is_reused_only_for_that_tokenizer(tmp
     path.write_text(TEXT)
     out = tmp_path / "out"
     tok = build_tokenizer("char", TEXT)
-    tokens, _, first = data.load_corpus(path, out, tokenizer=tok)
-    _, _, second = data.load_corpus(path, out, tokenizer=tok)
+    tokens, _, first, _ = data.load_corpus(path, out, tokenizer=tok)
+    _, _, second, _ = data.load_corpus(path, out, tokenizer=tok)
     wider = build_tokenizer("char", TEXT + "Z")
-    other, tok3, third = data.load_corpus(path, out, tokenizer=wider)
+    other, tok3, third, _ = data.load_corpus(path, out, tokenizer=wider)
     assert (first, second, third) == (False, True, False)
     assert tok3.decode(other.tolist()) == TEXT   # ids of the wider tokenizer, not the cached ones
+
+
+# ------------------------------------------------------------ a cache is trusted by its digest
+
+@pytest.mark.parametrize("fill", [b"\x00", b"\xff", "other"])
+def test_a_same_size_tokens_bin_with_other_content_is_rebuilt(tmp_path, fill):
+    path = tmp_path / "corpus.txt"
+    path.write_text(TEXT)
+    out = tmp_path / "out"
+    tokens, tok, _, _ = data.load_corpus(path, out, _counting_char_factory([]), {"kind": "char"})
+    size = (out / "tokens.bin").stat().st_size
+    other = np.roll(np.asarray(tokens), 7).tobytes() if fill == "other" else fill * size
+    (out / "tokens.bin").write_bytes(other)
+    again, _, cached, _ = data.load_corpus(path, out, _counting_char_factory([]), {"kind": "char"})
+    assert not cached
+    np.testing.assert_array_equal(again, tokens)
+
+
+def test_a_cache_with_ids_beyond_the_vocabulary_is_rebuilt_even_with_a_matching_digest(tmp_path):
+    import hashlib
+    import json as _json
+    path = tmp_path / "corpus.txt"
+    path.write_text(TEXT)
+    out = tmp_path / "out"
+    tokens, tok, _, _ = data.load_corpus(path, out, _counting_char_factory([]), {"kind": "char"})
+    bad = np.full(len(tokens), 0xFFFF, dtype=np.uint16).tobytes()
+    (out / "tokens.bin").write_bytes(bad)
+    meta = _json.loads((out / "tokens.json").read_text())
+    meta["tokens_sha256"] = hashlib.sha256(bad).hexdigest()
+    (out / "tokens.json").write_text(_json.dumps(meta))
+    again, _, cached, _ = data.load_corpus(path, out, _counting_char_factory([]), {"kind": "char"})
+    assert not cached
+    np.testing.assert_array_equal(again, tokens)
+
+
+def test_a_text_from_a_pipe_is_read_once(tmp_path):
+    import os
+    import threading
+    r, w = os.pipe()
+
+    def feed():
+        with os.fdopen(w, "wb") as f:
+            f.write(TEXT.encode())
+    threading.Thread(target=feed).start()
+    try:
+        tokens, tok, _, _ = data.load_corpus(f"/dev/fd/{r}", tmp_path / "out", _counting_char_factory([]),
+                                          {"kind": "char"})
+    finally:
+        os.close(r)
+    assert tok.decode(np.asarray(tokens).tolist()) == TEXT
+
+
+def test_deeply_nested_tokens_json_is_a_rebuilt_cache_not_a_recursion_error(tmp_path):
+    path = tmp_path / "corpus.txt"
+    path.write_text(TEXT)
+    out = tmp_path / "out"
+    data.load_corpus(path, out, _counting_char_factory([]), {"kind": "char"})
+    (out / "tokens.json").write_text("[" * 200_000)
+    _, _, cached, _ = data.load_corpus(path, out, _counting_char_factory([]), {"kind": "char"})
+    assert not cached

@@ -1,5 +1,6 @@
 """The gradient checker itself: it passes correct backward passes and catches wrong ones."""
 import numpy as np
+import pytest
 
 from minigpt import gradcheck, layers as L
 
@@ -38,3 +39,38 @@ def test_rel_error_is_zero_for_equal_and_large_for_different_arrays():
     assert gradcheck.rel_error(a, a) == 0.0
     assert gradcheck.rel_error(a, -a) == 2.0
     assert gradcheck.rel_error(np.zeros(3), np.zeros(3)) == 0.0
+
+
+def test_check_layer_passes_a_correct_backward_that_scales_dout_in_place():
+    def gelu_backward_in_place(dout, x):              # correct, but reuses dout's memory
+        dout *= L.gelu_backward(np.ones_like(x), x)
+        return dout
+    x = np.random.default_rng(0).standard_normal((3, 4))
+    errs = gradcheck.check_layer(L.gelu_forward, gelu_backward_in_place, [x])
+    assert errs["input0"] < 1e-8, errs
+
+
+def test_check_layer_dout_is_not_the_callers_stream():
+    # inputs drawn with default_rng(0), as a caller's often are; w = 1, b = 0. When dout came
+    # from default_rng(0) too it equalled x, the true dx nearly vanished and minigpt's own
+    # LayerNorm "failed" on finite-difference noise.
+    x = np.random.default_rng(0).standard_normal((2, 5, 8))
+    errs = gradcheck.check_layer(L.layernorm_forward, L.layernorm_backward, [x, np.ones(8), np.zeros(8)],
+                                 ["x", "w", "b"], seed=0)
+    assert max(errs.values()) < 1e-7, errs
+
+
+def test_check_layer_refuses_a_wrong_number_of_gradients():
+    rng = np.random.default_rng(1)
+    x, w = rng.standard_normal((4, 3)), rng.standard_normal((3, 2))
+
+    def ignores_the_bias_flag(dy, cache):              # returns a db for a layer without bias
+        dx, dw, _ = L.linear_backward(dy, cache)
+        return dx, dw, dy.sum(axis=0)
+    forward = lambda x, w: L.linear_forward(x, w, None)  # noqa: E731
+    with pytest.raises(ValueError, match="returned 3 gradients for 2 inputs"):
+        gradcheck.check_layer(forward, ignores_the_bias_flag, [x, w])
+    with pytest.raises(ValueError, match="returned 1 gradients for 2 inputs"):
+        gradcheck.check_layer(forward, lambda dy, cache: L.linear_backward(dy, cache)[0], [x, w])
+    # minigpt's own linear_backward returns db = None without a bias: accepted
+    assert set(gradcheck.check_layer(forward, L.linear_backward, [x, w])) == {"input0", "input1"}

@@ -181,3 +181,65 @@ def test_param_count_matches_gpt2_small_formula():
     config = GPTConfig(vocab_size=50257, block_size=1024, n_layer=12, n_head=12, n_embd=768)
     n = sum(math.prod(s) for s in param_shapes(config).values())
     assert n == 124_439_808                           # GPT-2 124M, tied head counted once
+
+
+def test_residual_stream_is_the_embeddings_first_and_what_ln_f_reads_last():
+    model = tiny_model()
+    idx, _ = batch(TINY)
+    logits, _, caches = model.forward(idx)
+    P = model.params
+    first = model.residual_stream(caches, 0)
+    np.testing.assert_allclose(first, P["wte.weight"][idx] + P["wpe.weight"][:idx.shape[1]], rtol=1e-12)
+    last = model.residual_stream(caches, TINY.n_layer)
+    xn = (last - last.mean(-1, keepdims=True)) / np.sqrt(last.var(-1, keepdims=True) + 1e-5)
+    xn = xn * P["ln_f.weight"] + P["ln_f.bias"]
+    np.testing.assert_allclose(xn @ P["wte.weight"].T, logits, rtol=1e-9, atol=1e-12)
+    assert not np.allclose(model.residual_stream(caches, 1), first)     # block 0 added something
+    with pytest.raises(IndexError):
+        model.residual_stream(caches, TINY.n_layer + 1)
+
+
+def test_attention_weights_of_block_i_are_the_causal_softmax_of_its_queries_and_keys():
+    model = tiny_model()
+    idx, _ = batch(TINY)
+    _, _, caches = model.forward(idx)
+    P, C, nh = model.params, TINY.n_embd, TINY.n_head
+    for i in range(TINY.n_layer):
+        x = model.residual_stream(caches, i)
+        a = (x - x.mean(-1, keepdims=True)) / np.sqrt(x.var(-1, keepdims=True) + 1e-5)
+        a = a * P[f"h.{i}.ln_1.weight"] + P[f"h.{i}.ln_1.bias"]
+        qkv = a @ P[f"h.{i}.attn.c_attn.weight"] + P[f"h.{i}.attn.c_attn.bias"]
+        B, T, _ = qkv.shape
+        q, k = (qkv[..., j * C:(j + 1) * C].reshape(B, T, nh, -1).transpose(0, 2, 1, 3) for j in (0, 1))
+        s = q @ k.transpose(0, 1, 3, 2) / math.sqrt(C // nh) + np.triu(np.full((T, T), -np.inf), 1)
+        expected = np.exp(s - s.max(-1, keepdims=True))
+        expected /= expected.sum(-1, keepdims=True)
+        np.testing.assert_allclose(model.attention_weights(caches, i), expected, rtol=1e-9, atol=1e-15)
+    with pytest.raises(IndexError):
+        model.attention_weights(caches, TINY.n_layer)
+
+
+# ------------------------------------------------------------ ids outside the vocabulary
+
+@pytest.mark.parametrize("bad", [-1, -2, 10, 99])
+def test_an_input_id_outside_the_vocabulary_is_a_value_error(bad):
+    model = GPT(GPTConfig(vocab_size=10, block_size=8, n_layer=1, n_head=2, n_embd=8))
+    with pytest.raises(ValueError, match=f"token id {bad} is outside"):
+        model.forward(np.array([[bad, 2, 3]]))
+
+
+@pytest.mark.parametrize("bad", [-2, 10])
+def test_a_target_outside_the_vocabulary_is_a_value_error_and_only_minus_one_is_ignored(bad):
+    model = GPT(GPTConfig(vocab_size=10, block_size=8, n_layer=1, n_head=2, n_embd=8))
+    idx = np.array([[1, 2, 3]])
+    with pytest.raises(ValueError, match=f"target {bad} is outside"):
+        model.forward(idx, np.array([[bad, 2, 3]]))
+    logits, ignored, _ = model.forward(idx, np.array([[-1, 2, 3]]))
+    logp = logits[0] - np.log(np.exp(logits[0]).sum(-1, keepdims=True))
+    assert np.isclose(float(ignored), -(logp[1, 2] + logp[2, 3]) / 2, rtol=1e-5)
+
+
+def test_float_ids_are_a_value_error():
+    model = GPT(GPTConfig(vocab_size=10, block_size=8, n_layer=1, n_head=2, n_embd=8))
+    with pytest.raises(ValueError, match="integer"):
+        model.forward(np.array([[1.0, 2.0]]))

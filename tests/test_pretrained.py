@@ -240,3 +240,63 @@ def test_an_exported_minigpt_model_loads_in_transformers_with_equal_logits(tmp_p
     with torch.no_grad():
         ref = hf(torch.from_numpy(idx)).logits.numpy()
     np.testing.assert_allclose(model.forward(idx)[0], ref, rtol=0, atol=1e-4)
+
+
+# ------------------------------------------------------------ files that would give wrong results
+
+def test_non_finite_weights_are_refused(tiny_dir):
+    directory, model = tiny_dir
+    tensors, meta = load_file(directory / "model.safetensors")
+    tensors["transformer.h.0.mlp.c_fc.weight"][0, 0] = np.nan
+    save_file(tensors, directory / "model.safetensors", meta)
+    with pytest.raises(PretrainedError, match="h.0.mlp.c_fc.weight .*not finite"):
+        load_pretrained(directory)
+
+
+def test_a_deeply_nested_config_json_is_a_clear_error(tiny_dir):
+    directory, _ = tiny_dir
+    (directory / "config.json").write_text("[" * 200_000)
+    with pytest.raises(PretrainedError, match="nested more than"):
+        load_pretrained(directory)
+
+
+def test_a_model_vocabulary_larger_than_the_tokenizer_never_samples_an_undecodable_id(tmp_path, capsys):
+    config = GPTConfig(vocab_size=TINY_VOCAB + 40, block_size=16, n_layer=1, n_head=2, n_embd=8)
+    model = GPT(config, seed=0)
+    model.params["ln_f.weight"][:] = 0.0           # the final hidden state is all ones, so
+    model.params["ln_f.bias"][:] = 1.0             # the 40 padding rows get the largest logits
+    model.params["wte.weight"][TINY_VOCAB:] = 1.0
+    export_safetensors(model, tmp_path)
+    write_tiny_bpe(tmp_path)
+    for mode in (["--greedy"], ["--seed", "0", "--top-k", "50"]):
+        assert main(["--pretrained", str(tmp_path), "--prompt", "the", "--max-new-tokens", "8",
+                     "--ignore-eot", "--device", "cpu", *mode]) == 0
+        assert capsys.readouterr().out.startswith("the")
+
+
+def test_an_absurd_layer_count_is_refused_before_naming_its_parameters(tiny_dir):
+    directory, _ = tiny_dir
+    config_edit("n_layer", 10**6)(directory)
+    with pytest.raises(PretrainedError, match="n_layer 1000000, but the weights hold only"):
+        load_pretrained(directory)
+
+
+def test_a_layer_norm_epsilon_that_is_not_a_number_is_a_clear_error(tiny_dir):
+    directory, _ = tiny_dir
+    config_edit("layer_norm_epsilon", "x")(directory)
+    with pytest.raises(PretrainedError, match="layer_norm_epsilon must be a number"):
+        load_pretrained(directory)
+
+
+def test_a_tensor_in_two_shards_is_refused_not_silently_taken_from_the_last(tiny_dir):
+    directory, _ = tiny_dir
+    tensors, _ = load_file(directory / "model.safetensors")
+    names = sorted(tensors)
+    (directory / "model.safetensors").unlink()
+    other = dict(tensors, **{names[0]: tensors[names[0]] + 1})
+    save_file({k: tensors[k] for k in names[:5]}, directory / "a.safetensors")
+    save_file({k: other[k] for k in names[:1] + names[5:]}, directory / "b.safetensors")
+    weight_map = {k: "a.safetensors" if i < 5 else "b.safetensors" for i, k in enumerate(names)}
+    (directory / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    with pytest.raises(PretrainedError, match=f"{names[0]} is in more than one"):
+        load_pretrained(directory)

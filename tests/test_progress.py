@@ -67,3 +67,19 @@ def test_loss_plot_is_a_png_written_without_a_display(tmp_path):
                        {"iter": 10, "train_loss": 2.0, "val_loss": 2.2}])
     assert path.read_bytes()[:4] == b"\x89PNG"
     assert [p.name for p in tmp_path.iterdir()] == ["loss.png"]
+
+
+def test_a_warm_up_measurement_plans_before_the_first_log_window_which_then_takes_over():
+    b = _budget()
+    assert b.plan(6, 0.0) == math.inf
+    b.warm_up(5, 0.5)                          # 0.1 s per step over a short warm-up
+    assert b.s_iter == 0.1 and b.plan(6, 0.0) == 6 + int((100.0 - b.reserve()) / b.per_iter())
+    b.observe(50, 10.0)                        # the first log window: 0.2 s per step
+    assert b.s_iter == 0.2
+
+
+def test_log_line_names_the_iteration_loss_speed_and_eta():
+    from minigpt.progress import log_line
+    line, tok_per_s = log_line(40, 100, 2.5, 1e-3, 2.0, 20, 768, eta=65)
+    assert tok_per_s == 768 * 20 / 2.0
+    assert line == "iter    40/100 | loss 2.5000 | lr 1.00e-03 | 100.0 ms/iter | 7,680 tok/s | ETA 1m05s"

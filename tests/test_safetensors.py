@@ -156,3 +156,9 @@ def test_writer_refuses_what_safetensors_cannot_hold(tmp_path):
     with pytest.raises(SafetensorsError, match="metadata"):
         save_file({"a": np.ones(2)}, tmp_path / "m.safetensors", metadata={"n": 1})
     assert not list(tmp_path.iterdir())            # nothing half-written left behind
+
+
+def test_a_deeply_nested_header_is_refused_not_a_recursion_error(tmp_path):
+    path = write_raw(tmp_path / "deep.safetensors", b"[" * 200_000)
+    with pytest.raises(SafetensorsError, match="nested more than"):
+        load_file(path)

@@ -263,3 +263,43 @@ def test_module_entry_point_exits_2_without_a_traceback(tmp_path):
                        cwd=root, capture_output=True, text=True, timeout=120)
     assert r.returncode == 2
     assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
+
+
+# ------------------------------------------------------------ inputs that used to crash or hang
+
+@pytest.mark.parametrize("temperature", [1e-320, 5e-324, 1e-300])
+def test_a_tiny_temperature_is_greedy_not_nan(temperature):
+    logits = np.array([[1.0, 3.0, 2.0, -5.0]], dtype=np.float32)
+    probs = filter_logits(logits[0], temperature)
+    assert np.all(np.isfinite(probs)) and probs.argmax() == 1
+    assert sample_next(logits, temperature, rng=np.random.default_rng(0))[0] == 1
+
+
+@pytest.mark.parametrize("bad", [-1, 11])
+def test_generate_refuses_ids_outside_the_vocabulary(bad):
+    with pytest.raises(ValueError, match=f"token id {bad} is outside"):
+        generate(MODEL64, np.array([[bad, 2, 3]]), 2)
+
+
+def test_generate_never_draws_an_id_at_or_above_the_tokenizers_vocabulary():
+    ids = generate(MODEL64, np.array([[1, 2]]), 30, temperature=5.0, rng=np.random.default_rng(0),
+                   vocab_size=4)
+    assert ids[0, 2:].max() < 4
+
+
+def test_cli_temperature_1e_320_samples_without_a_traceback(ckpt, capsys):
+    assert run_cli("--ckpt", ckpt, "--prompt", "J", "--max-new-tokens", "5", "--temperature", "1e-320",
+                   "--seed", "1", "--device", "cpu") == 0
+    assert capsys.readouterr().out.startswith("J")
+
+
+def test_cli_on_a_fifo_is_refused_at_once_not_a_hang(tmp_path):
+    import os
+    import subprocess
+    import sys
+    fifo = tmp_path / "ckpt.npz"
+    os.mkfifo(fifo)
+    proc = subprocess.run([sys.executable, "-m", "minigpt.sample", "--ckpt", str(fifo), "--device", "cpu"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "not a regular file" in proc.stderr
+    assert proc.stderr.count("\n") == 1

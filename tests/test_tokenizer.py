@@ -512,3 +512,45 @@ def test_build_tokenizer_makes_each_kind():
     assert build_tokenizer("gpt2", "ignored").vocab_size == 50257
     with pytest.raises(ValueError, match="unknown tokenizer kind"):
         build_tokenizer("word", "hello")
+
+
+# ------------------------------------------------------------ files that leave holes in the ids
+
+def _bpe_dict(merges, specials=None):
+    tok = BPETokenizer().train("hello hello world " * 20, 260)
+    d = json.loads(tok.to_json())
+    d["merges"], d["special_tokens"] = merges, specials or {}
+    return d
+
+
+def test_a_repeated_merge_is_refused_at_load():
+    with pytest.raises(ValueError, match="merge 1 .* repeats merge 0"):
+        tokenizer_from_json(json.dumps(_bpe_dict([[104, 101], [104, 101], [256, 108]])))
+
+
+def test_special_token_ids_that_leave_a_hole_are_refused_at_load():
+    with pytest.raises(ValueError, match="special_tokens"):
+        tokenizer_from_json(json.dumps(_bpe_dict([[104, 101]], {"<|x|>": 300})))
+    ok = tokenizer_from_json(json.dumps(_bpe_dict([[104, 101]], {"<|x|>": 257})))
+    assert ok.vocab_size == 258 and ok.decode(range(258))
+
+
+def test_deeply_nested_tokenizer_json_is_a_clear_error():
+    with pytest.raises(ValueError, match="nested more than"):
+        tokenizer_from_json("[" * 200_000 + "]" * 200_000)
+
+
+def test_deeply_nested_gpt2_vocab_json_is_a_clear_error(tmp_path):
+    (tmp_path / "vocab.json").write_text("[" * 200_000)
+    (tmp_path / "merges.txt").write_text("#version: 0.2\n")
+    with pytest.raises(ValueError, match="nested more than"):
+        BPETokenizer.from_gpt2(tmp_path / "vocab.json", tmp_path / "merges.txt")
+
+
+@pytest.mark.parametrize("field, value", [("type", []), ("type", {}), ("byte_ids", [None] * 256),
+                                          ("byte_ids", list(range(255)) + ["x"])])
+def test_a_tokenizer_field_of_the_wrong_type_is_a_value_error(field, value):
+    d = _bpe_dict([[104, 101]])
+    d[field] = value
+    with pytest.raises(ValueError):
+        tokenizer_from_json(json.dumps(d))

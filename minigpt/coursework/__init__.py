@@ -1,0 +1,19 @@
+"""Coursework: a student kit for minigpt's backward passes, and its autograder.
+
+    python -m minigpt.coursework release OUT_DIR [--with-solutions]
+    python -m minigpt.coursework grade FILE.py [--json results.json] [--extra-cases CASES.json] [--timeout S]
+
+release   writes student_layers.py (every layer of the contract, bodies raising
+          NotImplementedError), the student version of notebook 03 and a README.
+grade     runs FILE.py's functions in child processes on the kit's cases (and an
+          instructor's hidden ones), compares them with minigpt's layers and finite
+          differences, checks the whole GPT with them, and prints a table (or
+          writes Gradescope's results.json).
+
+Files: cases.py (the cases and reference answers), runner.py (the child process;
+model_check.py its whole-model job),
+judge.py (verdicts and hints), grade.py (orchestration and the report),
+source_check.py (imports of minigpt, read from the source), release.py (the kit),
+student_template.py and solution.py (the student's file, blank and solved).
+See docs/coursework.md.
+"""

@@ -1,0 +1,91 @@
+"""`python -m minigpt.coursework release|grade ...`: the command line (see __init__.py)."""
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from ..fileio import atomic_write
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m minigpt.coursework",
+                                     description="Release a student kit, or grade a student's layers.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    rel = sub.add_parser("release", help="write the student kit (or the instructor's copy) into OUT_DIR")
+    rel.add_argument("out_dir", help="folder for the kit; created if missing")
+    rel.add_argument("--with-solutions", action="store_true",
+                     help="write the instructor's copy: solved student_layers.py, the course notebook")
+    rel.add_argument("--overwrite", action="store_true", help="replace kit files that are already in OUT_DIR")
+    gr = sub.add_parser("grade", help="grade the functions a student's FILE.py implements")
+    gr.add_argument("file", help="the student's Python file, e.g. student_layers.py")
+    gr.add_argument("--json", metavar="RESULTS.json", help="also write Gradescope's results.json here")
+    gr.add_argument("--extra-cases", metavar="CASES.json", action="append", default=[],
+                    help="hidden cases (shapes and seeds) to add to the kit's; may be repeated")
+    gr.add_argument("--timeout", type=float, default=10.0, metavar="S",
+                    help="seconds each test case may take (default 10)")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "release":
+            return _release(args)
+        return _grade(args)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:                       # no room for the grader's temporary files, ...
+        where = f": {e.filename}" if e.filename else ""
+        print(f"error: {e.strerror or e}{where}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:                  # the children are stopped on the way out
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+class UserError(Exception):
+    """A mistake on the command line or in a file given to it: one line, exit status 2."""
+
+
+def _release(args):
+    from .release import ReleaseError, release
+    try:
+        written = release(args.out_dir, with_solutions=args.with_solutions, overwrite=args.overwrite)
+    except ReleaseError as e:
+        raise UserError(str(e)) from None
+    kind = "instructor's copy (with solutions)" if args.with_solutions else "student kit"
+    print(f"wrote the {kind} to {args.out_dir}: {', '.join(p.name for p in written)}")
+    return 0
+
+
+def _grade(args):
+    from .cases import CaseError, read_extra_cases
+    from .grade import grade_file
+    path = Path(args.file)
+    if not path.is_file():
+        raise UserError(f"no such file: {path}")
+    if path.suffix != ".py":
+        raise UserError(f"{path} is not a Python file (.py)")
+    if not 0 < args.timeout <= 600:
+        raise UserError("--timeout must be between 0 and 600 seconds")
+    try:
+        path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"cannot read {path}: {e}") from None
+    extra = []
+    try:
+        for cases_path in args.extra_cases:
+            extra += read_extra_cases(cases_path)
+    except CaseError as e:
+        raise UserError(str(e)) from None
+    report = grade_file(path, extra_cases=extra, timeout=args.timeout)
+    print(report.table())
+    if args.json:
+        text = json.dumps(report.results_json(), indent=1) + "\n"
+        try:
+            atomic_write(args.json, lambda f: f.write(text.encode("utf-8")))
+        except OSError as e:
+            raise UserError(f"cannot write {args.json}: {e}") from None
+        print(f"wrote {args.json}")
+    return report.exit_status()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

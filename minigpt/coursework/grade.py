@@ -1,0 +1,311 @@
+"""Grade a student's layers: every case of every function, then the whole model.
+
+    report = grade_file("student_layers.py", timeout=10)    # student code in child processes
+    report = grade_functions({"gelu_forward": f, ...})      # in this process (tests, trusted code)
+    print(report.table()); report.results_json()            # Gradescope's results.json
+
+One child process per layer (two at a time) runs the student's code under a time
+limit; it gets its inputs as .npz files and hands back .npz and JSON lines, read
+here without pickle. A function that uses minigpt's own code (seen in the
+source, or caught calling into minigpt's files at run time) earns nothing.
+"""
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import runner
+from .cases import FUNCTIONS, LAYERS, POINTS, builtin_cases
+from .judge import judge_backward, judge_forward
+from .source_check import uses_minigpt
+
+PACKAGE_DIR = Path(__file__).resolve().parents[1]          # minigpt/
+MODEL_TOLERANCE = (1e-6, 1e-7)                             # finite differences, the reference
+
+
+@dataclass
+class Test:
+    name: str                   # "layernorm_backward: 3-D input, no bias"
+    function: str
+    score: float
+    max_score: float
+    status: str                 # pass, fail, not implemented, not graded
+    output: str = ""
+
+
+@dataclass
+class Report:
+    tests: list = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def score(self):
+        return sum(t.score for t in self.tests)
+
+    @property
+    def max_score(self):
+        return sum(t.max_score for t in self.tests)
+
+    def functions(self):
+        """{function: (points, max, status, first failure)} in the contract's order, then model."""
+        rows = {}
+        for name in FUNCTIONS + ["model"]:
+            tests = [t for t in self.tests if t.function == name]
+            if not tests:
+                continue
+            first = next((t for t in tests if t.status != "pass"), None)
+            statuses = {t.status for t in tests}
+            status = ("pass" if statuses == {"pass"} else "not implemented"
+                      if statuses <= {"not implemented", "not graded"} else "fail")
+            why = f"{first.name.split(': ', 1)[1]}: {first.output}" if first and status == "fail" else \
+                (first.output if first else "")
+            if status == "pass" and sum(t.score for t in tests) < sum(t.max_score for t in tests):
+                why = tests[0].output                  # the model, with some of the layers
+            rows[name] = (sum(t.score for t in tests), sum(t.max_score for t in tests), status,
+                          why.split("\n")[0])
+        return rows
+
+    def exit_status(self):
+        """0 when at least one function is implemented and every implemented one passes."""
+        statuses = [row[2] for row in self.functions().values()]
+        return 0 if "pass" in statuses and "fail" not in statuses else 1
+
+    def table(self):
+        rows = self.functions()
+        width = max(len(n) for n in rows)
+        lines = [f"{'function':<{width}}  {'points':>6}  {'max':>5}  first failure"]
+        for name, (points, most, status, why) in rows.items():
+            lines.append(f"{name:<{width}}  {points:>6.1f}  {most:>5.1f}  {why}".rstrip())
+        lines.append(f"{'total':<{width}}  {self.score:>6.1f}  {self.max_score:>5.1f}  "
+                     f"({sum(r[2] == 'pass' for r in rows.values())} of {len(rows)} pass; "
+                     f"graded in {self.seconds:.1f} s)")
+        return "\n".join(lines)
+
+    def results_json(self):
+        """Gradescope's autograder results: score, and one entry per test."""
+        return {"score": round(self.score, 4), "execution_time": round(self.seconds, 2),
+                "output": f"{self.score:.1f} of {self.max_score:.1f} points",
+                "tests": [{"name": t.name, "score": round(t.score, 4), "max_score": round(t.max_score, 4),
+                           "status": "passed" if t.status == "pass" else "failed",
+                           "output": t.output or "passed",
+                           **({"visibility": "after_due_date"} if ": hidden: " in t.name else {})}
+                          for t in self.tests]}
+
+
+def grade_file(path, extra_cases=(), timeout=10.0, workers=2):
+    """Grade the file at `path`, its code running in child processes."""
+    path = Path(path).resolve()
+    try:
+        flagged = uses_minigpt(path.read_text(encoding="utf-8"))
+    except SyntaxError:
+        flagged = {}                        # the child reports it, with its line
+    base = dict(student=str(path), watch=[str(PACKAGE_DIR)], root=str(PACKAGE_DIR.parent))
+    return _grade(base, None, flagged, extra_cases, timeout, workers)
+
+
+def grade_functions(functions, extra_cases=(), timeout=10.0, source=None):
+    """Grade functions given as {name: callable}, here in this process (trusted code, no child).
+    source: the file they came from, to apply the same minigpt checks as grade_file."""
+    flagged = uses_minigpt(Path(source).read_text(encoding="utf-8")) if source else {}
+    watch = [str(PACKAGE_DIR)] if source else []
+    return _grade(dict(student=str(source) if source else None, watch=watch, root=str(PACKAGE_DIR.parent)),
+                  functions, flagged,
+                  extra_cases, timeout, 1)
+
+
+def _grade(base, functions, flagged, extra_cases, timeout, workers):
+    t0 = time.perf_counter()
+    cases = builtin_cases() + list(extra_cases)
+    report = Report()
+    with tempfile.TemporaryDirectory(prefix="minigpt-grade-") as tmp:
+        jobs = [(layer, [c for c in cases if c.layer == layer]) for layer in LAYERS]
+        skip = sorted(n for n in flagged if n in FUNCTIONS)
+        run = lambda item: _run_layer(tmp, base, functions, skip, timeout, *item)   # noqa: E731
+        if workers > 1:
+            with ThreadPoolExecutor(workers) as pool:
+                outcomes = list(pool.map(run, jobs))
+        else:
+            outcomes = [run(item) for item in jobs]
+        for (layer, layer_cases), (records, import_error) in zip(jobs, outcomes):
+            report.tests += _layer_tests(layer, layer_cases, records, import_error, flagged, timeout)
+        report.tests.append(_model_test(tmp, base, functions, report, timeout))
+    report.seconds = time.perf_counter() - t0
+    return report
+
+
+def _run_layer(tmp, base, functions, skip, timeout, layer, layer_cases):
+    """Write one layer's job, run it, and read back {case id: (record, arrays)}."""
+    job_dir = Path(tmp) / layer
+    job_dir.mkdir()
+    job = dict(base, kind="layer", forward=f"{layer}_forward", backward=f"{layer}_backward",
+               timeout=timeout, skip=skip, cases=[])
+    for i, case in enumerate(layer_cases):
+        np.savez(job_dir / f"in_{i}.npz", **case.arrays)
+        job["cases"].append(dict(id=str(i), args=case.args, arg_names=case.arg_names,
+                                 grad_args=case.grad_args, dout=case.dout,
+                                 fd=case.fd and case.spec["dtype"] == "float64"))
+    all_cases = job["cases"]
+    pending, crashed = list(all_cases), {}               # case id -> (function, why)
+    for _ in range(2 * len(all_cases) + 1):
+        job["cases"] = pending
+        killed, code = _execute(job_dir, job, functions, limit=timeout * (len(pending) + 1) + 10)
+        records, import_error = _read_results(job_dir)
+        pending = [c for c in all_cases if c["id"] not in records]
+        if import_error or not pending:
+            break
+        # the process died (or was killed) in the middle of a case: blame the call it was in,
+        # and run the rest again (that case's forward alone, when its backward was the culprit)
+        culprit = pending[0]
+        function = _last_call(job_dir, culprit["id"]) or job["forward"]
+        why = "timeout" if killed else f"exit status {code}"
+        crashed[culprit["id"]] = (function, why)
+        if function == job["forward"] or culprit.get("skip_backward"):
+            _append(job_dir, {"id": culprit["id"], "forward": {"status": "crashed", "why": why}})
+            pending = pending[1:]
+        else:
+            culprit["skip_backward"] = True
+    records, import_error = _read_results(job_dir)
+    for case_id, (function, why) in crashed.items():
+        if function == job["backward"] and case_id in records:
+            records[case_id][0]["backward"] = {"status": "crashed", "why": why}
+    return records, import_error
+
+
+def _last_call(job_dir, case_id):
+    """The student function the child process was in when it stopped, from its progress file."""
+    path = job_dir / "progress.txt"
+    lines = path.read_text(encoding="utf-8", errors="replace").split() if path.exists() else []
+    calls = list(zip(lines[::2], lines[1::2]))
+    return calls[-1][1] if calls and calls[-1][0] == case_id else None
+
+
+def _append(job_dir, record):
+    with open(job_dir / "results.jsonl", "a", encoding="utf-8") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def _execute(job_dir, job, functions, limit):
+    (job_dir / "job.json").write_text(json.dumps(job), encoding="utf-8")
+    if functions is not None:
+        runner.run_job(str(job_dir), functions)
+        return False, 0
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    with open(job_dir / "student_output.txt", "wb") as log:
+        child = subprocess.Popen([sys.executable, "-I", runner.__file__, str(job_dir)], cwd=job_dir,
+                                 stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env,
+                                 start_new_session=True)
+        killed = False
+        try:
+            child.wait(timeout=limit)
+        except subprocess.TimeoutExpired:
+            killed = True
+        finally:
+            if child.poll() is None:
+                os.killpg(child.pid, signal.SIGKILL)     # the student's code and anything it started
+                child.wait()
+    return killed, child.returncode
+
+
+def _read_results(job_dir):
+    """{case id: (record, arrays)} and the import error, if the file would not load."""
+    records, import_error = {}, None
+    path = job_dir / "results.jsonl"
+    lines = path.read_text(encoding="utf-8", errors="replace").splitlines() if path.exists() else []
+    for line in lines:
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if not isinstance(rec, dict):
+            continue
+        if rec.get("id") == "import":
+            import_error = str(rec.get("error"))
+            continue
+        arrays = {}
+        out = job_dir / f"out_{rec.get('id')}.npz"
+        if out.exists():
+            try:
+                with np.load(out, allow_pickle=False) as data:
+                    arrays = {k: data[k] for k in data.files}
+            except (OSError, ValueError):
+                arrays = {}
+        records[str(rec.get("id"))] = (rec, arrays)
+    return records, import_error
+
+
+def _layer_tests(layer, layer_cases, records, import_error, flagged, timeout):
+    tests = []
+    for way in ("forward", "backward"):
+        function = f"{layer}_{way}"
+        share = POINTS[way] / len(layer_cases)
+        for i, case in enumerate(layer_cases):
+            rec, arrays = records.get(str(i), (None, {}))
+            if import_error:
+                status, why = "fail", f"student file: {import_error}"
+            elif function in flagged:
+                status, why = "fail", f"uses minigpt's own code ({flagged[function]}): it earns no points"
+            elif rec is None:
+                status, why = "fail", (f"did not finish within {timeout:g} s, or ended the grader's process "
+                                       "(an endless loop? sys.exit?)")
+            elif way == "forward":
+                status, why = judge_forward(case, rec.get("forward", {}), arrays, timeout)
+            else:
+                fstatus = judge_forward(case, rec.get("forward", {}), arrays, timeout)[0]
+                status, why = judge_backward(case, rec.get("backward", {}), arrays, fstatus, timeout)
+            tests.append(Test(f"{function}: {case.name}", function, share if status == "pass" else 0.0,
+                              share, status, why))
+    return tests
+
+
+def _model_test(tmp, base, functions, report, timeout):
+    """The whole GPT, float64, with every forward/backward pair that passed all its tests
+    swapped in; it earns a share of its points for each such layer when the gradients match."""
+    rows = report.functions()
+    swap = [f"{layer}_{way}" for layer in LAYERS for way in ("forward", "backward")
+            if rows[f"{layer}_forward"][2] == rows[f"{layer}_backward"][2] == "pass"]   # caches are private
+    pairs = len(swap) // 2
+    name = f"model: one GPT forward and backward with your {pairs} of {len(LAYERS)} passing layers"
+    if not swap:
+        return Test("model: one GPT forward and backward with your functions", "model", 0.0, POINTS["model"],
+                    "not graded", "not graded yet: none of your functions passes its own tests")
+    job_dir = Path(tmp) / "model"
+    job_dir.mkdir()
+    job = dict(base, kind="model", swap=swap, seed=0, timeout=timeout, skip=[])
+    _execute(job_dir, job, functions, limit=runner.model_time_limit(timeout) + 15)
+    records, import_error = _read_results(job_dir)
+    rec = records.get("model", ({}, {}))[0]
+    status = rec.get("status")
+    if status != "ok":
+        why = {"timeout": f"did not finish within {runner.model_time_limit(timeout):g} s",
+               "error": f"raised {rec.get('message')}",
+               "uses_minigpt": f"calls minigpt's own code ({rec.get('file')}), which earns no points"}.get(
+            status, "did not finish (an endless loop? sys.exit?)")
+        return Test(name, "model", 0.0, POINTS["model"], "fail", why)
+    params = rec.get("params", {})
+    bad = [(k, fd, ref) for k, (fd, ref) in params.items()
+           if not (fd <= MODEL_TOLERANCE[0] and ref <= MODEL_TOLERANCE[1])]
+    loss, ref_loss = rec.get("loss", [np.nan, 0.0])
+    lines = [f"{k}: {fd:.1e} against finite differences, {ref:.1e} against minigpt" for k, (fd, ref) in
+             params.items()]
+    if abs(loss - ref_loss) > 1e-9 * max(1.0, abs(ref_loss)):
+        bad.insert(0, ("loss", loss, ref_loss))
+        why = f"the loss is {loss:.6f}, minigpt's {ref_loss:.6f}"
+    elif bad:
+        k, fd, ref = bad[0]
+        why = (f"{k}: relative error {fd:.1e} against finite differences, {ref:.1e} against minigpt's "
+               f"gradient ({len(bad)} of {len(params)} parameters wrong)")
+    if bad:
+        return Test(name, "model", 0.0, POINTS["model"], "fail", why + "\n" + "\n".join(lines))
+    earned = POINTS["model"] * pairs / len(LAYERS)           # a share for each layer that works in it
+    why = (f"all {len(params)} parameters match" if pairs == len(LAYERS) else
+           f"all {len(params)} parameters match with the {pairs} of {len(LAYERS)} layers that pass "
+           "their own tests (a share of the points for each)")
+    return Test(name, "model", earned, POINTS["model"], "pass", why + "\n" + "\n".join(lines))

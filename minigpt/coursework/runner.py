@@ -1,0 +1,309 @@
+"""Runs a student's functions on the grader's cases, in a process of its own.
+
+    python -I runner.py JOB_DIR        (started by grade.py, one process per layer)
+
+JOB_DIR/job.json names the student's file, the functions and the cases; each
+case's inputs are in JOB_DIR/in_<id>.npz. For every case this writes the
+outputs and gradients to JOB_DIR/out_<id>.npz and one JSON line to
+JOB_DIR/results.jsonl, flushed at once, so that what finished survives a
+crash or a kill. Nothing here judges a result: grade.py compares, reading
+only JSON and npz (no pickle).
+
+The file imports only the standard library and NumPy, so the process can
+start with minigpt off the path; the whole-model job alone imports minigpt
+(model_check.py).
+Each case runs under a time limit (SIGALRM), and a profile hook notes any call
+into minigpt's own files while a student function runs.
+"""
+import importlib.util
+import json
+import os
+import signal
+import sys
+import threading
+import time
+import traceback
+
+import numpy as np
+
+
+class TimeLimit(BaseException):
+    """The case ran past its time limit (a BaseException, so `except Exception` cannot eat it)."""
+
+
+class Student:
+    """The student's functions, called under the time limit and the minigpt watch."""
+
+    def __init__(self, functions, own_file=None, watch=()):
+        self.functions = functions
+        self.own = os.path.realpath(own_file) if own_file else None
+        self.watch = [os.path.join(os.path.realpath(d), "") for d in watch]
+        self.hit = None                         # a minigpt file that student code called into
+        self._seen = {}                         # file name -> is it one of minigpt's
+        self.progress = None                    # a file: "case function" before each call
+
+    def call(self, name, *args):
+        fn = self.functions[name]
+        if not self.watch:
+            return fn(*args)
+        def hook(frame, event, arg):
+            if event == "call" and self.hit is None:
+                name = frame.f_code.co_filename
+                watched = self._seen.get(name)
+                if watched is None:
+                    path = os.path.realpath(name)
+                    watched = self._seen[name] = path != self.own and any(path.startswith(d) for d in self.watch)
+                if watched:
+                    self.hit = name
+        old = sys.getprofile()
+        sys.setprofile(hook)
+        try:
+            return fn(*args)
+        finally:
+            sys.setprofile(old)
+
+
+def load_student(path):
+    """{name: function} of a student's file, and None; or None and why it would not load."""
+    try:
+        spec = importlib.util.spec_from_file_location("student_layers", os.path.realpath(path))
+        module = importlib.util.module_from_spec(spec)
+        sys.path.insert(0, os.path.dirname(os.path.realpath(path)))
+        spec.loader.exec_module(module)
+    except TimeLimit:
+        return None, "importing it did not finish within the time limit"
+    except BaseException as e:                  # SyntaxError, ImportError, SystemExit, ...
+        return None, f"it does not import: {describe(e, path)}"
+    return {k: v for k, v in vars(module).items() if callable(v)}, None
+
+
+def describe(e, own):
+    """One line for an exception: its type, its message and the student's line it came from."""
+    if isinstance(e, SyntaxError):
+        return f"SyntaxError: {e.msg} (line {e.lineno})"
+    line = None
+    for frame, lineno in traceback.walk_tb(e.__traceback__):
+        if own and os.path.realpath(frame.f_code.co_filename) == os.path.realpath(own):
+            line = lineno
+    text = " ".join(str(e).split())
+    text = text if len(text) <= 160 else text[:157] + "..."
+    return f"{type(e).__name__}{': ' + text if text else ''}" + (f" (line {line})" if line else "")
+
+
+class time_limit:
+    """Raise TimeLimit in the main thread after `seconds` (no limit elsewhere or when None)."""
+
+    def __init__(self, seconds):
+        self.seconds = seconds if threading.current_thread() is threading.main_thread() else None
+
+    def __enter__(self):
+        if self.seconds:
+            def ring(signum, frame):
+                raise TimeLimit()
+            self.old = signal.signal(signal.SIGALRM, ring)
+            signal.setitimer(signal.ITIMER_REAL, self.seconds)
+
+    def __exit__(self, *exc):
+        if self.seconds:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, self.old)
+
+
+def snapshot(obj, depth=0):
+    """Copies of every array inside obj (nested tuples, lists, dicts), in a flat list."""
+    if isinstance(obj, np.ndarray):
+        return [obj.copy()]
+    if depth < 6 and isinstance(obj, (tuple, list)):
+        return [a for item in obj for a in snapshot(item, depth + 1)]
+    if depth < 6 and isinstance(obj, dict):
+        return [a for item in obj.values() for a in snapshot(item, depth + 1)]
+    return []
+
+
+def same(a, b):
+    return len(a) == len(b) and all(x.shape == y.shape and x.dtype == y.dtype and _equal(x, y)
+                                    for x, y in zip(a, b))
+
+
+def _equal(x, y):
+    try:
+        return np.array_equal(x, y, equal_nan=True)
+    except TypeError:
+        return np.array_equal(x, y)
+
+
+def as_record(value, key, arrays):
+    """Describe a returned value; an array (or a NumPy or Python number) goes into arrays[key]."""
+    if value is None:
+        return {"kind": "none"}
+    if isinstance(value, (np.ndarray, np.generic, float, int)) and not isinstance(value, bool):
+        a = np.asarray(value)
+        if a.dtype.kind in "fciub":
+            arrays[key] = a
+            return {"kind": "array", "key": key}
+    return {"kind": "other", "type": type(value).__name__}
+
+
+def run_layer_case(student, job, case, inputs, arrays):
+    """Forward, backward and finite differences of one case; returns the JSON record."""
+    fwd, bwd = job["forward"], job["backward"]
+    args = [_arg(spec, inputs) for spec in case["args"]]
+    originals = [a.copy() if isinstance(a, np.ndarray) else None for a in args]
+    rec = {"id": case["id"], "forward": {}, "backward": {}}
+    if fwd not in student.functions or fwd in job["skip"]:
+        rec["forward"] = {"status": "missing" if fwd not in student.functions else "skipped"}
+        return rec
+    ok, result = _run(student, rec["forward"], fwd, args, args, originals, case)
+    if not ok:
+        return rec
+    if not isinstance(result, tuple) or len(result) != 2:
+        rec["forward"].update(status="bad_return", type=type(result).__name__,
+                              length=len(result) if isinstance(result, (tuple, list)) else None)
+        return rec
+    out, cache = result
+    rec["forward"]["out"] = as_record(out, "out", arrays)
+    if bwd not in student.functions or bwd in job["skip"] or case.get("skip_backward"):
+        rec["backward"] = {"status": "missing" if bwd not in student.functions else "skipped"}
+        return rec
+    originals = [a.copy() if isinstance(a, np.ndarray) else None for a in args]   # as the forward left them
+    dout = _arg(case["dout"], inputs)
+    dout_given = dout.copy() if isinstance(dout, np.ndarray) else dout
+    cache_before = snapshot(cache)
+    ok, grads = _run(student, rec["backward"], bwd, [dout_given, cache], args, originals, case)
+    if not ok:
+        return rec
+    b = rec["backward"]
+    if isinstance(dout, np.ndarray) and not _equal(dout, dout_given):
+        b.setdefault("modified", []).append("dout")
+    if not same(cache_before, snapshot(cache)):
+        b.setdefault("modified", []).append("cache")
+    several = isinstance(grads, tuple) or (isinstance(grads, list) and len(case["grad_args"]) > 1)
+    grads = list(grads) if several else [grads]         # one gradient: a list is a wrong type, not many
+    b["grads"] = [as_record(g, f"grad_{i}", arrays) for i, g in enumerate(grads)]
+    if case["fd"] and len(grads) == len(case["grad_args"]):
+        _finite_differences(student, fwd, args, dout, case, arrays)
+    return rec
+
+
+def _arg(spec, inputs):
+    kind = spec[0]
+    if kind == "array":
+        return inputs[spec[1]].copy()
+    if kind == "value":
+        return spec[1]
+    if kind == "rng":
+        return np.random.default_rng(spec[1])
+    return None
+
+
+def _run(student, rec, name, call_args, args, originals, case):
+    """Call one student function; fill rec with what went wrong. Returns (ok, result)."""
+    student.hit = None
+    if student.progress:
+        student.progress.write(f"{case['id']} {name}\n")
+        student.progress.flush()
+    t0 = time.perf_counter()
+    try:
+        result = student.call(name, *call_args)
+    except NotImplementedError:
+        rec["status"] = "not_implemented"
+        return False, None
+    except TimeLimit:
+        rec["status"] = "timeout"
+        return False, None
+    except BaseException as e:               # noqa: BLE001 (student code may raise anything)
+        rec.update(status="error", message=describe(e, student.own))
+        return False, None
+    finally:
+        rec["seconds"] = round(time.perf_counter() - t0, 4)
+    if student.hit:
+        rec.update(status="uses_minigpt", file=os.path.basename(student.hit))
+        return False, None
+    changed = [n for n, a, o in zip(case["arg_names"], args, originals) if o is not None and not _equal(a, o)]
+    if changed:
+        rec["modified"] = changed
+    rec["status"] = "ok"
+    return True, result
+
+
+def _finite_differences(student, fwd, args, dout, case, arrays, h=1e-5, picks=24):
+    """Centred differences of sum(forward(...)[0] * dout) at a few entries of each input."""
+    rng = np.random.default_rng(0)
+    try:
+        for i in case["grad_args"]:
+            x = args[i]
+            if not isinstance(x, np.ndarray) or x.dtype != np.float64:
+                continue
+            flat = rng.choice(x.size, size=min(picks, x.size), replace=False)
+            values = []
+            for j in flat:
+                ix = np.unravel_index(j, x.shape)
+                old = x[ix]
+                x[ix] = old + h
+                plus = np.sum(np.asarray(student.call(fwd, *args)[0]) * dout)
+                x[ix] = old - h
+                minus = np.sum(np.asarray(student.call(fwd, *args)[0]) * dout)
+                x[ix] = old
+                values.append((plus - minus) / (2 * h))
+            arrays[f"fd_index_{i}"] = np.asarray(flat, dtype=np.int64)
+            arrays[f"fd_value_{i}"] = np.asarray(values, dtype=np.float64)
+    except (Exception, TimeLimit):            # only a diagnostic: the grade does not depend on it
+        pass
+
+
+def run_job(job_dir, functions=None, watch=None):
+    """Run job_dir/job.json; functions (in-process use) replaces loading the student's file."""
+    with open(os.path.join(job_dir, "job.json"), encoding="utf-8") as f:
+        job = json.load(f)
+    if job.get("root") and job["root"] not in sys.path:
+        sys.path.append(job["root"])            # minigpt importable (after the student's folder)
+    with open(os.path.join(job_dir, "results.jsonl"), "a", encoding="utf-8") as results, \
+            open(os.path.join(job_dir, "progress.txt"), "a", encoding="utf-8") as progress:
+        def emit(rec):
+            results.write(json.dumps(rec) + "\n")
+            results.flush()
+        if functions is None:
+            with time_limit(job["timeout"]):
+                functions, error = load_student(job["student"])
+            if error:
+                emit({"id": "import", "error": error})
+                return
+        student = Student(functions, job.get("student"), job.get("watch", []) if watch is None else watch)
+        student.progress = progress
+        if job["kind"] == "model":
+            emit(_model_job(student, job))
+            return
+        for case in job["cases"]:
+            arrays = {}
+            with np.load(os.path.join(job_dir, f"in_{case['id']}.npz"), allow_pickle=False) as data:
+                inputs = {k: data[k] for k in data.files}
+            try:
+                with time_limit(job["timeout"]):
+                    rec = run_layer_case(student, job, case, inputs, arrays)
+            except TimeLimit:                 # between two student calls
+                rec = {"id": case["id"], "forward": {"status": "timeout"}}
+            np.savez(os.path.join(job_dir, f"out_{case['id']}.npz"), **arrays)
+            emit(rec)
+
+
+def model_time_limit(timeout):
+    """Seconds for the whole-model job: about 170 forward passes, mostly the grader's own work."""
+    return max(3 * timeout, 60.0)
+
+
+def _model_job(student, job):
+    from minigpt.coursework.model_check import run_model_case   # minigpt itself, for this job only
+    rec = {"id": "model"}
+    with time_limit(model_time_limit(job["timeout"])):
+        try:
+            run_model_case(student, job, rec)
+        except TimeLimit:
+            rec["status"] = "timeout"
+        except BaseException as e:            # noqa: BLE001 (student code may raise anything)
+            rec.update(status="error", message=describe(e, student.own))
+    return rec
+
+
+if __name__ == "__main__":
+    sys.setrecursionlimit(10_000)
+    run_job(sys.argv[1])

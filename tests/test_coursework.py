@@ -1,0 +1,313 @@
+"""The coursework kit and its grader: full marks for correct layers, zero for the blank kit,
+points lost exactly where a classic bug is, student code kept at arm's length."""
+import inspect
+import json
+
+import nbformat
+import numpy as np
+import pytest
+from test_notebooks import this_interpreter_kernel  # noqa: F401 (a fixture)
+
+from minigpt import layers as L
+from minigpt.coursework import release as R
+from minigpt.coursework import runner, solution, student_template
+from minigpt.coursework.__main__ import main
+from minigpt.coursework.cases import FUNCTIONS, POINTS, CaseError, read_extra_cases
+from minigpt.coursework.grade import grade_file, grade_functions
+
+SOLUTION = inspect.getsource(solution)
+FULL = 7 * (POINTS["forward"] + POINTS["backward"]) + POINTS["model"]
+
+
+def losers(report):
+    """The functions (and "model") that lost points."""
+    return {name for name, (points, most, _, _) in report.functions().items() if points < most - 1e-9}
+
+
+def bug_file(tmp_path, old, new):
+    """solution.py with one edit, written as a student's file."""
+    assert SOLUTION.count(old) == 1, old
+    path = tmp_path / "student_layers.py"
+    path.write_text(SOLUTION.replace(old, new), encoding="utf-8")
+    return path
+
+
+def grade_here(path, **kw):
+    """Grade a student's file in this process, with the same minigpt checks as in a child."""
+    functions, error = runner.load_student(path)
+    assert error is None, error
+    return grade_functions(functions, source=path, **kw)
+
+
+def test_student_template_has_minigpt_layers_contract_and_only_stubs():
+    for name in FUNCTIONS:
+        ours, theirs = getattr(student_template, name), getattr(L, name)
+        assert inspect.signature(ours) == inspect.signature(theirs), name
+        assert inspect.signature(getattr(solution, name)) == inspect.signature(theirs), name
+        doc = ours.__doc__
+        assert "Returns" in doc and "(" in doc, f"{name}: its docstring gives no shapes"
+        if name.endswith("_forward"):
+            assert "cache" in doc, f"{name}: its docstring does not say what the cache is for"
+        args = [None] * len(inspect.signature(ours).parameters)
+        with pytest.raises(NotImplementedError):
+            ours(*args)
+
+
+def test_minigpt_own_layers_get_full_marks():
+    report = grade_functions({name: getattr(L, name) for name in FUNCTIONS})
+    assert report.score == pytest.approx(FULL) and losers(report) == set(), report.table()
+    assert report.exit_status() == 0
+
+
+def test_independent_solution_released_with_solutions_gets_full_marks_in_child_processes(tmp_path):
+    assert main(["release", str(tmp_path / "answers"), "--with-solutions"]) == 0
+    answer = tmp_path / "answers" / "student_layers.py"
+    assert "raise NotImplementedError" not in answer.read_text()
+    report = grade_file(answer)
+    assert report.score == pytest.approx(FULL), report.table()
+    assert report.exit_status() == 0
+
+
+def test_blank_kit_scores_zero_in_one_plain_table_and_writes_gradescope_results(tmp_path, capsys):
+    assert main(["release", str(tmp_path / "kit")]) == 0
+    results = tmp_path / "results.json"
+    status = main(["grade", str(tmp_path / "kit" / "student_layers.py"), "--json", str(results)])
+    out = capsys.readouterr()
+    assert status == 1 and "Traceback" not in out.out + out.err
+    assert "not implemented yet" in out.out and "total" in out.out
+    data = json.loads(results.read_text())
+    assert data["score"] == 0
+    assert {t["name"].split(":")[0] for t in data["tests"]} == set(FUNCTIONS) | {"model"}
+    for t in data["tests"]:
+        assert set(t) >= {"name", "score", "max_score", "output"} and t["score"] == 0
+        assert "\n" not in t["output"]
+    assert sum(t["max_score"] for t in data["tests"]) == pytest.approx(FULL)
+
+
+def test_release_hands_out_no_solution_and_keeps_a_students_work(tmp_path, capsys):
+    kit = tmp_path / "kit"
+    assert main(["release", str(kit)]) == 0
+    course = nbformat.read(R.COURSE_NOTEBOOK, as_version=4)
+    student = nbformat.read(kit / "03_backprop.ipynb", as_version=4)
+    solution_lines = set()
+    for cell in course.cells:
+        inside = False
+        for line in cell.source.splitlines():
+            inside = (inside or "### BEGIN SOLUTION" in line) and "### END SOLUTION" not in line
+            if inside and "SOLUTION" not in line and line.strip():
+                solution_lines.add(line.strip())
+    assert len(solution_lines) > 30                     # the course notebook has its solutions marked
+    code = "\n".join(c.source for c in student.cells if c.cell_type == "code")
+    assert not [line for line in solution_lines if line in code.splitlines()]
+    assert code.count("raise NotImplementedError()") == len(
+        [c for c in course.cells if c.cell_type == "code" and "### BEGIN SOLUTION" in c.source])
+    assert all(not c.outputs for c in student.cells if c.cell_type == "code")
+    assert not [c for c in student.cells if "For instructors" in c.source]
+    assert "python -m minigpt.coursework grade student_layers.py" in (kit / "README.md").read_text()
+    (kit / "student_layers.py").write_text("# my work\n")
+    capsys.readouterr()
+    assert main(["release", str(kit)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--overwrite" in err
+    assert (kit / "student_layers.py").read_text() == "# my work\n"
+
+
+def test_blank_student_notebook_runs_to_the_last_cell(tmp_path, this_interpreter_kernel,  # noqa: F811
+                                                       monkeypatch):
+    R.release(tmp_path)
+    monkeypatch.setenv("PYTHONPATH", str(R.COURSE_NOTEBOOK.parents[1]))     # minigpt, as if installed
+    nb = nbformat.read(tmp_path / "03_backprop.ipynb", as_version=4)
+    from nbclient import NotebookClient
+    NotebookClient(nb, timeout=300, kernel_name=this_interpreter_kernel,
+                   resources={"metadata": {"path": str(tmp_path)}}).execute()
+    printed = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+    assert printed.count("not implemented yet") >= 7
+    assert "the whole-model check waits for them" in printed
+
+
+BUGS = {   # name: (text in solution.py, the bug, the functions that must lose points)
+    "layernorm backward without the mean term": (
+        "dx = rstd * (dxhat - dxhat.mean(axis=-1, keepdims=True)\n                 - xhat",
+        "dx = rstd * (dxhat\n                 - xhat", {"layernorm_backward"}),
+    "gelu derivative without the 3": ("(1.0 + 3.0 * 0.044715 * x * x)", "(1.0 + 0.044715 * x * x)",
+                                      {"gelu_backward"}),
+    "cross-entropy gradient over all positions": ("float(dloss) / count", "float(dloss) / len(safe_t)",
+                                                  {"cross_entropy_backward"}),
+    "dwte[idx] += dx": ("np.add.at(dwte, idx.ravel(), dx.reshape(-1, C))", "dwte[idx.ravel()] += dx.reshape(-1, C)",
+                        {"embedding_backward"}),
+    "attention without the causal mask": ("    s = np.where(future, -np.inf, s)\n", "",
+                                          {"attention_forward", "attention_backward"}),
+    "softmax backward without the row sum": ("ds = att * (datt - (datt * att).sum(axis=-1, keepdims=True))",
+                                             "ds = att * datt", {"attention_backward"}),
+    "linear dw transposed": ("dw = rows_x.T @ rows_dy", "dw = rows_dy.T @ rows_x", {"linear_backward"}),
+    "gelu backward writes into dout": ("    return dout * slope\n", "    dout *= slope\n    return dout\n",
+                                       {"gelu_backward"}),
+    "layernorm variance as E[x^2] - E[x]^2": (
+        "np.sqrt((centred * centred).mean(axis=-1, keepdims=True) + eps)",
+        "np.sqrt((x * x).mean(axis=-1, keepdims=True) - x.mean(axis=-1, keepdims=True) ** 2 + eps)",
+        {"layernorm_forward", "layernorm_backward"}),
+    "softmax without the max subtracted": ("    shifted = z - z.max(axis=-1, keepdims=True)\n", "    shifted = z\n",
+                                           {"cross_entropy_forward", "cross_entropy_backward"}),
+    "linear db without a bias": ("db = rows_dy.sum(axis=0) if has_bias else None", "db = rows_dy.sum(axis=0)",
+                                 {"linear_backward"}),
+    "dropout keeps with probability p": ("(rng.random(x.shape) >= p)", "(rng.random(x.shape) < p)",
+                                         {"dropout_forward"}),
+    "dropout backward draws a new mask": (
+        "    return dout * scale\n", "    return dout * (np.random.default_rng().random(dout.shape) >= 0.3) / 0.7\n",
+        {"dropout_backward"}),
+    "embedding gradient upcast to float64": ("dwte = np.zeros(wte_shape, dtype=dx.dtype)", "dwte = np.zeros(wte_shape)",
+                                             {"embedding_backward"}),
+    "dq without 1/sqrt(hs)": ("    dq = ds @ k / math.sqrt(hs)\n", "    dq = ds @ k\n", {"attention_backward"}),
+    "cross-entropy backward writes into its cache": ("dz = probs.copy()", "dz = probs", {"cross_entropy_backward"}),
+    "embedding forward writes into wpe": ("    x = wte[idx] + wpe[:T]\n", "    x = wte[idx] + wpe[:T]\n    wpe[T:] = 0.0\n",
+                                          {"embedding_forward"}),
+    "gelu backward is minigpt's": ("\n\ndef dropout_forward", "\n\nfrom minigpt import layers as L  # noqa\n\n\n"
+                                   "def gelu_backward(dout, cache):\n    return L.gelu_backward(dout, cache)\n\n\n"
+                                   "def dropout_forward", {"gelu_backward"}),
+    "layernorm forward is minigpt's, found at run time": (
+        "\n\ndef layernorm_backward", "\n\ndef layernorm_forward(x, w, b, eps=1e-5):\n    import importlib\n"
+        "    return importlib.import_module('mini' + 'gpt.layers').layernorm_forward(x, w, b, eps)\n\n\n"
+        "def layernorm_backward", {"layernorm_forward", "layernorm_backward"}),
+}
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+@pytest.mark.parametrize("bug", list(BUGS))
+def test_a_classic_bug_loses_points_exactly_where_it_is(bug, tmp_path):
+    old, new, where = BUGS[bug]
+    report = grade_here(bug_file(tmp_path, old, new))
+    assert losers(report) == where | {"model"}, report.table()   # the model: a share per working layer
+    broken = {name.rsplit("_", 1)[0] for name in where}
+    assert report.functions()["model"][0] == pytest.approx(POINTS["model"] * (7 - len(broken)) / 7)
+    assert report.exit_status() == 1
+    for name in where:                                   # one plain line says why
+        why = report.functions()[name][3]
+        assert why and "\n" not in why and "Traceback" not in why
+
+
+def test_messages_name_the_output_shape_error_and_hint(tmp_path):
+    old, new, _ = BUGS["layernorm backward without the mean term"]
+    why = grade_here(bug_file(tmp_path, old, new)).functions()["layernorm_backward"][3]
+    assert why.startswith("3-D input: dx (2, 5, 8): relative error") and "hint: x reaches xhat" in why
+    old, new, _ = BUGS["gelu backward writes into dout"]
+    assert "modifies dout in place" in grade_here(bug_file(tmp_path, old, new)).functions()["gelu_backward"][3]
+    old, new, _ = BUGS["cross-entropy backward writes into its cache"]
+    report = grade_here(bug_file(tmp_path, old, new))
+    assert "modifies cache in place" in report.functions()["cross_entropy_backward"][3]
+    old, new, _ = BUGS["gelu backward is minigpt's"]
+    why = grade_here(bug_file(tmp_path, old, new)).functions()["gelu_backward"][3]
+    assert "uses minigpt's own code (line" in why
+
+
+def test_endless_loop_exception_exit_and_minigpt_import_cost_only_their_tests_in_child_processes(tmp_path, capsys):
+    source = SOLUTION
+    for old, new in [("    return dout * slope\n", "    while True:\n        pass\n"),          # endless loop
+                     ("    xhat, rstd, w, has_bias = cache\n",
+                      "    xhat, rstd, w, has_bias = cache\n    if xhat.ndim == 2:\n        raise ValueError('2-D!')\n"),
+                     ("    scale = cache\n    if scale", "    scale = cache\n    import os\n    os._exit(3)\n    if scale"),
+                     ("import numpy as np\n", "import numpy as np\nfrom minigpt import layers as L\n"),
+                     ("    x, w, has_bias = cache\n    rows_x", "    return L.linear_backward(dy, cache)\n    rows_x")]:
+        assert source.count(old) == 1
+        source = source.replace(old, new)
+    path = tmp_path / "student_layers.py"
+    path.write_text(source)
+    assert main(["grade", str(path), "--timeout", "1"]) == 1
+    out = capsys.readouterr()
+    assert "Traceback" not in out.out + out.err
+    rows = {line.split()[0]: line for line in out.out.splitlines()[1:]}
+    assert "did not finish within 1 s" in rows["gelu_backward"]
+    assert "2-D input: raised ValueError: 2-D! (line" in rows["layernorm_backward"]
+    assert "ended the grader's process" in rows["dropout_backward"]
+    assert "uses minigpt's own code" in rows["linear_backward"]
+    lost = {name for name, row in rows.items() if name != "total" and row.split()[1] != row.split()[2]}
+    assert lost == {"gelu_backward", "layernorm_backward", "dropout_backward", "linear_backward", "model"}
+    assert rows["model"].split()[1:3] == [f"{16 * 3 / 7:.1f}", "16.0"]     # the 3 layers that work
+
+
+def test_a_file_that_does_not_import_scores_zero_with_its_line(tmp_path, capsys):
+    path = tmp_path / "broken.py"
+    path.write_text("import numpy as np\n\ndef gelu_forward(x)\n    return x\n")
+    assert main(["grade", str(path)]) == 1
+    out = capsys.readouterr().out
+    assert "it does not import: SyntaxError" in out and "(line 3)" in out and "Traceback" not in out
+
+
+def test_hidden_cases_are_graded_and_named_by_function(tmp_path):
+    cases = tmp_path / "hidden.json"
+    cases.write_text(json.dumps({"cases": [
+        {"layer": "attention", "name": "5 heads", "seed": 99, "B": 1, "T": 7, "C": 15, "n_head": 5},
+        {"layer": "layernorm", "seed": 98, "shape": [3, 2, 40], "bias": False}]}))
+    extra = read_extra_cases(cases)
+    report = grade_functions({name: getattr(solution, name) for name in FUNCTIONS}, extra_cases=extra)
+    names = [t.name for t in report.tests if "hidden" in t.name]
+    assert "attention_backward: hidden: 5 heads" in names and len(names) == 4
+    assert report.score == pytest.approx(FULL)
+    hidden = [t for t in report.results_json()["tests"] if "hidden" in t["name"]]
+    assert hidden and all(t["visibility"] == "after_due_date" for t in hidden)
+    # a bug that only a hidden case shows: attention that is wrong from 4 heads on
+    def at_most_three_heads(qkv, n_head, p_drop=0.0, rng=None):
+        return solution.attention_forward(qkv, min(n_head, 3))
+    functions = dict({name: getattr(solution, name) for name in FUNCTIONS}, attention_forward=at_most_three_heads)
+    assert losers(grade_functions(functions)) == set()           # the kit's own cases do not see it
+    assert "attention_forward" in losers(grade_functions(functions, extra_cases=extra))
+
+
+@pytest.mark.parametrize("content, message", [
+    ("{", "cannot read extra cases"),
+    ('{"cases": [{"layer": "softmax"}]}', "'layer' must be one of"),
+    ('[{"layer": "gelu", "shap": [2, 3]}]', "unknown key 'shap'"),
+    ('[{"layer": "attention", "C": 10, "n_head": 3}]', "must be divisible by n_head"),
+    ('[{"layer": "linear", "shape": [1000, 1000]}]', "too large"),
+    ('[{"layer": "gelu", "scale": "big"}]', "'scale' must be like"),
+])
+def test_bad_extra_cases_end_in_one_line_and_exit_status_2(tmp_path, capsys, content, message):
+    cases = tmp_path / "cases.json"
+    cases.write_text(content)
+    with pytest.raises(CaseError, match=message):
+        read_extra_cases(cases)
+    assert main(["grade", inspect.getsourcefile(solution), "--extra-cases", str(cases)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message.split("'")[0] in err
+
+
+def test_bad_command_lines_end_in_one_line_and_exit_status_2(tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("x")
+    for argv in (["grade", str(tmp_path / "missing.py")], ["grade", str(tmp_path / "notes.txt")],
+                 ["grade", inspect.getsourcefile(solution), "--timeout", "0"],
+                 ["release", str(tmp_path / "notes.txt")]):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and err.count("\n") == 1, err
+
+
+def test_dropout_is_graded_by_its_properties_not_one_random_stream():
+    functions = {name: getattr(solution, name) for name in FUNCTIONS}
+
+    def other_stream(x, p, rng):                        # a different (valid) draw than minigpt's
+        return solution.dropout_forward(x, p, np.random.default_rng(12345) if rng is not None else None)
+    report = grade_functions(dict(functions, dropout_forward=other_stream))
+    assert losers(report) == set(), report.table()
+
+
+def test_a_partial_file_that_is_right_so_far_exits_zero_with_a_share_of_the_model():
+    done = {name: getattr(solution, name) for name in FUNCTIONS if name.startswith(("gelu", "linear"))}
+    report = grade_functions(done)
+    rows = report.functions()
+    assert rows["gelu_backward"][2] == rows["linear_forward"][2] == "pass"
+    assert rows["layernorm_forward"][2] == "not implemented"
+    assert rows["model"][0] == pytest.approx(POINTS["model"] * 2 / 7)
+    assert report.exit_status() == 0
+
+
+def test_source_check_follows_minigpt_names_through_helpers_but_not_docstrings():
+    from minigpt.coursework.source_check import uses_minigpt
+    found = uses_minigpt(
+        "import numpy as np\nimport minigpt.layers as ML\nfrom minigpt.layers import gelu_forward\n"
+        "def _helper(x):\n    return ML.gelu_backward(x, x)\n"
+        "def gelu_backward(dout, cache):\n    return _helper(dout)\n"
+        "def gelu_forward(x):\n    \"\"\"Mine, not minigpt's.\"\"\"\n    return np.tanh(x), x\n"
+        "ALIAS = ML\n"
+        "def linear_forward(x, w, b):\n    return ALIAS.linear_forward(x, w, b)\n"
+        "def layernorm_forward(x, w, b, eps=1e-5):\n    return __import__('minigpt.layers').layers\n")
+    assert set(found) == {"_helper", "gelu_backward", "ALIAS", "linear_forward", "layernorm_forward"}
+    assert found["gelu_backward"].startswith("line 2: import minigpt.layers as ML")
