@@ -212,9 +212,9 @@ def test_importing_minigpt_lowers_openblas_spin_unless_the_user_chose(preset, fi
     env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_THREAD_TIMEOUT"}
     if preset:
         env["OPENBLAS_THREAD_TIMEOUT"] = preset
-    code = (f"import ctypes, os, {first}, numpy, minigpt, minigpt.backend as b\n"
+    code = (f"import ctypes, os, {first}, numpy, minigpt, minigpt.openblas as o\n"
             "numpy.ones((300, 300)) @ numpy.ones((300, 300))\n"
-            "get = [getattr(lib, 'openblas_thread_timeout', None) for lib in b._openblas_libs]\n"
+            "get = [getattr(lib, 'openblas_thread_timeout', None) for lib in o.LIBS]\n"
             "get = [f for f in get if f is not None]\n"
             "if get: get[0].restype = ctypes.c_int\n"
             "print(os.environ['OPENBLAS_THREAD_TIMEOUT'], get[0]() if get else 'no-getter')")
