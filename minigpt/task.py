@@ -25,6 +25,7 @@ from collections import defaultdict
 import numpy as np
 
 from .data import DataError, read_text, split
+from .fileio import loads_json
 from .sample import EOT, generate_tokens
 
 END_TEXT = "\n"                # the end marker of tokenizers without <|endoftext|>
@@ -45,10 +46,12 @@ def read_examples(path):
         if not line.strip():
             continue
         try:
-            obj = json.loads(line)
+            obj = loads_json(line)
         except json.JSONDecodeError as e:
             raise DataError(f"{path}:{n}: not JSON ({e.msg} at column {e.colno}): each line must be "
                             f'an object like {{"prompt": "...", "completion": "..."}}') from None
+        except ValueError as e:                # nested too deep for the parser
+            raise DataError(f"{path}:{n}: {e}") from None
         if not isinstance(obj, dict):
             raise DataError(f"{path}:{n}: a JSON {type(obj).__name__}, not an object with "
                             f'"prompt" and "completion"')

@@ -184,6 +184,8 @@ GOOD = json.dumps(PAIRS[0]) + "\n"
 @pytest.mark.parametrize("make, message", [
     (bad(GOOD + "{not json\n"), r"task\.jsonl:2: not JSON"),
     (bad(GOOD + "[1, 2]\n"), r"task\.jsonl:2: a JSON list, not an object"),
+    (bad(GOOD + '{"prompt": "a", "completion": "b", "x": ' + "[" * 50000 + "]" * 50000 + "}\n"),
+     r"task\.jsonl:2: JSON nested more than 100 levels deep"),
     (bad(GOOD + "\n" + '{"completion": "I"}\n'), r'task\.jsonl:3: no "prompt"'),
     (bad(GOOD + '{"prompt": "one: "}\n'), r'task\.jsonl:2: no "completion"'),
     (bad(GOOD + '{"prompt": 1, "completion": "I"}\n'), r'task\.jsonl:2: "prompt" is a int, not a string'),
