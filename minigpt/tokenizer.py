@@ -67,6 +67,21 @@ def _as_int_list(ids):
     return ids.tolist() if hasattr(ids, "tolist") else list(ids)
 
 
+def check_ids(byte_ids, n_merges, specials):
+    """ValueError unless the ids are 0..255 for the bytes (in any order), then one per merge,
+    then the special tokens with no gap and none repeated: the one rule for every BPE file read
+    (a minigpt tokenizer, a checkpoint's, GPT-2's vocab.json)."""
+    _check(isinstance(byte_ids, list) and all(type(b) is int for b in byte_ids)
+           and sorted(byte_ids) == list(range(N_BYTES)),
+           '"byte_ids" must be a permutation of 0..255')
+    first_special = N_BYTES + n_merges
+    _check(isinstance(specials, dict)
+           and all(isinstance(s, str) and s and type(t) is int for s, t in specials.items())
+           and sorted(specials.values()) == list(range(first_special, first_special + len(specials))),
+           f'"special_tokens" must map strings to the ids {first_special}, {first_special} + 1, ... '
+           f'(no gaps, none repeated), got {specials!r:.80}')
+
+
 def _check(condition, problem):
     """Raise ValueError("corrupt tokenizer: <problem>") unless condition holds."""
     if not condition:
@@ -204,6 +219,7 @@ class BPETokenizer(Tokenizer):
     def from_gpt2(cls, encoder_json=None, vocab_bpe=None):
         """OpenAI's GPT-2 tokenizer, by default from the copies shipped in minigpt/assets/gpt2."""
         merges, byte_ids, special_tokens = read_gpt2_files(encoder_json, vocab_bpe)
+        check_ids(byte_ids, len(merges), special_tokens)
         return cls(GPT2_SPLIT_PATTERN, merges, special_tokens, byte_ids)
 
     def encode(self, text, allowed_special=(), disallowed_special="all"):
@@ -314,9 +330,6 @@ class BPETokenizer(Tokenizer):
             regex.compile(pattern)
         except regex.error as e:
             raise ValueError(f"corrupt tokenizer: bad pattern ({e})") from None
-        _check(isinstance(byte_ids, list) and all(type(b) is int for b in byte_ids)
-               and sorted(byte_ids) == list(range(N_BYTES)),
-               '"byte_ids" must be a permutation of 0..255')
         _check(isinstance(merges, list), '"merges" must be a list')
         seen = {}
         for rank, pair in enumerate(merges):
@@ -325,12 +338,7 @@ class BPETokenizer(Tokenizer):
                    f"merge {rank} ({pair!r}) is not a pair of earlier token ids")
             _check(tuple(pair) not in seen, f"merge {rank} ({pair!r}) repeats merge {seen.get(tuple(pair))}")
             seen[tuple(pair)] = rank
-        first_special = N_BYTES + len(merges)
-        _check(isinstance(specials, dict)
-               and all(isinstance(s, str) and s and type(t) is int for s, t in specials.items())
-               and sorted(specials.values()) == list(range(first_special, first_special + len(specials))),
-               f'"special_tokens" must map strings to the ids {first_special}, {first_special} + 1, ... '
-               f'(no gaps, none repeated)')
+        check_ids(byte_ids, len(merges), specials)
         merges = {tuple(pair): N_BYTES + rank for rank, pair in enumerate(merges)}
         return cls(pattern, merges, specials, byte_ids)
 

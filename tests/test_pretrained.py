@@ -300,3 +300,13 @@ def test_a_tensor_in_two_shards_is_refused_not_silently_taken_from_the_last(tiny
     (directory / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
     with pytest.raises(PretrainedError, match=f"{names[0]} is in more than one"):
         load_pretrained(directory)
+
+
+@pytest.mark.parametrize("eot", [299, 5, EOT + 1])      # a gap after the merges, a byte's id, a gap of one
+def test_an_endoftext_id_that_leaves_a_gap_or_repeats_a_byte_is_refused_at_load(tiny_dir, eot):
+    directory, _ = tiny_dir
+    vocab = json.loads((directory / "vocab.json").read_text(encoding="utf-8"))
+    vocab["<|endoftext|>"] = eot
+    (directory / "vocab.json").write_text(json.dumps(vocab), encoding="utf-8")
+    with pytest.raises(PretrainedError, match=r'"special_tokens" must map strings to the ids 259'):
+        load_pretrained(directory)
