@@ -26,6 +26,8 @@ from .progress import read_metrics
 
 SHAPE_FLAGS = ("n_layer", "n_head", "n_embd", "block_size")   # fixed by a checkpoint
 TOKENIZER_FLAGS = ("tokenizer", "vocab_size")                  # fixed by a checkpoint
+RESUME_NEEDS = ("batch_size", "grad_accum", "lr", "min_lr", "warmup_iters", "weight_decay",
+                "beta2", "grad_clip", "seed")                  # a resumed run's schedule and batches
 NOT_RESUMED = ("file", "out_dir", "device", "tf32", "resume", "overwrite")  # from this command line
 
 
@@ -90,7 +92,12 @@ def start_state(args, explicit, ckpt_path, check=lambda args: None):
         if ck["tokenizer"] is None:
             raise CheckpointError(f"{ckpt_path} holds no tokenizer, so it cannot be resumed "
                                   f"(its ids would mean nothing)")
-        saved = ck["train_args"] or {}
+        saved = dict(ck["train_args"] or {})
+        missing = [k for k in RESUME_NEEDS if k not in saved]
+        if missing:
+            raise CheckpointError(f"{ckpt_path}: damaged checkpoint: train_args has no {', '.join(missing)} "
+                                  f"(needed to continue the run exactly)")
+        saved.update({k: getattr(ck["model"].config, k) for k in SHAPE_FLAGS})   # the weights' shape
         try:
             check(_merge_saved(argparse.Namespace(**vars(args)), saved))
         except UsageError as e:
@@ -239,19 +246,33 @@ def restore(run, ck, device):
         raise CheckpointError(f"{run.path('ckpt.npz')}: damaged checkpoint: train_args.elapsed_s "
                               f"must be a number of seconds, got {elapsed!r}")
     run.elapsed0 = float(elapsed)
-    states = ck["rng_state"] or {}
-    try:
-        if "batch" in states:
-            run.batch_rng.bit_generator.state = states["batch"]
-        if states.get("dropout") is not None and device == "cpu" and run.comm.is_root:
-            run.dropout_rng.bit_generator.state = states["dropout"]
-        else:                                  # a device generator or rank > 0's: reseeded
-            run.dropout_rng = default_rng(xp, run.comm.seed(run.args.seed + 1 + run.it))
-    except (TypeError, ValueError, KeyError, AttributeError, OverflowError):
-        raise CheckpointError(f"{run.path('ckpt.npz')}: damaged checkpoint: rng_state is not a "
-                              f"NumPy generator state") from None
+    states = _rng_states(ck["rng_state"], run.path("ckpt.npz"))
+    run.batch_rng.bit_generator.state = states["batch"]
+    if states["dropout"] is not None and device == "cpu" and run.comm.is_root:
+        run.dropout_rng.bit_generator.state = states["dropout"]
+    else:                                      # a device generator or rank > 0's: reseeded
+        run.dropout_rng = default_rng(xp, run.comm.seed(run.args.seed + 1 + run.it))
     run.records = read_metrics(run.path("metrics.jsonl"), run.it)
     print(f"resuming {run.path('ckpt.npz')} at iter {run.it} (best val loss {run.best:.4f})")
+
+
+def _rng_states(states, where):
+    """{"batch": state, "dropout": state or None}, each a NumPy PCG64 state as `save` writes it
+    (checked on a throwaway generator, read back equal); else "damaged checkpoint: rng_state"."""
+    ok = isinstance(states, dict) and set(states) == {"batch", "dropout"}
+    for name, state in (states.items() if ok else ()):
+        if state is None and name == "dropout":
+            continue
+        probe = np.random.PCG64()
+        try:
+            probe.state = state
+            ok = ok and isinstance(state, dict) and probe.state == state
+        except (TypeError, ValueError, KeyError, AttributeError, OverflowError):
+            ok = False
+    if not ok:
+        raise CheckpointError(f"{where}: damaged checkpoint: rng_state is not the batch and dropout "
+                              f"NumPy generator states minigpt saves")
+    return states
 
 
 def save(run):

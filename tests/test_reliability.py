@@ -192,6 +192,12 @@ def test_9_a_float16_checkpoint_fine_tunes_without_nan(trained, corpus, tmp_path
     (lambda m: m["train_args"].update(elapsed_s="abc"), "train_args"),
     (lambda m: m.update(rng_state={"batch": {"bit_generator": "nope"}}), "rng_state"),
     (lambda m: m["config"].update(block_size=16.0), "config.block_size"),
+    (lambda m: m.update(train_args={}), "train_args has no batch_size"),
+    (lambda m: m["train_args"].pop("seed"), "train_args has no seed"),
+    (lambda m: m.update(rng_state={"foo": 1}), "rng_state"),
+    (lambda m: m.update(rng_state={"batch": 1, "dropout": 2}), "rng_state"),
+    (lambda m: m.update(rng_state={"batch": m["rng_state"]["batch"], "dropout": {"state": 1}}), "rng_state"),
+    (lambda m: m.update(rng_state=None), "rng_state"),
 ])
 def test_10_lying_metadata_is_damaged_checkpoint_in_both_clis(trained, corpus, capsys, edit, field):
     from minigpt.sample import main as sample
@@ -205,6 +211,13 @@ def test_10_lying_metadata_is_damaged_checkpoint_in_both_clis(trained, corpus, c
     with pytest.raises(SystemExit) as e:
         sample(["--ckpt", str(path), "--device", "cpu", "--max-new-tokens", "2"])
     assert f"damaged checkpoint: {field}" in one_line(capsys, e.value.code)
+
+
+def test_tester_a_resume_takes_the_shape_flags_from_the_weights_not_train_args(trained, corpus, capsys):
+    _rewrite_meta(trained / "ckpt.npz", lambda m: [m["train_args"].pop(k) for k in
+                                                   ("n_layer", "n_head", "n_embd", "block_size")])
+    assert main([str(corpus), "--out-dir", str(trained), "--resume", "--max-iters", "12"]) == 0
+    assert "block 16" in capsys.readouterr().out
 
 
 def test_11_deeply_nested_json_in_a_checkpoint_is_one_line(trained, corpus, capsys):
