@@ -307,6 +307,38 @@ class StopOnSignal:
         self.requested, self.signum = True, signum
 
 
+class PipeGuard:
+    """stdout for a training run: if the reader goes away (`| head`), the write is dropped, the
+    run is asked to stop like SIGPIPE (so it saves and exits 141) and later output goes nowhere,
+    so a closed pipe never costs the work since the last checkpoint."""
+
+    def __init__(self, stream, stop):
+        self.stream, self.stop, self.broken = stream, stop, False
+
+    def _guarded(self, call, *a):
+        if self.broken or self.stream is None:        # None: started with stdout closed
+            return len(a[0]) if a else None
+        try:
+            return call(*a)
+        except BrokenPipeError:
+            self.broken, self.stop.requested = True, True
+            self.stop.signum = self.stop.signum or getattr(signal, "SIGPIPE", 13)
+            try:                               # nothing more reaches the pipe, not even at exit
+                os.dup2(os.open(os.devnull, os.O_WRONLY), self.stream.fileno())
+            except (OSError, ValueError, AttributeError):
+                pass
+            return len(a[0]) if a else None
+
+    def write(self, text):
+        return self._guarded(self.stream.write, text)
+
+    def flush(self):
+        return self._guarded(self.stream.flush)
+
+    def __getattr__(self, name):
+        return getattr(self.stream, name)
+
+
 @contextmanager
 def handling(handler, signums):
     """Route the signals to handler for the duration (main thread only: elsewhere Python cannot)."""

@@ -7,8 +7,8 @@ schedule, is fitted to the budget from the measured speed. Everything a run
 needs to continue lives in `<out-dir>/ckpt.npz`; `--resume` picks it up.
 
 Exit status: 0 done, 1 the loss became NaN or infinite, 2 bad input (one line on stderr),
-130 interrupted by Ctrl-C, 143 by SIGTERM, 129 by SIGHUP (each saves a checkpoint that
---resume continues).
+130 interrupted by Ctrl-C, 143 by SIGTERM, 129 by SIGHUP, 141 standard output closed (`| head`)
+(each saves a checkpoint that --resume continues).
 """
 import argparse
 import contextlib
@@ -26,7 +26,7 @@ from .checkpoint import CheckpointError
 from .fileio import FileError, claim_dir
 from .optim import clip_grad_norm, lr_schedule
 from .progress import TimeBudget, flops_and_peak, fmt_time, log_line, plot_losses, write_metrics
-from .run import StopOnSignal, UsageError, check_types, handling, make_run, save
+from .run import PipeGuard, StopOnSignal, UsageError, check_types, handling, make_run, save
 
 
 class _Parser(argparse.ArgumentParser):
@@ -348,7 +348,9 @@ def train(args, explicit, t0):
         # rank 0 owns the out-dir, locked for the run; a refusal there stops every rank
         comm.agree(lambda: held.enter_context(claim_dir(args.out_dir)) if comm.is_root else None)
         held.enter_context(handling(stop, signums))
-        return _train(args, explicit, t0, stop)
+        out = held.enter_context(contextlib.redirect_stdout(PipeGuard(sys.stdout, stop)))
+        status = _train(args, explicit, t0, stop)
+        return status or (128 + stop.signum if out.broken else 0)   # the end was not seen
 
 
 def _train(args, explicit, t0, stop):

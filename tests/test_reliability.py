@@ -343,3 +343,19 @@ def test_extra_sampling_with_stdout_closed_is_one_line(trained, capsys, monkeypa
     with pytest.raises(SystemExit) as e:
         sample(["--ckpt", str(trained / "ckpt.npz"), "--device", "cpu", "--max-new-tokens", "2"])
     assert "standard output is closed" in one_line(capsys, e.value.code)
+
+
+def test_tester_a_closed_stdout_saves_the_checkpoint_and_exits_141(corpus, tmp_path):
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "minigpt.train", str(corpus), "--out-dir", str(out), *TINY,
+           "--log-interval", "1", "--max-iters", "3000", "--eval-interval", "3000"]
+    p = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    seen = b""
+    while not re.search(rb"iter +20/", seen):               # training is under way: now the reader goes
+        seen += p.stdout.read1(100) or pytest.fail(p.stderr.read().decode())
+    p.stdout.close()
+    err = p.stderr.read().decode()
+    assert p.wait(timeout=120) == 141, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    ck = load_checkpoint(out / "ckpt.npz")
+    assert f"interrupted at iter {ck['iter_num']} (SIGPIPE)" in err and ck["iter_num"] >= 20
