@@ -385,7 +385,7 @@ def _train(args, explicit, t0, stop):
 
 def main(argv=None):
     """Command-line entry point; returns the exit status."""
-    t0 = time.perf_counter()
+    t0, started_ns = time.perf_counter(), time.time_ns()   # a ckpt.npz older than this is not this run's
     try:
         args, explicit = parse_args(argv)
     except SystemExit as e:                    # --help, or a malformed flag (one line, status 2)
@@ -401,7 +401,8 @@ def main(argv=None):
         return 2
     except Diverged as e:
         ckpt = os.path.join(args.out_dir, "ckpt.npz")
-        kept = f"the last good checkpoint is {ckpt}" if os.path.exists(ckpt) else "no checkpoint was written"
+        mine = os.path.exists(ckpt) and (args.resume or os.stat(ckpt).st_mtime_ns >= started_ns)
+        kept = f"the last good checkpoint is {ckpt}" if mine else "this run saved no checkpoint"
         print(f"error: {e}; stopped ({kept}); try a lower --lr", file=sys.stderr)
         return 1
     except MemoryError:

@@ -278,3 +278,12 @@ def test_default_model_and_flags_are_what_the_training_docs_say():
                        n_head=defaults.n_head, n_embd=defaults.n_embd)
     stated = re.search(r"default model has ([\d,]+) parameters", section.group(0))
     assert stated and int(stated.group(1).replace(",", "")) == GPT(config).num_params()
+
+
+def test_a_nan_loss_in_an_overwrite_run_does_not_point_at_the_previous_runs_checkpoint(corpus, tmp_path, capsys):
+    assert train(corpus, tmp_path, "--max-iters", "5", "--eval-interval", "5") == 0
+    capsys.readouterr()
+    status = train(corpus, tmp_path, "--overwrite", "--max-iters", "30", "--lr", "1e30", "--grad-clip", "0")
+    err = capsys.readouterr().err
+    assert status == 1 and len(err.strip().splitlines()) == 1, err
+    assert "this run saved no checkpoint" in err and "last good" not in err, err
