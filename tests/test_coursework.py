@@ -311,3 +311,43 @@ def test_source_check_follows_minigpt_names_through_helpers_but_not_docstrings()
         "def layernorm_forward(x, w, b, eps=1e-5):\n    return __import__('minigpt.layers').layers\n")
     assert set(found) == {"_helper", "gelu_backward", "ALIAS", "linear_forward", "layernorm_forward"}
     assert found["gelu_backward"].startswith("line 2: import minigpt.layers as ML")
+
+
+def test_minigpt_reached_by_any_route_in_the_child_scores_zero_for_that_function_only(tmp_path, capsys):
+    pkg = "'mini' + 'gpt'"                                  # no "minigpt" for the source check to read
+    routes = {   # function: (body that reaches minigpt's code at run time, how)
+        "gelu_backward": "    sys.setprofile(None)\n    return _REF.gelu_backward(dout, cache)\n",
+        "layernorm_backward": "    out = []\n    t = threading.Thread(target=lambda: out.append(importlib.import_module("
+                              f"{pkg} + '.layers').layernorm_backward(dout, cache)))\n"
+                              "    t.start()\n    t.join()\n    return out[0]\n",
+        "linear_backward": f"    return importlib.import_module({pkg} + '.layers').linear_backward(dy, cache)\n",
+        "embedding_backward": "    import glob\n    found = [p for d in sys.path + [ROOT] for p in glob.glob(d + '/' + "
+                              f"{pkg} + '/layers.py')]\n"
+                              "    spec = importlib.util.spec_from_file_location('x', found[0])\n"
+                              "    m = importlib.util.module_from_spec(spec)\n    spec.loader.exec_module(m)\n"
+                              "    return m.embedding_backward(dx, cache)\n",
+        "cross_entropy_backward": "    sys.meta_path[:] = [f for f in sys.meta_path if 'Path' in "
+                                  "type(f).__name__]\n    sys.path.append(ROOT)\n"
+                                  f"    return importlib.import_module({pkg} + '.layers').cross_entropy_backward("
+                                  "dloss, cache)\n",
+    }
+    header = (f"import importlib, importlib.util, sys, threading\nimport __main__\nROOT = {str(R.HERE.parents[1])!r}\n"
+              f"_REF = importlib.import_module({pkg} + '.layers')\n"
+              "try:\n    __main__.Student.call = lambda self, name, *a: self.functions[name](*a)\n"
+              "except AttributeError:\n    pass\n")
+    source = SOLUTION.replace("import numpy as np\n", "import numpy as np\n" + header, 1)
+    tree = {n.name: n for n in __import__("ast").parse(source).body if isinstance(n, __import__("ast").FunctionDef)}
+    lines = source.splitlines(keepends=True)
+    for name in sorted(routes, key=lambda n: -tree[n].lineno):   # replace each body, last first
+        node = tree[name]
+        lines[node.body[1].lineno - 1:node.end_lineno] = [routes[name]]
+    path = tmp_path / "student_layers.py"
+    path.write_text("".join(lines))
+    from minigpt.coursework.source_check import uses_minigpt
+    assert not uses_minigpt(path.read_text())                # so the run-time guard alone must see it
+    assert main(["grade", str(path)]) == 1
+    rows = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()[1:]}
+    for name in routes:
+        assert rows[name].split()[1] == "0.0" and "calls minigpt's own code" in rows[name], rows[name]
+    lost = {name for name, row in rows.items() if name != "total" and row.split()[1] != row.split()[2]}
+    assert lost == set(routes) | {"model"}

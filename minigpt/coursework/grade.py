@@ -107,7 +107,7 @@ def grade_file(path, extra_cases=(), timeout=10.0, workers=2):
         flagged = uses_minigpt(path.read_text(encoding="utf-8"))
     except SyntaxError:
         flagged = {}                        # the child reports it, with its line
-    base = dict(student=str(path), watch=[str(PACKAGE_DIR)], root=str(PACKAGE_DIR.parent))
+    base = dict(student=str(path), watch=[], root=str(PACKAGE_DIR.parent), package=str(PACKAGE_DIR))
     return _grade(base, None, flagged, extra_cases, timeout, workers)
 
 
