@@ -351,3 +351,17 @@ def test_minigpt_reached_by_any_route_in_the_child_scores_zero_for_that_function
         assert rows[name].split()[1] == "0.0" and "calls minigpt's own code" in rows[name], rows[name]
     lost = {name for name, row in rows.items() if name != "total" and row.split()[1] != row.split()[2]}
     assert lost == set(routes) | {"model"}
+
+
+def test_source_check_follows_scopes_and_skips_the_main_block():
+    from minigpt.coursework.source_check import uses_minigpt
+    found = uses_minigpt(
+        "import numpy as np\n"
+        "def gelu_backward(dout, cache):\n    g = 0.5 * (1.0 + np.tanh(cache))\n    return dout * g\n"
+        "def gelu_forward(x):\n    from minigpt import layers as q\n    return q.gelu_forward(x)\n"
+        "def attention_forward(qkv, n_head, p_drop=0.0, rng=None):\n    q = qkv[..., :4]\n    return q, q\n"
+        "def attention_backward(dy, cache):\n    q = cache\n    return dy * q\n"
+        "def layernorm_forward(x, w, b, eps=1e-5):\n    return f(x)\n"
+        "if __name__ == '__main__':\n    from minigpt.layers import gelu_forward as f, gelu_backward as g\n"
+        "    import minigpt.layers as q\n    print(g(f(np.ones(3))[0], np.ones(3)))\n")
+    assert set(found) == {"gelu_forward"} and found["gelu_forward"].startswith("line 6: from minigpt")
