@@ -57,6 +57,9 @@ def test_minigpt_own_layers_get_full_marks():
     report = grade_functions({name: getattr(L, name) for name in FUNCTIONS})
     assert report.score == pytest.approx(FULL) and losers(report) == set(), report.table()
     assert report.exit_status() == 0
+    tests = report.results_json()["tests"]                  # parts of 4/3 and 8/5 add up exactly, in order
+    assert sum(t["max_score"] for t in tests) == sum(t["score"] for t in tests) == FULL
+    assert report.results_json()["score"] == FULL
 
 
 def test_independent_solution_released_with_solutions_gets_full_marks_in_child_processes(tmp_path):
@@ -81,7 +84,7 @@ def test_blank_kit_scores_zero_in_one_plain_table_and_writes_gradescope_results(
     for t in data["tests"]:
         assert set(t) >= {"name", "score", "max_score", "output"} and t["score"] == 0
         assert "\n" not in t["output"]
-    assert sum(t["max_score"] for t in data["tests"]) == pytest.approx(FULL)
+    assert sum(t["max_score"] for t in data["tests"]) == FULL
 
 
 def test_release_hands_out_no_solution_and_keeps_a_students_work(tmp_path, capsys):
@@ -272,12 +275,23 @@ def test_bad_extra_cases_end_in_one_line_and_exit_status_2(tmp_path, capsys, con
 
 def test_bad_command_lines_end_in_one_line_and_exit_status_2(tmp_path, capsys):
     (tmp_path / "notes.txt").write_text("x")
-    for argv in (["grade", str(tmp_path / "missing.py")], ["grade", str(tmp_path / "notes.txt")],
-                 ["grade", inspect.getsourcefile(solution), "--timeout", "0"],
-                 ["release", str(tmp_path / "notes.txt")]):
+    for argv, says in ((["grade", str(tmp_path / "missing.py")], "no such file"),
+                       (["grade", str(tmp_path / "notes.txt")], "not a Python file"),
+                       (["grade", str(tmp_path)], "is a directory"),
+                       (["grade", inspect.getsourcefile(solution), "--timeout", "0"], "more than 0 and at most 600"),
+                       (["release", str(tmp_path / "notes.txt")], "not a folder")):
         assert main(argv) == 2, argv
         err = capsys.readouterr().err
-        assert err.startswith("error: ") and err.count("\n") == 1, err
+        assert err.startswith("error: ") and err.count("\n") == 1 and says in err, err
+
+
+def test_a_missing_submission_still_writes_results_json_that_says_why(tmp_path, capsys):
+    results = tmp_path / "results.json"
+    assert main(["grade", str(tmp_path / "student_layers.py"), "--json", str(results)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no such file" in err
+    data = json.loads(results.read_text())
+    assert data["score"] == 0 and data["tests"] == [] and "no such file" in data["output"]
 
 
 def test_dropout_is_graded_by_its_properties_not_one_random_stream():

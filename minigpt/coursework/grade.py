@@ -45,14 +45,15 @@ class Test:
 class Report:
     tests: list = field(default_factory=list)
     seconds: float = 0.0
+    note: str = ""              # about the whole run, e.g. what the student's code printed
 
     @property
     def score(self):
-        return sum(t.score for t in self.tests)
+        return round(sum(t.score for t in self.tests), 9)       # shares such as 4/3 add up to 99.99999999999993
 
     @property
     def max_score(self):
-        return sum(t.max_score for t in self.tests)
+        return round(sum(t.max_score for t in self.tests), 9)
 
     def functions(self):
         """{function: (points, max, status, first failure)} in the contract's order, then model."""
@@ -90,14 +91,25 @@ class Report:
         return "\n".join(lines)
 
     def results_json(self):
-        """Gradescope's autograder results: score, and one entry per test."""
+        """Gradescope's autograder results: score, and one entry per test. The max_scores are
+        rounded to 4 decimals, the last test of each function taking the remainder, and the
+        last test of all the floating-point remainder, so that they add up (in file order) to
+        exactly the maximum."""
+        maxes = [round(t.max_score, 4) for t in self.tests]
+        for function in {t.function for t in self.tests}:
+            mine = [i for i, t in enumerate(self.tests) if t.function == function]
+            total = round(sum(self.tests[i].max_score for i in mine), 9)
+            maxes[mine[-1]] = round(total - sum(maxes[i] for i in mine[:-1]), 4)
+        if maxes:
+            maxes[-1] = self.max_score - sum(maxes[:-1])
         return {"score": round(self.score, 4), "execution_time": round(self.seconds, 2),
-                "output": f"{self.score:.1f} of {self.max_score:.1f} points",
-                "tests": [{"name": t.name, "score": round(t.score, 4), "max_score": round(t.max_score, 4),
+                "output": f"{self.score:.1f} of {self.max_score:.1f} points" + self.note,
+                "tests": [{"name": t.name, "max_score": most,
+                           "score": most if t.score == t.max_score else round(t.score, 4),
                            "status": "passed" if t.status == "pass" else "failed",
                            "output": t.output or "passed",
                            **({"visibility": "after_due_date"} if ": hidden: " in t.name else {})}
-                          for t in self.tests]}
+                          for t, most in zip(self.tests, maxes)]}
 
 
 def grade_file(path, extra_cases=(), timeout=10.0, workers=2):
