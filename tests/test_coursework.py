@@ -138,8 +138,8 @@ BUGS = {   # name: (text in solution.py, the bug, the functions that must lose p
                                                   {"cross_entropy_backward"}),
     "dwte[idx] += dx": ("np.add.at(dwte, idx.ravel(), dx.reshape(-1, C))", "dwte[idx.ravel()] += dx.reshape(-1, C)",
                         {"embedding_backward"}),
-    "attention without the causal mask": ("    s = np.where(future, -np.inf, s)\n", "",
-                                          {"attention_forward", "attention_backward"}),
+    "attention without the causal mask": ("    s = np.where(future, -np.inf, s)\n", "",   # a right backward
+                                          {"attention_forward"}),                       # for that forward
     "softmax backward without the row sum": ("ds = att * (datt - (datt * att).sum(axis=-1, keepdims=True))",
                                              "ds = att * datt", {"attention_backward"}),
     "linear dw transposed": ("dw = rows_x.T @ rows_dy", "dw = rows_dy.T @ rows_x", {"linear_backward"}),
@@ -160,6 +160,8 @@ BUGS = {   # name: (text in solution.py, the bug, the functions that must lose p
         {"dropout_backward"}),
     "embedding gradient upcast to float64": ("dwte = np.zeros(wte_shape, dtype=dx.dtype)", "dwte = np.zeros(wte_shape)",
                                              {"embedding_backward"}),
+    "gelu backward returns a 1-tuple": ("    return dout * slope\n", "    return (dout * slope,)\n",
+                                        {"gelu_backward"}),
     "dq without 1/sqrt(hs)": ("    dq = ds @ k / math.sqrt(hs)\n", "    dq = ds @ k\n", {"attention_backward"}),
     "cross-entropy backward writes into its cache": ("dz = probs.copy()", "dz = probs", {"cross_entropy_backward"}),
     "embedding forward writes into wpe": ("    x = wte[idx] + wpe[:T]\n", "    x = wte[idx] + wpe[:T]\n    wpe[T:] = 0.0\n",
@@ -188,6 +190,7 @@ def test_a_classic_bug_loses_points_exactly_where_it_is(bug, tmp_path):
         assert why and "\n" not in why and "Traceback" not in why
 
 
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")          # the overflow in the bug itself
 def test_messages_name_the_output_shape_error_and_hint(tmp_path):
     old, new, _ = BUGS["layernorm backward without the mean term"]
     why = grade_here(bug_file(tmp_path, old, new)).functions()["layernorm_backward"][3]
@@ -197,6 +200,12 @@ def test_messages_name_the_output_shape_error_and_hint(tmp_path):
     old, new, _ = BUGS["cross-entropy backward writes into its cache"]
     report = grade_here(bug_file(tmp_path, old, new))
     assert "modifies cache in place" in report.functions()["cross_entropy_backward"][3]
+    old, new, _ = BUGS["softmax without the max subtracted"]
+    why = grade_here(bug_file(tmp_path, old, new)).functions()["cross_entropy_forward"][3]
+    assert "NaN or inf" in why and "subtract each row's maximum" in why
+    old, new, _ = BUGS["gelu backward returns a 1-tuple"]
+    assert "dx is a tuple of 1, not a NumPy array" in grade_here(bug_file(tmp_path, old, new)).functions()[
+        "gelu_backward"][3]
     old, new, _ = BUGS["gelu backward is minigpt's"]
     why = grade_here(bug_file(tmp_path, old, new)).functions()["gelu_backward"][3]
     assert "uses minigpt's own code (line" in why

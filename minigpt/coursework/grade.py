@@ -163,7 +163,7 @@ def _run_layer(tmp, base, functions, skip, timeout, layer, layer_cases):
         np.savez(job_dir / f"in_{i}.npz", **case.arrays)
         job["cases"].append(dict(id=str(i), args=case.args, arg_names=case.arg_names,
                                  grad_args=case.grad_args, dout=case.dout,
-                                 fd=case.fd and case.spec["dtype"] == "float64"))
+                                 fd=case.fd))
     all_cases = job["cases"]
     pending, crashed = list(all_cases), {}               # case id -> (function, why)
     for _ in range(2 * len(all_cases) + 1):

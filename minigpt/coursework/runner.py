@@ -183,6 +183,8 @@ def as_record(value, key, arrays):
         if a.dtype.kind in "fciub":
             arrays[key] = a
             return {"kind": "array", "key": key}
+    if isinstance(value, (tuple, list)):
+        return {"kind": "other", "type": type(value).__name__, "length": len(value)}
     return {"kind": "other", "type": type(value).__name__}
 
 
@@ -219,8 +221,8 @@ def run_layer_case(student, job, case, inputs, arrays):
         b.setdefault("modified", []).append("dout")
     if not same(cache_before, snapshot(cache)):
         b.setdefault("modified", []).append("cache")
-    several = isinstance(grads, tuple) or (isinstance(grads, list) and len(case["grad_args"]) > 1)
-    grads = list(grads) if several else [grads]         # one gradient: a list is a wrong type, not many
+    several = isinstance(grads, (tuple, list)) and len(case["grad_args"]) > 1
+    grads = list(grads) if several else [grads]         # one gradient: a tuple or list is a wrong type
     b["grads"] = [as_record(g, f"grad_{i}", arrays) for i, g in enumerate(grads)]
     if case["fd"] and len(grads) == len(case["grad_args"]):
         _finite_differences(student, fwd, args, dout, case, arrays)
@@ -272,8 +274,11 @@ def _run(student, rec, name, call_args, args, originals, case):
 
 
 def _finite_differences(student, fwd, args, dout, case, arrays, h=1e-5, picks=24):
-    """Centred differences of sum(forward(...)[0] * dout) at a few entries of each input."""
+    """Centred differences of sum(forward(...)[0] * dout) at a few entries of each input
+    (in float64: float32 inputs are upcast for it)."""
     rng = np.random.default_rng(0)
+    up = lambda a: a.astype(np.float64) if isinstance(a, np.ndarray) and a.dtype == np.float32 else a  # noqa: E731
+    args, dout = [up(a) for a in args], up(dout)
     try:
         for i in case["grad_args"]:
             x = args[i]
