@@ -388,3 +388,12 @@ def test_source_check_follows_scopes_and_skips_the_main_block():
         "if __name__ == '__main__':\n    from minigpt.layers import gelu_forward as f, gelu_backward as g\n"
         "    import minigpt.layers as q\n    print(g(f(np.ones(3))[0], np.ones(3)))\n")
     assert set(found) == {"gelu_forward"} and found["gelu_forward"].startswith("line 6: from minigpt")
+
+
+def test_a_pair_that_raises_only_in_the_model_costs_its_share_not_the_whole_model(tmp_path):
+    old = "    x = cache\n    s = math.sqrt(2.0 / math.pi)\n"
+    path = bug_file(tmp_path, old, old + "    if x.shape[-1] == 48:\n        raise ValueError('not in the model')\n")
+    report = grade_here(path)                                # the model's MLP is 4 * 12 = 48 wide
+    assert losers(report) == {"model"}, report.table()
+    assert report.functions()["model"][0] == pytest.approx(POINTS["model"] * 6 / 7)
+    assert "left out gelu: gelu_backward raised ValueError: not in the model" in report.functions()["model"][3]

@@ -44,9 +44,15 @@ class Student:
         self.progress = None                    # a file: "case function" before each call
         self.guard = None                       # guard.py's, in the child process
         self.printed = None                     # the capped stdout, in the child process
+        self.current = None                     # the function called last
+        self.trace = False                      # write each call to progress (the model job)
 
     def call(self, name, *args):
         fn = self.functions[name]
+        self.current = name
+        if self.trace:                          # the whole-model job: which function it is in
+            self.progress.write(f"model {name}\n")
+            self.progress.flush()
         if self.guard is not None:
             seen = len(self.guard.hits())
             try:
@@ -329,6 +335,7 @@ def run_job(job_dir, functions=None, watch=None):
         student.progress, student.guard, student.printed = progress, guard, printed
         try:
             if reference is not None:
+                student.trace = True
                 emit(_model_job(student, job, reference))
                 return
             for case in job["cases"]:
@@ -358,8 +365,9 @@ def _model_job(student, job, reference):
         try:
             reference.run(student, job["swap"], rec)
         except TimeLimit:
-            rec["status"] = "timeout"
+            rec.update(status="timeout", function=student.current)
         except BaseException as e:            # noqa: BLE001 (student code may raise anything)
+            rec["function"] = student.current
             if student.hit:
                 rec.update(status="uses_minigpt", file=os.path.basename(student.hit))
             else:
