@@ -162,6 +162,9 @@ BUGS = {   # name: (text in solution.py, the bug, the functions that must lose p
                                              {"embedding_backward"}),
     "gelu backward returns a 1-tuple": ("    return dout * slope\n", "    return (dout * slope,)\n",
                                         {"gelu_backward"}),
+    "attention ignores p_drop": ("if p_drop > 0.0 and rng is not None:", "if False:", {"attention_forward"}),
+    "attention backward skips the dropout mask": ("        datt = datt * keep\n", "        datt = datt\n",
+                                                  {"attention_backward"}),
     "dq without 1/sqrt(hs)": ("    dq = ds @ k / math.sqrt(hs)\n", "    dq = ds @ k\n", {"attention_backward"}),
     "cross-entropy backward writes into its cache": ("dz = probs.copy()", "dz = probs", {"cross_entropy_backward"}),
     "embedding forward writes into wpe": ("    x = wte[idx] + wpe[:T]\n", "    x = wte[idx] + wpe[:T]\n    wpe[T:] = 0.0\n",
@@ -258,7 +261,7 @@ def test_hidden_cases_are_graded_and_named_by_function(tmp_path):
     assert hidden and all(t["visibility"] == "after_due_date" for t in hidden)
     # a bug that only a hidden case shows: attention that is wrong from 4 heads on
     def at_most_three_heads(qkv, n_head, p_drop=0.0, rng=None):
-        return solution.attention_forward(qkv, min(n_head, 3))
+        return solution.attention_forward(qkv, min(n_head, 3), p_drop, rng)
     functions = dict({name: getattr(solution, name) for name in FUNCTIONS}, attention_forward=at_most_three_heads)
     assert losers(grade_functions(functions)) == set()           # the kit's own cases do not see it
     assert "attention_forward" in losers(grade_functions(functions, extra_cases=extra))

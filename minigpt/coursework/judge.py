@@ -134,6 +134,8 @@ def judge_forward(case, rec, arrays, timeout):
     tol = TOLERANCE[case.spec["dtype"]][0]
     if case.layer == "dropout":
         return _dropout_forward(case, rec, arrays)
+    if case.own_forward_only:
+        return _attention_dropout_forward(case, rec, arrays)
     why = compare("out" if case.layer != "cross_entropy" else "loss", rec["out"], np.asarray(case.ref_out),
                   arrays, case.spec["dtype"], tol, case, function)
     return ("fail", why) if why else ("pass", "")
@@ -158,8 +160,11 @@ def judge_backward(case, rec, arrays, forward_status, timeout):
     tol = TOLERANCE[case.spec["dtype"]][1]
     fds = [(arrays[f"fd_index_{i}"], arrays[f"fd_value_{i}"]) if f"fd_index_{i}" in arrays else None
            for i in case.grad_args]
-    if forward_status == "fail" and all(fd is not None or ref is None for fd, ref in zip(fds, case.ref_grads)):
-        return _against_own_forward(case, grads, arrays, fds, function)
+    if case.own_forward_only and not all(fd is not None for fd in fds):
+        return "fail", f"not graded: {case.layer}_forward gave no usable output on this case"
+    if (forward_status == "fail" or case.own_forward_only) and all(fd is not None or ref is None for fd, ref in zip(fds, case.ref_grads)):
+        return _against_own_forward(case, grads, arrays, fds, function,
+                                    "its dropout is random" if case.own_forward_only else "which fails this case")
     for name, got, expected, fd in zip(case.grad_names, grads, case.ref_grads, fds):
         why = compare(name, got, expected, arrays, case.spec["dtype"], tol, case, function, fd)
         if why:
@@ -167,7 +172,7 @@ def judge_backward(case, rec, arrays, forward_status, timeout):
     return "pass", ""
 
 
-def _against_own_forward(case, grads, arrays, fds, function):
+def _against_own_forward(case, grads, arrays, fds, function, reason):
     """The forward is wrong on this case: the backward is right when it is the gradient of the
     forward the student wrote (so the forward's bug costs the forward alone)."""
     for name, got_rec, expected, fd in zip(case.grad_names, grads, case.ref_grads, fds):
@@ -179,7 +184,7 @@ def _against_own_forward(case, grads, arrays, fds, function):
                 err = rel_error(got.reshape(-1)[fd[0]], fd[1])
                 if not np.isfinite(err) or err > max(OWN_FORWARD_TOLERANCE, TOLERANCE[case.spec["dtype"]][1]):
                     why = (f"{name} {got.shape}: relative error {err:.1e} against finite differences of your "
-                           f"forward (which fails this case, so the backward is checked against it; "
+                           f"own forward ({reason}, so the backward is checked against it; "
                            f"hint: {hint(case, function)})")
         if why:
             return "fail", why
@@ -199,6 +204,32 @@ def _dropout_forward(case, rec, arrays):
     dropped, n = 1.0 - kept.mean(), kept.size
     if abs(dropped - p) > 5 * np.sqrt(p * (1 - p) / n) + 1.0 / n:
         return "fail", f"dropped {dropped:.3f} of {n} entries, expected about p = {p:g}"
+    return "pass", ""
+
+
+def _attention_dropout_forward(case, rec, arrays):
+    """v is one-hot, so each head's first T channels are its weights after dropout: each must be
+    0 or att / (1 - p_drop), the rest of the head 0, and about p_drop of the weights dropped."""
+    s, att = case.spec, case.extra["att"]
+    B, T, C, nh = s["B"], s["T"], s["C"], s["n_head"]
+    p, tol = s["p_drop"], TOLERANCE[s["dtype"]][0]
+    out, why = _array("out", rec["out"], (B, T, C), arrays, s["dtype"])
+    if why:
+        return "fail", why
+    heads = out.astype(np.float64).reshape(B, T, nh, C // nh).transpose(0, 2, 1, 3)    # (B, nh, T, hs)
+    used, rest = heads[..., :T], heads[..., T:]
+    causal = np.broadcast_to(np.tril(np.ones((T, T), dtype=bool)), used.shape)
+    scale = np.abs(att).max()
+    kept = np.abs(used) > tol * scale
+    if np.abs(rest).max(initial=0.0) > tol or np.abs(used[~causal]).max(initial=0.0) > tol * scale:
+        return "fail", f"out is not dropout(att) @ v (hint: {hint(case, 'attention_forward')})"
+    n = int(causal.sum())
+    dropped = 1.0 - kept[causal].mean()
+    if abs(dropped - p) > 5 * np.sqrt(p * (1 - p) / n) + 1.0 / n:
+        return "fail", (f"dropped {dropped:.3f} of the {n} attention weights, expected about p_drop = {p:g} "
+                        f"(hint: {hint(case, 'attention_forward')})")
+    if kept.any() and rel_error(used[kept], att[kept] / (1.0 - p)) > tol:
+        return "fail", f"kept weights should be att / (1 - p_drop) (hint: {hint(case, 'attention_forward')})"
     return "pass", ""
 
 
