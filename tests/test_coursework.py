@@ -274,6 +274,12 @@ def test_hidden_cases_are_graded_and_named_by_function(tmp_path):
     ('[{"layer": "attention", "C": 10, "n_head": 3}]', "must be divisible by n_head"),
     ('[{"layer": "linear", "shape": [1000, 1000]}]', "too large"),
     ('[{"layer": "gelu", "scale": "big"}]', "'scale' must be like"),
+    ('[{"layer": "gelu", "scale": 1e308}]', "'scale' must be in"),
+    ('[{"layer": "gelu", "name": "a"}, {"layer": "gelu", "name": "a", "seed": 3}]', "two gelu cases are named 'a'"),
+    ('[{"layer": "gelu", "name": ""}]', "'name' must not be empty"),
+    ('[{"layer": "embedding", "repeat": true, "B": 1, "T": 1}]', "'repeat' true needs at least 2 positions"),
+    ('[{"layer": "embedding", "repeat": false, "V": 1, "B": 2, "T": 5}]', "'repeat' false needs a distinct id"),
+    ('[{"layer": "attention", "p_drop": 0.2, "T": 9}]', "must be at least T"),
 ])
 def test_bad_extra_cases_end_in_one_line_and_exit_status_2(tmp_path, capsys, content, message):
     cases = tmp_path / "cases.json"
@@ -400,3 +406,16 @@ def test_a_pair_that_raises_only_in_the_model_costs_its_share_not_the_whole_mode
     assert losers(report) == {"model"}, report.table()
     assert report.functions()["model"][0] == pytest.approx(POINTS["model"] * 6 / 7)
     assert "left out gelu: gelu_backward raised ValueError: not in the model" in report.functions()["model"][3]
+
+
+def test_the_grader_prints_no_warning_of_its_own_on_inf_and_nan_outputs():
+    import warnings
+
+    def gelu_forward(x):
+        out = np.full_like(x, np.inf)
+        out.flat[0] = np.nan
+        return out, x
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                      # any warning fails the test
+        report = grade_functions({"gelu_forward": gelu_forward, "gelu_backward": solution.gelu_backward})
+    assert "NaN or inf" in report.functions()["gelu_forward"][3]

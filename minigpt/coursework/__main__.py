@@ -78,7 +78,7 @@ def _release(args):
 
 
 def _grade(args):
-    from .cases import CaseError, read_extra_cases
+    from .cases import CaseError, check_unique, read_extra_cases
     from .grade import grade_file
     path = Path(args.file)
     if path.is_dir():
@@ -97,6 +97,7 @@ def _grade(args):
     try:
         for cases_path in args.extra_cases:
             extra += read_extra_cases(cases_path)
+        check_unique(extra, "--extra-cases")
     except CaseError as e:
         raise UserError(str(e)) from None
     report = grade_file(path, extra_cases=extra, timeout=args.timeout)

@@ -118,7 +118,7 @@ def check_spec(spec, where):
     layer = spec.get("layer")
     if layer not in PARAMS:
         raise CaseError(f"{where}: 'layer' must be one of {', '.join(LAYERS)}, got {layer!r}")
-    full = {**COMMON, **PARAMS[layer], **spec}
+    full = {**COMMON, **PARAMS[layer], **spec, "_given": tuple(spec)}
     for key, value in spec.items():
         if key != "layer" and key not in COMMON and key not in PARAMS[layer]:
             raise CaseError(f"{where}: unknown key {key!r} for {layer} (known: "
@@ -140,6 +140,7 @@ def check_spec(spec, where):
     if elements > MAX_ELEMENTS:
         raise CaseError(f"{where}: too large for finite differences (at most {MAX_ELEMENTS:,} numbers)")
     _check_layer_rules(layer, full, where)
+    del full["_given"]
     return full
 
 
@@ -152,7 +153,23 @@ def _same_kind(default, value):
     return isinstance(value, type(default))
 
 
+LIMITS = {   # (layer, key) -> (low, high): the inputs stay where float64 (and float32) do not overflow
+    ("gelu", "scale"): (1e-3, 100.0), ("layernorm", "scale"): (1e-3, 1e3), ("layernorm", "offset"): (-1e8, 1e8),
+    ("cross_entropy", "scale"): (1e-3, 1e4)}
+
+
 def _check_layer_rules(layer, s, where):
+    if not isinstance(s["name"], str) or (s["name"] == "" and "name" in s.get("_given", ())) \
+            or (s["name"] and not s["name"].strip()):
+        raise CaseError(f"{where}: 'name' must not be empty (leave it out for a name made from the keys)")
+    for (lay, key), (low, high) in LIMITS.items():
+        if lay == layer and not low <= s[key] <= high:
+            raise CaseError(f"{where}: {key!r} must be in [{low:g}, {high:g}], got {s[key]!r}")
+    if layer == "embedding" and s["repeat"] and s["B"] * s["T"] < 2:
+        raise CaseError(f"{where}: 'repeat' true needs at least 2 positions (B * T), got {s['B'] * s['T']}")
+    if layer == "embedding" and not s["repeat"] and s["V"] < s["B"] * s["T"]:
+        raise CaseError(f"{where}: 'repeat' false needs a distinct id for each of the B * T = {s['B'] * s['T']} "
+                        f"positions, but V is {s['V']}")
     if layer == "embedding" and s["T"] > s["block_size"]:
         raise CaseError(f"{where}: T ({s['T']}) must not exceed block_size ({s['block_size']})")
     if layer == "attention" and s["C"] % s["n_head"]:
@@ -175,7 +192,12 @@ def build(spec):
     rng = np.random.default_rng(spec["seed"])
     dtype = np.dtype(spec["dtype"])
     layer = spec["layer"]
-    case = BUILDERS[layer](spec, rng, dtype)
+    try:
+        with np.errstate(over="raise", invalid="raise", divide="raise"):
+            case = BUILDERS[layer](spec, rng, dtype)
+    except FloatingPointError as e:
+        raise CaseError(f"{spec['layer']} case {spec['name'] or _default_name(spec)!r}: minigpt's answer "
+                        f"overflows ({e})") from None
     case.name = spec["name"] or _default_name(spec)
     return case
 
@@ -199,9 +221,11 @@ def _dout(rng, shape, dtype):
 
 
 def _embedding(s, rng, dtype):
-    idx = rng.integers(0, s["V"], size=(s["B"], s["T"]))
-    if s["repeat"] and idx.size > 1:
+    if s["repeat"]:
+        idx = rng.integers(0, s["V"], size=(s["B"], s["T"]))
         idx.flat[-1] = idx.flat[0]                          # at least one id repeats
+    else:
+        idx = rng.permutation(s["V"])[:s["B"] * s["T"]].reshape(s["B"], s["T"])   # none does
     wte, wpe = _normal(rng, (s["V"], s["C"]), dtype), _normal(rng, (s["block_size"], s["C"]), dtype)
     out, cache = L.embedding_forward(idx, up(wte), up(wpe))
     dout = _dout(rng, out.shape, dtype)
@@ -321,5 +345,19 @@ def read_extra_cases(path):
     for i, spec in enumerate(specs):
         full = check_spec(spec, f"{path}: case {i}")
         full["name"] = "hidden: " + (full["name"] or _default_name(full))
-        cases.append(build(full))
+        try:
+            cases.append(build(full))
+        except CaseError as e:
+            raise CaseError(f"{path}: case {i}: {e}") from None
+    check_unique(cases, path)
     return cases
+
+
+def check_unique(cases, where):
+    """CaseError when two cases of one layer have the same name (their tests would too)."""
+    seen = set()
+    for case in cases:
+        if (case.layer, case.name) in seen:
+            raise CaseError(f"{where}: two {case.layer} cases are named {case.name.removeprefix('hidden: ')!r}: "
+                            "give each its own 'name'")
+        seen.add((case.layer, case.name))

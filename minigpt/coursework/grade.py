@@ -134,6 +134,11 @@ def grade_functions(functions, extra_cases=(), timeout=10.0, source=None):
 
 
 def _grade(base, functions, flagged, extra_cases, timeout, workers):
+    with np.errstate(all="ignore"):          # comparing a student's inf or NaN prints nothing
+        return _grade_quietly(base, functions, flagged, extra_cases, timeout, workers)
+
+
+def _grade_quietly(base, functions, flagged, extra_cases, timeout, workers):
     t0 = time.perf_counter()
     cases = builtin_cases() + list(extra_cases)
     report = Report()
