@@ -415,7 +415,8 @@ def test_the_grader_prints_no_warning_of_its_own_on_inf_and_nan_outputs():
         out = np.full_like(x, np.inf)
         out.flat[0] = np.nan
         return out, x
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")                      # any warning fails the test
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
         report = grade_functions({"gelu_forward": gelu_forward, "gelu_backward": solution.gelu_backward})
     assert "NaN or inf" in report.functions()["gelu_forward"][3]
+    assert not seen, [str(w.message) for w in seen]
