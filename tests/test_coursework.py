@@ -221,6 +221,7 @@ def test_endless_loop_exception_exit_and_minigpt_import_cost_only_their_tests_in
                       "    xhat, rstd, w, has_bias = cache\n    if xhat.ndim == 2:\n        raise ValueError('2-D!')\n"),
                      ("    scale = cache\n    if scale", "    scale = cache\n    import os\n    os._exit(3)\n    if scale"),
                      ("import numpy as np\n", "import numpy as np\nfrom minigpt import layers as L\n"),
+                     ("    T = idx.shape[1]\n", "    T = idx.shape[1]\n    print('hello from embedding' * 500)\n"),
                      ("    x, w, has_bias = cache\n    rows_x", "    return L.linear_backward(dy, cache)\n    rows_x")]:
         assert source.count(old) == 1
         source = source.replace(old, new)
@@ -234,9 +235,11 @@ def test_endless_loop_exception_exit_and_minigpt_import_cost_only_their_tests_in
     assert "2-D input: raised ValueError: 2-D! (line" in rows["layernorm_backward"]
     assert "ended the grader's process" in rows["dropout_backward"]
     assert "uses minigpt's own code" in rows["linear_backward"]
-    lost = {name for name, row in rows.items() if name != "total" and row.split()[1] != row.split()[2]}
+    lost = {name for name, row in rows.items() if name in FUNCTIONS + ["model"] and row.split()[1] != row.split()[2]}
     assert lost == {"gelu_backward", "layernorm_backward", "dropout_backward", "linear_backward", "model"}
     assert rows["model"].split()[1:3] == [f"{16 * 3 / 7:.1f}", "16.0"]     # the 3 layers that work
+    printed = out.out.splitlines()[-1]                       # kept, counted, not lost
+    assert printed.startswith("your code printed ") and "'hello from embedding" in printed
 
 
 def test_a_file_that_does_not_import_scores_zero_with_its_line(tmp_path, capsys):

@@ -88,6 +88,8 @@ class Report:
         lines.append(f"{'total':<{width}}  {self.score:>6.1f}  {self.max_score:>5.1f}  "
                      f"({sum(r[2] == 'pass' for r in rows.values())} of {len(rows)} pass; "
                      f"graded in {self.seconds:.1f} s)")
+        if self.note:
+            lines.append(self.note.lstrip("; "))
         return "\n".join(lines)
 
     def results_json(self):
@@ -151,10 +153,17 @@ def _grade_quietly(base, functions, flagged, extra_cases, timeout, workers):
                 outcomes = list(pool.map(run, jobs))
         else:
             outcomes = [run(item) for item in jobs]
+        printed = []
         for (layer, layer_cases), (records, import_error) in zip(jobs, outcomes):
+            printed += records.pop("printed", [])
             report.tests += _layer_tests(layer, layer_cases, records, import_error, flagged, timeout)
         report.tests.append(_model_test(tmp, base, functions, report, timeout))
     report.seconds = time.perf_counter() - t0
+    if printed:
+        count = sum(n for n, _ in printed)
+        head = " ".join(" ".join(h.split()) for _, h in printed)
+        report.note = (f"; your code printed {count:,} characters (the grader keeps the first "
+                       f"{runner.CappedOutput.KEEP:,} of each process; they began: {head[:300]!r})")
     return report
 
 
@@ -245,6 +254,10 @@ def _read_results(job_dir):
             continue
         if rec.get("id") == "import":
             import_error = str(rec.get("error"))
+            continue
+        if rec.get("id") == "printed":               # what the student's code printed: for the report
+            printed = records.setdefault("printed", [])
+            printed.append((int(rec.get("count", 0)), str(rec.get("head", ""))))
             continue
         arrays = {}
         out = job_dir / f"out_{rec.get('id')}.npz"

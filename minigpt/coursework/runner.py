@@ -93,7 +93,9 @@ def load_guard():
 class CappedOutput:
     """Stands in for stdout and stderr: keeps the first `keep` characters, counts the rest."""
 
-    def __init__(self, keep=4096):
+    KEEP = 4096
+
+    def __init__(self, keep=KEEP):
         self.keep, self.kept, self.count = keep, [], 0
 
     def write(self, text):
