@@ -105,6 +105,7 @@ def test_release_hands_out_no_solution_and_keeps_a_students_work(tmp_path, capsy
     assert code.count("raise NotImplementedError()") == len(
         [c for c in course.cells if c.cell_type == "code" and "### BEGIN SOLUTION" in c.source])
     assert all(not c.outputs for c in student.cells if c.cell_type == "code")
+    assert not [c for c in student.cells if "execution" in c.metadata]      # no timestamps of the solved run
     assert not [c for c in student.cells if "For instructors" in c.source]
     assert "python -m minigpt.coursework grade student_layers.py" in (kit / "README.md").read_text()
     (kit / "student_layers.py").write_text("# my work\n")
@@ -126,6 +127,9 @@ def test_blank_student_notebook_runs_to_the_last_cell(tmp_path, this_interpreter
     printed = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
     assert printed.count("not implemented yet") >= 7
     assert "the whole-model check waits for them" in printed
+    shown = [o["data"]["text/plain"] for c in nb.cells if c.cell_type == "code" for o in c.outputs
+             if o.output_type == "execute_result"]
+    assert not [text for text in shown if text in ("True", "False")], shown   # no stray value of check()
 
 
 BUGS = {   # name: (text in solution.py, the bug, the functions that must lose points)
