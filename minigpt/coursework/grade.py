@@ -24,6 +24,7 @@ import numpy as np
 
 from . import runner
 from .cases import FUNCTIONS, LAYERS, POINTS, builtin_cases
+from .guard import CappedOutput
 from .judge import judge_backward, judge_forward
 from .source_check import uses_minigpt
 
@@ -163,7 +164,7 @@ def _grade_quietly(base, functions, flagged, extra_cases, timeout, workers):
         count = sum(n for n, _ in printed)
         head = " ".join(" ".join(h.split()) for _, h in printed)
         report.note = (f"; your code printed {count:,} characters (the grader keeps the first "
-                       f"{runner.CappedOutput.KEEP:,} of each process; they began: {head[:300]!r})")
+                       f"{CappedOutput.KEEP:,} of each process; they began: {head[:300]!r})")
     return report
 
 

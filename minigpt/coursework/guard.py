@@ -2,6 +2,7 @@
 
     guard = install(package_dir, own_file)    # before the student's file is executed
     guard.hits()                               # ["minigpt.layers.gelu_backward", ...] so far
+    sys.stdout = sys.stderr = CappedOutput()   # what the student's code prints: kept short, counted
 
 runner.py loads this file by its path (the child starts with minigpt off sys.path).
 Three layers, each enough on its own for the common routes:
@@ -30,6 +31,29 @@ import types
 PROCESS_EVENTS = ("subprocess.Popen", "os.system", "os.exec", "os.posix_spawn", "os.spawn", "os.fork",
                   "os.forkpty", "pty.spawn")
 GC_EVENTS = ("gc.get_objects", "gc.get_referrers", "gc.get_referents")
+
+
+class CappedOutput:
+    """Stands in for stdout and stderr: keeps the first `keep` characters, counts the rest."""
+
+    KEEP = 4096
+
+    def __init__(self, keep=KEEP):
+        self.keep, self.kept, self.count = keep, [], 0
+
+    def write(self, text):
+        text = str(text)
+        room = self.keep - sum(map(len, self.kept))
+        if room > 0:
+            self.kept.append(text[:room])
+        self.count += len(text)
+        return len(text)
+
+    def flush(self):
+        pass
+
+    def isatty(self):
+        return False
 
 
 class UsesMinigpt(Exception):

@@ -90,29 +90,6 @@ def load_guard():
     return module
 
 
-class CappedOutput:
-    """Stands in for stdout and stderr: keeps the first `keep` characters, counts the rest."""
-
-    KEEP = 4096
-
-    def __init__(self, keep=KEEP):
-        self.keep, self.kept, self.count = keep, [], 0
-
-    def write(self, text):
-        text = str(text)
-        room = self.keep - sum(map(len, self.kept))
-        if room > 0:
-            self.kept.append(text[:room])
-        self.count += len(text)
-        return len(text)
-
-    def flush(self):
-        pass
-
-    def isatty(self):
-        return False
-
-
 def load_student(path):
     """{name: function} of a student's file, and None; or None and why it would not load."""
     try:
@@ -328,8 +305,9 @@ def run_job(job_dir, functions=None, watch=None):
             results.flush()
         guard = printed = None
         if functions is None:
-            guard = load_guard().install(job["package"], job["student"], model=reference is not None)
-            printed = sys.stdout = sys.stderr = CappedOutput()
+            guard_module = load_guard()
+            guard = guard_module.install(job["package"], job["student"], model=reference is not None)
+            printed = sys.stdout = sys.stderr = guard_module.CappedOutput()
             with time_limit(job["timeout"]):
                 functions, error = load_student(job["student"])
             if error:
