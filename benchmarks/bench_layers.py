@@ -16,13 +16,13 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import minigpt  # noqa: E402,F401  (before NumPy, as in training: it sets OpenBLAS's thread timeout)
-import numpy as np  # noqa: E402
+import numpy as np  # noqa: E402  (NumPy first, as users do)
 
 from minigpt import layers as L  # noqa: E402
 
 # name: (batch, block, heads, width), as in bench_train.py
 CONFIGS = {"A": (12, 64, 4, 128), "B": (8, 256, 6, 384)}
+V = 65                                             # vocabulary of configs A and B
 
 
 def median_ms(fn, repeats):
@@ -46,6 +46,7 @@ def minigpt_calls(B, T, nh, C, rng):
     qkv, dy = r(B, T, 3 * C), r(B, T, C)
     _, ln_cache = L.layernorm_forward(x, w, b)
     _, gelu_cache = L.gelu_forward(h)
+    logits, targets = r(B, T, V), rng.integers(0, V, (B, T))
     return {
         "LayerNorm forward": lambda: L.layernorm_forward(x, w, b),
         "LayerNorm backward": lambda: L.layernorm_backward(dx, ln_cache),
@@ -53,6 +54,8 @@ def minigpt_calls(B, T, nh, C, rng):
         "GELU backward": lambda: L.gelu_backward(dh, gelu_cache),
         "attention forward": lambda: L.attention_forward(qkv, nh),
         "attention forward + backward": lambda: L.attention_backward(dy, L.attention_forward(qkv, nh)[1]),
+        "cross-entropy forward + backward": lambda: L.cross_entropy_backward(
+            1.0, L.cross_entropy_forward(logits, targets)[1]),
     }
 
 
@@ -67,6 +70,12 @@ def torch_calls(B, T, nh, C, rng, torch):
     qkv, dy = r(B, T, 3 * C), r(B, T, C)
     _, mean, rstd = torch.ops.aten.native_layer_norm(x, [C], w, b, 1e-5)
     hs = C // nh
+    logits, targets = r(B, T, V), torch.from_numpy(rng.integers(0, V, (B, T)))
+
+    def cross_entropy():
+        z = logits.clone().requires_grad_(True)
+        F.cross_entropy(z.view(-1, V), targets.view(-1)).backward()
+        return z.grad
 
     def attention(grad):
         t = qkv.clone().requires_grad_(grad)
@@ -83,6 +92,7 @@ def torch_calls(B, T, nh, C, rng, torch):
         "GELU backward": lambda: torch.ops.aten.gelu_backward(dh, h, approximate="tanh"),
         "attention forward": lambda: attention(False),
         "attention forward + backward": lambda: attention(True),
+        "cross-entropy forward + backward": lambda: cross_entropy(),
     }
 
 
@@ -92,15 +102,19 @@ def main(argv=None):
                    help="which block shapes to time")
     p.add_argument("--repeats", type=int, default=200, help="timed calls per layer and framework")
     p.add_argument("--no-torch", action="store_true", help="time minigpt alone")
+    p.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)),
+                   help="threads for each framework (default: all cores); 1 is steadier on a busy machine")
     args = p.parse_args(argv)
+    from minigpt.backend import host_threads
+    host_threads(args.threads)
     torch = None
     if not args.no_torch:
         try:
             import torch
-            torch.set_num_threads(len(os.sched_getaffinity(0)))
+            torch.set_num_threads(args.threads)
         except ImportError:
             pass
-    print(f"median ms per call, {args.repeats} calls; load average "
+    print(f"median ms per call, {args.repeats} calls, {args.threads} threads each; load average "
           f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}")
     for name in args.configs:
         B, T, nh, C = CONFIGS[name]

@@ -2,12 +2,18 @@
 
     python benchmarks/bench_tokenizer.py                     # shakespeare.txt, 5 repeats
     python benchmarks/bench_tokenizer.py --repeats 9 --text some.txt
+    python benchmarks/bench_tokenizer.py --run-lengths 10000 100000   # shorter scaling rows
 
 Every figure is the median of --repeats runs. Each GPT-2 encode starts from a fresh
 tokenizer (empty chunk cache), and minigpt and tiktoken take turns in the same loop,
 so a busy machine slows both alike. tiktoken is optional: without it only minigpt's
 figures are printed. Its GPT-2 encoding is built offline from minigpt's shipped copies
 of OpenAI's files (which are the ones tiktoken downloads).
+
+The scaling rows time one chunk with no spaces, "x" * n and a random DNA string
+of n characters, encoded by a fresh tokenizer at each --run-lengths n (median
+of --run-repeats), and BPE training on the first 100,000 characters of the text
+followed by such a run; "growth" is the time's factor for each 10x in n.
 """
 import argparse
 import datetime
@@ -45,12 +51,49 @@ def tiktoken_gpt2():
                              special_tokens={ENDOFTEXT: 50256})
 
 
+def dna(n, seed=0):
+    """n random letters of ACGT: a chunk whose merges are many and small."""
+    import random
+    rng = random.Random(seed)
+    return "".join(rng.choice("ACGT") for _ in range(n))
+
+
+def scaling_rows(gpt2, reference, text, lengths, repeats, vocab_size):
+    """Rows (what, time, ratio) for one long chunk at each length: encode, and training beside text."""
+    rows, last = [], {}
+    for n in lengths:
+        for name, run in (('"x" * n', "x" * n), ("DNA", dna(n))):
+            cases = [("GPT-2 encode, minigpt", lambda tok: tok.encode(run))]
+            if reference is not None:
+                cases.append(("GPT-2 encode, tiktoken", lambda _: reference.encode(run)))
+            cases.append((f"BPE training, vocab {vocab_size}, 100K chars of text +",
+                          lambda _: BPETokenizer().train(text[:100_000] + " " + run, vocab_size)))
+            times = {what: [] for what, _ in cases}
+            for _ in range(repeats):                   # take turns, so load slows all alike
+                for what, fn in cases:
+                    tok = BPETokenizer(gpt2.pattern, gpt2.merges, gpt2.special_tokens, gpt2.byte_ids)
+                    times[what].append(seconds(lambda: fn(tok)))   # a fresh tokenizer: empty cache
+            for what, _ in cases:
+                t = statistics.median(times[what])
+                key = (what, name)
+                growth = f"growth {t / last[key]:.1f}x per 10x" if key in last else ""
+                if what.endswith("minigpt") and reference is not None:
+                    ratio = statistics.median(times["GPT-2 encode, tiktoken"]) / t
+                    growth = (growth + "; " if growth else "") + f"{ratio:.2f}x tiktoken"
+                last[key] = t
+                rows.append((f"{what} {name}, n = {n:,}", f"{t:.3f} s", growth))
+    return rows
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--text", default=str(ROOT / "shakespeare.txt"),
                         help="UTF-8 text file to train on and encode")
     parser.add_argument("--vocab-size", type=int, default=512, help="BPE vocabulary to train")
     parser.add_argument("--repeats", type=int, default=5, help="runs per figure (median taken)")
+    parser.add_argument("--run-lengths", type=int, nargs="*", default=[10_000, 100_000, 1_000_000],
+                        help="lengths of the one-chunk scaling rows (none: skip them)")
+    parser.add_argument("--run-repeats", type=int, default=3, help="runs per scaling figure")
     args = parser.parse_args(argv)
 
     text = Path(args.text).read_text(encoding="utf-8")
@@ -83,6 +126,7 @@ def main(argv=None):
         rows.append(("GPT-2 encode, tiktoken", f"{tik_mbs:.1f} MB/s", ""))
         rows[1] = (rows[1][0], rows[1][1], f"{cold_mbs / tik_mbs:.2f}x tiktoken")
         rows[2] = (rows[2][0], rows[2][1], f"{warm_mbs / tik_mbs:.2f}x tiktoken")
+    rows += scaling_rows(gpt2, reference, text, args.run_lengths, args.run_repeats, args.vocab_size)
     print("\n| measurement | result | ratio |\n|---|---|---|")
     for row in rows:
         print("| " + " | ".join(row) + " |")

@@ -3,6 +3,8 @@
     python benchmarks/bench_train.py                  # configs A, B, C
     python benchmarks/bench_train.py --configs A B --rounds 8
     python benchmarks/bench_train.py --no-torch       # minigpt alone
+    python benchmarks/bench_train.py --import-order   # also minigpt imported before NumPy
+    python benchmarks/bench_train.py --busy 1         # beside one busy-looping process
 
 A step is a full training step in float32: forward, backward, AdamW. Each
 framework runs in its own worker process (so each has its own peak RSS and
@@ -13,6 +15,12 @@ GFLOP/s (minigpt.flops: 6N + attention per token) and its share of the
 measured matmul peak (MFU), the peak RSS of each worker (whole process, and
 above the process's RSS before the model was built), and where minigpt's
 time goes by layer kind.
+
+Each worker imports NumPy first and minigpt after it, as a notebook does.
+--import-order adds a third worker, "minigpt-first", that imports minigpt
+before NumPy (as `python -m minigpt.train` does), alternated with the others:
+the two minigpt rows should match. --busy N starts N processes that spin on
+a core for the whole run, as a browser tab might on a laptop.
 """
 import argparse
 import json
@@ -29,8 +37,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
-import minigpt  # noqa: E402,F401  (before NumPy, as in training: it sets OpenBLAS's thread timeout)
-import numpy as np  # noqa: E402
+USER_ENV = dict(os.environ)          # before minigpt sets OPENBLAS_THREAD_TIMEOUT: what workers get
+if "--import-minigpt-first" in sys.argv:           # the "minigpt-first" worker
+    import minigpt  # noqa: E402,F401
+import numpy as np  # noqa: E402  (NumPy first, as users do)
+import minigpt  # noqa: E402,F401
 
 # name: (model sizes, batch size, default rounds, steps per round)
 CONFIGS = {
@@ -151,6 +162,22 @@ def profile_minigpt(step, n):
     return dict(spent), total
 
 
+def blas_spin_ms(idle_s=0.05, repeats=5):
+    """CPU ms the process burns while its main thread sleeps idle_s right after a matrix product.
+
+    That is BLAS's idle threads spinning (OpenBLAS's default: ~0.1 s); the
+    median of `repeats`. Near 0 once OPENBLAS_THREAD_TIMEOUT has taken effect.
+    """
+    a = np.ones((512, 512), np.float32)
+    spins = []
+    for _ in range(repeats):
+        a @ a
+        c0 = time.process_time()
+        time.sleep(idle_s)
+        spins.append(1e3 * (time.process_time() - c0))
+    return float(np.median(spins))
+
+
 def worker_main(args):
     """Serve the parent: one JSON command per stdin line, one JSON answer per stdout line."""
     from minigpt.model import GPTConfig
@@ -184,6 +211,8 @@ def worker_main(args):
         elif cmd["cmd"] == "peak":
             from minigpt.flops import measure_matmul_peak
             answer = {"gflops": measure_matmul_peak(seconds=cmd["seconds"])}
+        elif cmd["cmd"] == "spin":
+            answer = {"spin_ms": blas_spin_ms()}
         elif cmd["cmd"] == "profile":
             spent, total = profile(cmd["n"])
             answer = {"spent": spent, "total": total}
@@ -197,10 +226,12 @@ def worker_main(args):
 
 class Worker:
     def __init__(self, kind, config_name, args):
-        cmd = [sys.executable, __file__, "--worker", kind, "--config", config_name,
-               "--seed", str(args.seed), "--torch-adamw", args.torch_adamw]
+        cmd = [sys.executable, __file__, "--worker", "torch" if kind == "torch" else "minigpt",
+               "--config", config_name, "--seed", str(args.seed), "--torch-adamw", args.torch_adamw]
+        if kind == "minigpt-first":
+            cmd.append("--import-minigpt-first")
         self.kind = kind
-        env = dict(os.environ)
+        env = dict(USER_ENV)
         if args.threads:                           # BLAS and OpenMP read these when they load
             for var in ("MINIGPT_BENCH_THREADS", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
                 env[var] = str(args.threads)
@@ -227,7 +258,7 @@ def bench_config(name, args, with_torch):
     steps = args.steps or steps
     config = GPTConfig(**sizes)
     tokens = B * config.block_size
-    kinds = ["minigpt"] + (["torch"] if with_torch else [])
+    kinds = ["minigpt"] + (["torch"] if with_torch else []) + (["minigpt-first"] if args.import_order else [])
     workers = {k: Worker(k, name, args) for k in kinds}
     try:
         times = {k: [] for k in kinds}
@@ -243,12 +274,13 @@ def bench_config(name, args, with_torch):
         prof = workers["minigpt"].ask(cmd="profile", n=max(1, steps)) if args.profile else None
         memory = {k: workers[k].ask(cmd="memory") for k in kinds}
         peak_gflops = workers["minigpt"].ask(cmd="peak", seconds=1.0)["gflops"]
+        spin = {k: workers[k].ask(cmd="spin")["spin_ms"] for k in kinds if k.startswith("minigpt")}
     finally:
         for w in workers.values():
             w.close()
     fpt = flops_per_token(config)
     result = {"config": name, "B": B, "T": config.block_size, "tokens": tokens, "losses": losses,
-              "profile": prof, "memory": memory, "flops_per_token": fpt, "peak_gflops": peak_gflops}
+              "profile": prof, "memory": memory, "spin_ms": spin, "flops_per_token": fpt, "peak_gflops": peak_gflops}
     for k in kinds:
         ms = 1e3 * float(np.median(times[k]))
         result[k] = {"ms": ms, "tok_s": tokens / ms * 1e3, "gflops": tokens / ms * 1e3 * fpt / 1e9,
@@ -256,6 +288,11 @@ def bench_config(name, args, with_torch):
                      "n": len(times[k]), "cpu_ms": 1e3 * float(np.median(cpu[k]))}
         result[k]["mfu"] = result[k]["gflops"] / peak_gflops
     return result
+
+
+def busy_loop():
+    """A process that keeps one core busy until killed."""
+    return subprocess.Popen([sys.executable, "-c", "while True: pass"])
 
 
 def environment(with_torch, n_threads):
@@ -268,8 +305,8 @@ def environment(with_torch, n_threads):
     if with_torch:
         from importlib.metadata import version
         lines.append(f"torch {version('torch')} eager, float32, torch.optim.AdamW")
-    flags = {k: os.environ[k] for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OMP_NUM_THREADS",
-                                        "OPENBLAS_NUM_THREADS", "OPENBLAS_THREAD_TIMEOUT") if k in os.environ}
+    flags = {k: USER_ENV[k] for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OMP_NUM_THREADS",
+                                        "OPENBLAS_NUM_THREADS", "OPENBLAS_THREAD_TIMEOUT") if k in USER_ENV}
     lines.append(f"environment: {flags or 'no BLAS/OpenMP variables set'}")
     return lines
 
@@ -316,6 +353,17 @@ def report(results, with_torch):
           f"GFLOP/s: minigpt's achieved, 6N + attention per token (minigpt.flops); MFU: against the\n"
           f"float32 matmul peak measured in each minigpt worker ({peaks} GFLOP/s)")
 
+    ordered = [r for r in results if "minigpt-first" in r]
+    if ordered:
+        print("\nimport order (minigpt's ms/step, median; the same worker code, alternated; spin: CPU ms\n"
+              "burnt in the 50 ms after a matrix product while the process is idle, BLAS threads spinning)")
+        print(f"{'cfg':<4}{'numpy first':>13}{'minigpt first':>15}{'ratio':>8}{'spin, numpy first':>20}"
+              f"{'minigpt first':>15}")
+        for r in ordered:
+            a, b = r["minigpt"]["ms"], r["minigpt-first"]["ms"]
+            print(f"{r['config']:<4}{a:>13.1f}{b:>15.1f}{b / a:>7.2f}x{r['spin_ms']['minigpt']:>17.1f} ms"
+                  f"{r['spin_ms']['minigpt-first']:>12.1f} ms")
+
     print("\npeak RSS, MiB: whole process / above the RSS after loading the libraries and one matmul")
     print(f"{'cfg':<4}{'minigpt':>16}" + (f"{'PyTorch':>16}" if with_torch else ""))
     for r in results:
@@ -349,10 +397,15 @@ def main(argv=None):
                    help="skip the per-layer-kind profile of minigpt")
     p.add_argument("--torch-adamw", choices=["default", "foreach", "fused"], default="default",
                    help="PyTorch AdamW implementation (default: what torch picks on the CPU)")
+    p.add_argument("--import-order", action="store_true",
+                   help="also run minigpt imported before NumPy (the default workers import NumPy first)")
+    p.add_argument("--busy", type=int, default=0, metavar="N",
+                   help="run beside N processes that each keep a core busy (a loaded machine)")
     p.add_argument("--json", help="also write the results to this JSON file")
     p.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--worker", choices=["minigpt", "torch"], help=argparse.SUPPRESS)
     p.add_argument("--config", help=argparse.SUPPRESS)
+    p.add_argument("--import-minigpt-first", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:
         return worker_main(args)
@@ -362,15 +415,24 @@ def main(argv=None):
     with_torch = not args.no_torch and find_spec("torch") is not None
     for line in environment(with_torch, args.threads):
         print(line, flush=True)
+    print(f"workers import NumPy first; busy-loop processes beside them: {args.busy}", flush=True)
     results = []
-    for name in args.configs:
-        r = bench_config(name, args, with_torch)
-        results.append(r)
-        m = r["minigpt"]
-        msg = f"{name}: minigpt {m['tok_s']:.0f} tok/s ({m['ms']:.1f} ms/step)"
-        if with_torch:
-            msg += f", PyTorch {r['torch']['tok_s']:.0f} tok/s, ratio {m['tok_s'] / r['torch']['tok_s']:.2f}x"
-        print(msg, flush=True)
+    busy = [busy_loop() for _ in range(args.busy)]
+    try:
+        for name in args.configs:
+            r = bench_config(name, args, with_torch)
+            results.append(r)
+            m = r["minigpt"]
+            msg = f"{name}: minigpt {m['tok_s']:.0f} tok/s ({m['ms']:.1f} ms/step)"
+            if with_torch:
+                msg += f", PyTorch {r['torch']['tok_s']:.0f} tok/s, ratio {m['tok_s'] / r['torch']['tok_s']:.2f}x"
+            if "minigpt-first" in r:
+                msg += f"; minigpt imported first {r['minigpt-first']['ms']:.1f} ms/step"
+            print(msg, flush=True)
+    finally:
+        for proc in busy:
+            proc.kill()
+            proc.wait()
     report(results, with_torch)
     print(f"load average at the end: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
     if args.json:

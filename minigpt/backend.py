@@ -13,7 +13,7 @@ import threading
 
 import numpy as np
 
-from . import gpu_kernels
+from . import gpu_kernels, openblas
 
 CUPY_PIP_PACKAGE = "cupy-cuda12x"
 
@@ -166,8 +166,9 @@ def default_rng(xp, seed):
 #
 # OpenBLAS's idle threads spin for about 2^28 cycles (0.1 s) after each product
 # before they sleep, taking a core from the elementwise threads that run next;
-# minigpt/__init__.py lowers that (OPENBLAS_THREAD_TIMEOUT) when minigpt is
-# imported before NumPy. Measured on config B (6 x 384, block 256): attention
+# minigpt/__init__.py lowers that (OPENBLAS_THREAD_TIMEOUT), and
+# minigpt/openblas.py makes OpenBLAS take it whether NumPy or minigpt was
+# imported first. Measured on config B (6 x 384, block 256): attention
 # 259 -> 166 ms and GELU 60 -> 39 ms per step, matmuls unchanged.
 
 # Measured on a quiet 2-core machine, 2 threads vs 1 (256K-element blocks): LayerNorm
@@ -191,8 +192,7 @@ def host_threads(n=None):
     old = _host_threads
     if n is not None:
         _host_threads = max(1, int(n))
-        if _openblas_set_num_threads is not None:
-            _openblas_set_num_threads(_host_threads)
+        openblas.set_num_threads(_host_threads)
     return old
 
 
@@ -288,57 +288,18 @@ def _thread_pool():
         from concurrent.futures import ThreadPoolExecutor
         _pool_size = max(1, _host_threads - 1)
         _pool = ThreadPoolExecutor(max_workers=_pool_size, thread_name_prefix="minigpt",
-                                   initializer=_blas_threads_here, initargs=(1,))
+                                   initializer=openblas.threads_here, initargs=(1,))
     return _pool
-
-
-def _load_openblas():
-    """The OpenBLAS libraries loaded in this process (NumPy's among them), from /proc/self/maps."""
-    try:
-        with open("/proc/self/maps") as f:
-            paths = sorted({line.split()[-1] for line in f if "openblas" in line.lower()})
-        return [ctypes.CDLL(path) for path in paths]
-    except OSError:
-        return []
-
-
-def _openblas_function(libs, *names):
-    """The first of the OpenBLAS functions `names` (int -> int) in libs, or None.
-
-    openblas_set_num_threads_local (0.3.27+) sets the BLAS threads for calls
-    made from the calling thread only; openblas_set_num_threads, for all.
-    """
-    for lib in libs:
-        for name in names:
-            fn = getattr(lib, name, None)
-            if fn is not None:
-                fn.argtypes, fn.restype = [ctypes.c_int], ctypes.c_int
-                return fn
-    return None                                    # MKL, Accelerate, an older OpenBLAS: left alone
-
-
-_openblas_libs = _load_openblas()                  # read /proc/self/maps once, for both functions
-_openblas_set_num_threads_local = _openblas_function(_openblas_libs, "openblas_set_num_threads_local")
-_openblas_set_num_threads = _openblas_function(    # NumPy's wheels name it with their own prefix
-    _openblas_libs, "openblas_set_num_threads", "scipy_openblas_set_num_threads64_",
-    "scipy_openblas_set_num_threads")
-
-
-def _blas_threads_here(n):
-    """Set this thread's BLAS threads (0: back to the global setting); returns the old value or None."""
-    if _openblas_set_num_threads_local is None:
-        return None
-    return _openblas_set_num_threads_local(n)
 
 
 class _single_threaded_blas:
     """with _single_threaded_blas(): BLAS calls from this thread run on this thread alone."""
 
     def __enter__(self):
-        _blas_threads_here(1)
+        openblas.threads_here(1)
 
     def __exit__(self, *exc):
-        _blas_threads_here(0)                      # 0: back to the process-wide setting
+        openblas.threads_here(0)                   # 0: back to the process-wide setting
 
 
 def enable_tf32(device="cuda"):

@@ -2,10 +2,13 @@
 
 The straightforward way (minbpe's) recounts every adjacent pair of the whole
 text after every merge. Here the text arrives as its distinct chunks with how
-often each occurs ("the" once, weighted by its thousands of occurrences), and
-after a merge only the chunks that contained the merged pair are looked at
-again. A heap finds the most frequent pair without scanning all pairs.
-Both ways learn the same merges; tests/test_tokenizer.py checks that.
+often each occurs ("the" once, weighted by its thousands of occurrences). The
+chunks' tokens are linked lists, and each pair remembers where it occurs, so a
+merge visits only the places of the merged pair and changes the counts of
+their neighbours' pairs: even a chunk a million bytes long (a line of "=",
+DNA) costs little per merge. A heap finds the most frequent pair without
+scanning all pairs. Both ways learn the same merges; tests/test_tokenizer.py
+checks that.
 """
 import heapq
 from collections import Counter, defaultdict
@@ -40,14 +43,14 @@ def learn_merges(chunk_counts, n_merges):
     >>> learn_merges({"aaabdaaabac": 1}, 3)    # aa -> 256, ab -> 257, (256, 257) -> 258
     {(97, 97): 256, (97, 98): 257, (256, 257): 258}
     """
-    words = [list(chunk.encode("utf-8")) for chunk in chunk_counts]
-    freqs = list(chunk_counts.values())
+    ids, weight, nxt, prev = _linked_chunks(chunk_counts)
     pair_counts = Counter()       # pair -> occurrences in the whole text
-    where = defaultdict(set)      # pair -> indices of the words that contain it (or once did)
-    for w, ids in enumerate(words):
-        for pair in zip(ids, ids[1:]):
-            pair_counts[pair] += freqs[w]
-            where[pair].add(w)
+    where = defaultdict(list)     # pair -> positions i where (ids[i], ids[nxt[i]]) is (or was) it
+    for i, j in enumerate(nxt):
+        if j >= 0:
+            pair = (ids[i], ids[j])
+            pair_counts[pair] += weight[i]
+            where[pair].append(i)
     heap = [(-count, pair) for pair, count in pair_counts.items()]   # most frequent on top
     heapq.heapify(heap)
 
@@ -57,17 +60,53 @@ def learn_merges(chunk_counts, n_merges):
         if pair is None:
             break
         merges[pair] = new_id
+        a, b = pair
         changes = Counter()       # pair -> change of its count caused by this merge
-        for w in where.pop(pair):
-            old = words[w]
-            words[w] = new = merge(old, pair, new_id)
-            for p in zip(old, old[1:]):
-                changes[p] -= freqs[w]
-            for p in zip(new, new[1:]):
-                changes[p] += freqs[w]
-                where[p].add(w)
+        merged = 0                # occurrences merged, weighted
+        for i in sorted(set(where.pop(pair))):         # left to right, as merge() goes
+            j = nxt[i]
+            if ids[i] != a or j < 0 or ids[j] != b:
+                continue          # merged away since (a neighbour took one of its tokens)
+            w, h, k = weight[i], prev[i], nxt[j]
+            merged += w
+            if h >= 0:            # (left, a) becomes (left, new)
+                left = ids[h]
+                changes[left, a] -= w
+                changes[left, new_id] += w
+                where[left, new_id].append(h)
+            if k >= 0:            # (b, right) becomes (new, right)
+                right = ids[k]
+                changes[b, right] -= w
+                changes[new_id, right] += w
+                where[new_id, right].append(i)
+                prev[k] = i
+            ids[i], ids[j], nxt[i] = new_id, -1, k      # j leaves the list
+        changes[pair] -= merged
         _apply_changes(pair_counts, heap, changes)
     return merges
+
+
+def _linked_chunks(chunk_counts):
+    """Every chunk's bytes end to end, as linked lists: (ids, weight, nxt, prev), one entry per byte.
+
+    weight[i]: how often the chunk holding byte i occurs; nxt[i] / prev[i]: the
+    position of the next / previous token of the same chunk, -1 at its ends.
+    >>> _linked_chunks({"ab": 3, "c": 1})
+    ([97, 98, 99], [3, 3, 1], [1, -1, -1], [-1, 0, -1])
+    """
+    ids, weight, nxt, prev = [], [], [], []
+    for chunk, count in chunk_counts.items():
+        chunk_bytes = chunk.encode("utf-8")
+        start, n = len(ids), len(chunk_bytes)
+        if n == 0:
+            continue
+        ids += chunk_bytes
+        weight += [count] * n
+        nxt += range(start + 1, start + n)
+        nxt.append(-1)
+        prev.append(-1)
+        prev += range(start, start + n - 1)
+    return ids, weight, nxt, prev
 
 
 def _pop_most_frequent(heap, pair_counts):

@@ -39,10 +39,12 @@ def filter_logits(logits, temperature=1.0, top_k=None, top_p=None):
         probs = np.zeros(V)
         probs[int(np.argmax(logits))] = 1.0
         return probs
+    raw = logits
     with np.errstate(over="ignore"):           # a tiny temperature: -inf, never inf - inf = NaN
         logits = (logits - logits.max()) / temperature
     if top_k is not None and 0 < top_k < V:
-        keep = np.argpartition(-logits, top_k - 1)[:top_k]     # exactly k, ties broken arbitrarily
+        # chosen on the raw logits: the shift above can round near-ties together (0 and -1e-226)
+        keep = np.argpartition(-raw, top_k - 1)[:top_k]         # exactly k, ties broken arbitrarily
         kept = np.full(V, -np.inf)
         kept[keep] = logits[keep]
         logits = kept

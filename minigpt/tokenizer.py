@@ -18,11 +18,12 @@ first. A merge's rank is the id it makes: merges learned earlier come first.
 """
 import json
 from collections import Counter
-from itertools import chain, repeat
+from itertools import chain
 from pathlib import Path
 
 import regex
 
+from .bpe_encode import merge_by_rank
 from .bpe_gpt2 import ENDOFTEXT, GPT2_ASSETS, bytes_to_unicode, read_gpt2_files  # noqa: F401
 from .bpe_train import N_BYTES, learn_merges, merge
 from .fileio import atomic_write, loads_versioned
@@ -40,31 +41,6 @@ NO_MERGE = 1 << 62                # rank of a pair that never merges: above ever
 CACHE_MAX_CHUNKS = 500_000        # encode's chunk -> ids cache is emptied beyond this size
 FILE_FORMAT = "minigpt-tokenizer"
 FILE_VERSION = 1
-
-
-def merge_by_rank(ids, merges):
-    """Apply `merges` to `ids` until none applies, always the lowest-ranked pair first.
-
-    ids: list of ints (changed in place and returned); merges: dict pair -> new
-    id, the id being the rank. `ranks[i]` is the rank of (ids[i], ids[i+1]); a
-    merge at i changes only the ranks of its two neighbours.
-    >>> merge_by_rank([1, 2, 3], {(1, 2): 4, (4, 3): 5, (2, 3): 6})
-    [5]
-    """
-    get = merges.get
-    ranks = list(map(get, zip(ids, ids[1:]), repeat(NO_MERGE)))
-    while ranks:
-        new_id = min(ranks)
-        if new_id == NO_MERGE:
-            break
-        i = ranks.index(new_id)           # the leftmost occurrence of the best pair
-        ids[i:i + 2] = [new_id]
-        del ranks[i]
-        if i > 0:
-            ranks[i - 1] = get((ids[i - 1], new_id), NO_MERGE)
-        if i < len(ranks):
-            ranks[i] = get((new_id, ids[i + 1]), NO_MERGE)
-    return ids
 
 
 def split_on_specials(text, specials):

@@ -303,3 +303,10 @@ def test_cli_on_a_fifo_is_refused_at_once_not_a_hang(tmp_path):
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "not a regular file" in proc.stderr
     assert proc.stderr.count("\n") == 1
+
+
+def test_top_k_keeps_the_k_largest_even_when_the_shift_rounds_them_into_a_tie():
+    logits = np.array([0.0, 1.0, -2.39e-226, 0.0])      # minus the max, -2.39e-226 rounds to -1 like the 0s
+    for _ in range(20):
+        probs = filter_logits(logits, 1.0, top_k=3)
+        assert probs[2] == 0 and (probs > 0).sum() == 3

@@ -202,22 +202,24 @@ def test_flops_per_token_is_six_n_plus_the_attention_term():
     assert isinstance(peak, float) and peak > 0
 
 
+@pytest.mark.parametrize("first", ["minigpt", "numpy"])
 @pytest.mark.parametrize("preset", [None, "30"])
-def test_importing_minigpt_lowers_openblas_spin_unless_the_user_chose(preset):
-    """minigpt sets OPENBLAS_THREAD_TIMEOUT before NumPy loads OpenBLAS; a user's value stays."""
+def test_importing_minigpt_lowers_openblas_spin_unless_the_user_chose(preset, first):
+    """OpenBLAS takes minigpt's OPENBLAS_THREAD_TIMEOUT whichever of NumPy and minigpt comes first."""
     import os
     import subprocess
     import sys
     env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_THREAD_TIMEOUT"}
     if preset:
         env["OPENBLAS_THREAD_TIMEOUT"] = preset
-    code = ("import ctypes, os, minigpt, minigpt.backend as b\n"
-            "get = [getattr(lib, 'openblas_thread_timeout', None) for lib in b._openblas_libs]\n"
+    code = (f"import ctypes, os, {first}, numpy, minigpt, minigpt.openblas as o\n"
+            "numpy.ones((300, 300)) @ numpy.ones((300, 300))\n"
+            "get = [getattr(lib, 'openblas_thread_timeout', None) for lib in o.LIBS]\n"
             "get = [f for f in get if f is not None]\n"
             "if get: get[0].restype = ctypes.c_int\n"
             "print(os.environ['OPENBLAS_THREAD_TIMEOUT'], get[0]() if get else 'no-getter')")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     value, seen_by_openblas = out.stdout.split()
     assert value == (preset or "4")
-    if seen_by_openblas != "no-getter":            # OpenBLAS read it when NumPy loaded it: set in time
+    if seen_by_openblas != "no-getter":            # the value OpenBLAS's threads run with
         assert seen_by_openblas == value

@@ -10,7 +10,7 @@ import regex
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from minigpt import bpe_gpt2, bpe_train
+from minigpt import bpe_encode, bpe_gpt2, bpe_train
 from minigpt import tokenizer as tokmod
 from minigpt.bpe_train import merge
 from minigpt.tokenizer import (ENDOFTEXT, GPT2_SPLIT_PATTERN, GPT4_SPLIT_PATTERN, BPETokenizer,
@@ -98,22 +98,77 @@ def naive_train(text, n_merges, pattern):
 
 # ----------------------------------------------------------------------------- helpers
 
-@pytest.mark.parametrize("module", [tokmod, bpe_train, bpe_gpt2])
+@pytest.mark.parametrize("module", [tokmod, bpe_encode, bpe_train, bpe_gpt2])
 def test_docstring_examples_are_true(module):
     assert doctest.testmod(module).failed == 0
+
+
+def simple_merge_loop(ids, merges):
+    """The readable loop (as in encode_and_show_work): merge the lowest-ranked pair, rescan."""
+    while len(ids) >= 2:
+        pair = min(zip(ids, ids[1:]), key=lambda p: merges.get(p, float("inf")))
+        if pair not in merges:
+            break
+        ids = merge(ids, pair, merges[pair])
+    return ids
+
+
+def merge_on_the_heap(ids, merges):
+    """merge_by_rank with its linked-list-and-heap path even for short chunks."""
+    old, bpe_encode.SHORT_CHUNK = bpe_encode.SHORT_CHUNK, 0
+    try:
+        return bpe_encode.merge_by_rank(list(ids), merges)
+    finally:
+        bpe_encode.SHORT_CHUNK = old
+
+
+# Runs like minified code, base64, DNA or a line of "=": a short unit repeated, then noise.
+runs = st.builds(lambda unit, k, tail: unit * k + tail,
+                 st.text(min_size=1, max_size=4), st.integers(1, 120), st.text(max_size=20))
 
 
 def test_merge_by_rank_equals_repeated_merge_of_lowest_ranked_pair(trained):
     merges = trained["gpt2-split"].merges
     for chunk in regex.findall(GPT2_SPLIT_PATTERN, TRAIN_TEXT[:5000]):
         ids = list(chunk.encode("utf-8"))
-        expected = ids
-        while len(expected) >= 2:
-            pair = min(zip(expected, expected[1:]), key=lambda p: merges.get(p, float("inf")))
-            if pair not in merges:
-                break
-            expected = merge(expected, pair, merges[pair])
-        assert merge_by_rank(list(ids), merges) == expected
+        assert merge_by_rank(list(ids), merges) == simple_merge_loop(ids, merges)
+        assert merge_on_the_heap(ids, merges) == simple_merge_loop(ids, merges)
+
+
+@st.composite
+def bpe_tables_and_ids(draw):
+    """A random merge table (each merge joins two earlier ids) and ids over a small alphabet."""
+    n_base = draw(st.integers(1, 4))
+    merges = {}
+    for new_id in range(n_base, n_base + draw(st.integers(0, 30))):
+        merges.setdefault((draw(st.integers(0, new_id - 1)), draw(st.integers(0, new_id - 1))), new_id)
+    unit = draw(st.lists(st.integers(0, n_base - 1), min_size=1, max_size=4))
+    ids = unit * draw(st.integers(1, 60)) + draw(st.lists(st.integers(0, n_base - 1), max_size=80))
+    return merges, ids
+
+
+@settings(max_examples=300)
+@given(bpe_tables_and_ids())
+def test_heap_merge_equals_the_simple_loop_on_random_tables(table_and_ids):
+    merges, ids = table_and_ids
+    assert merge_on_the_heap(ids, merges) == simple_merge_loop(ids, merges)
+    assert merge_by_rank(list(ids), merges) == simple_merge_loop(ids, merges)
+
+
+@settings(max_examples=60)
+@given(st.one_of(runs, any_text))
+def test_heap_merge_equals_the_simple_loop_on_runs_and_unicode(gpt2, trained, text):
+    for tok in (gpt2, trained["gpt4-split"]):
+        for chunk in tok._split.findall(text):
+            ids = list(chunk.encode("utf-8").translate(tok._byte_table))
+            assert merge_on_the_heap(ids, tok.merges) == simple_merge_loop(ids, tok.merges)
+
+
+@pytest.mark.parametrize("unit", ["x", "=", "ACGT", "ab1+/Q", "é中", "😀"])
+def test_long_runs_without_spaces_encode_as_the_simple_loop_does(gpt2, unit):
+    text = (unit * 3000)[:3000]                    # one chunk of 3000 characters (or a few)
+    steps = gpt2.encode_and_show_work(text)
+    assert gpt2.encode_ordinary(text) == [i for step in steps for i in step["ids"]]
 
 
 # ----------------------------------------------------------------------------- char
@@ -161,6 +216,14 @@ def test_wikipedia_example_aaabdaaabac_takes_three_merges():
 @given(st.text(alphabet="ab c\n'é1", max_size=200), st.integers(1, 30),
        st.sampled_from([GPT2_SPLIT_PATTERN, GPT4_SPLIT_PATTERN]))
 def test_incremental_training_learns_the_same_merges_as_recounting_everything(text, n, pattern):
+    tok = BPETokenizer().train(text, 256 + n, pattern=pattern)
+    assert tok.merges == naive_train(text, n, pattern)
+
+
+@settings(max_examples=40)
+@given(runs, st.integers(1, 30), st.sampled_from([GPT2_SPLIT_PATTERN, GPT4_SPLIT_PATTERN]))
+def test_training_on_text_with_long_runs_learns_what_recounting_learns(text, n, pattern):
+    text = "ab ab " + text + " x" * 3
     tok = BPETokenizer().train(text, 256 + n, pattern=pattern)
     assert tok.merges == naive_train(text, n, pattern)
 
