@@ -57,6 +57,9 @@ def test_minigpt_own_layers_get_full_marks():
     report = grade_functions({name: getattr(L, name) for name in FUNCTIONS})
     assert report.score == pytest.approx(FULL) and losers(report) == set(), report.table()
     assert report.exit_status() == 0
+    tests = report.results_json()["tests"]                  # parts of 4/3 and 8/5 add up exactly, in order
+    assert sum(t["max_score"] for t in tests) == sum(t["score"] for t in tests) == FULL
+    assert report.results_json()["score"] == FULL
 
 
 def test_independent_solution_released_with_solutions_gets_full_marks_in_child_processes(tmp_path):
@@ -81,7 +84,7 @@ def test_blank_kit_scores_zero_in_one_plain_table_and_writes_gradescope_results(
     for t in data["tests"]:
         assert set(t) >= {"name", "score", "max_score", "output"} and t["score"] == 0
         assert "\n" not in t["output"]
-    assert sum(t["max_score"] for t in data["tests"]) == pytest.approx(FULL)
+    assert sum(t["max_score"] for t in data["tests"]) == FULL
 
 
 def test_release_hands_out_no_solution_and_keeps_a_students_work(tmp_path, capsys):
@@ -102,6 +105,7 @@ def test_release_hands_out_no_solution_and_keeps_a_students_work(tmp_path, capsy
     assert code.count("raise NotImplementedError()") == len(
         [c for c in course.cells if c.cell_type == "code" and "### BEGIN SOLUTION" in c.source])
     assert all(not c.outputs for c in student.cells if c.cell_type == "code")
+    assert not [c for c in student.cells if "execution" in c.metadata]      # no timestamps of the solved run
     assert not [c for c in student.cells if "For instructors" in c.source]
     assert "python -m minigpt.coursework grade student_layers.py" in (kit / "README.md").read_text()
     (kit / "student_layers.py").write_text("# my work\n")
@@ -123,6 +127,9 @@ def test_blank_student_notebook_runs_to_the_last_cell(tmp_path, this_interpreter
     printed = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
     assert printed.count("not implemented yet") >= 7
     assert "the whole-model check waits for them" in printed
+    shown = [o["data"]["text/plain"] for c in nb.cells if c.cell_type == "code" for o in c.outputs
+             if o.output_type == "execute_result"]
+    assert not [text for text in shown if text in ("True", "False")], shown   # no stray value of check()
 
 
 BUGS = {   # name: (text in solution.py, the bug, the functions that must lose points)
@@ -135,8 +142,8 @@ BUGS = {   # name: (text in solution.py, the bug, the functions that must lose p
                                                   {"cross_entropy_backward"}),
     "dwte[idx] += dx": ("np.add.at(dwte, idx.ravel(), dx.reshape(-1, C))", "dwte[idx.ravel()] += dx.reshape(-1, C)",
                         {"embedding_backward"}),
-    "attention without the causal mask": ("    s = np.where(future, -np.inf, s)\n", "",
-                                          {"attention_forward", "attention_backward"}),
+    "attention without the causal mask": ("    s = np.where(future, -np.inf, s)\n", "",   # a right backward
+                                          {"attention_forward"}),                       # for that forward
     "softmax backward without the row sum": ("ds = att * (datt - (datt * att).sum(axis=-1, keepdims=True))",
                                              "ds = att * datt", {"attention_backward"}),
     "linear dw transposed": ("dw = rows_x.T @ rows_dy", "dw = rows_dy.T @ rows_x", {"linear_backward"}),
@@ -157,6 +164,11 @@ BUGS = {   # name: (text in solution.py, the bug, the functions that must lose p
         {"dropout_backward"}),
     "embedding gradient upcast to float64": ("dwte = np.zeros(wte_shape, dtype=dx.dtype)", "dwte = np.zeros(wte_shape)",
                                              {"embedding_backward"}),
+    "gelu backward returns a 1-tuple": ("    return dout * slope\n", "    return (dout * slope,)\n",
+                                        {"gelu_backward"}),
+    "attention ignores p_drop": ("if p_drop > 0.0 and rng is not None:", "if False:", {"attention_forward"}),
+    "attention backward skips the dropout mask": ("        datt = datt * keep\n", "        datt = datt\n",
+                                                  {"attention_backward"}),
     "dq without 1/sqrt(hs)": ("    dq = ds @ k / math.sqrt(hs)\n", "    dq = ds @ k\n", {"attention_backward"}),
     "cross-entropy backward writes into its cache": ("dz = probs.copy()", "dz = probs", {"cross_entropy_backward"}),
     "embedding forward writes into wpe": ("    x = wte[idx] + wpe[:T]\n", "    x = wte[idx] + wpe[:T]\n    wpe[T:] = 0.0\n",
@@ -185,6 +197,7 @@ def test_a_classic_bug_loses_points_exactly_where_it_is(bug, tmp_path):
         assert why and "\n" not in why and "Traceback" not in why
 
 
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")          # the overflow in the bug itself
 def test_messages_name_the_output_shape_error_and_hint(tmp_path):
     old, new, _ = BUGS["layernorm backward without the mean term"]
     why = grade_here(bug_file(tmp_path, old, new)).functions()["layernorm_backward"][3]
@@ -194,6 +207,12 @@ def test_messages_name_the_output_shape_error_and_hint(tmp_path):
     old, new, _ = BUGS["cross-entropy backward writes into its cache"]
     report = grade_here(bug_file(tmp_path, old, new))
     assert "modifies cache in place" in report.functions()["cross_entropy_backward"][3]
+    old, new, _ = BUGS["softmax without the max subtracted"]
+    why = grade_here(bug_file(tmp_path, old, new)).functions()["cross_entropy_forward"][3]
+    assert "NaN or inf" in why and "subtract each row's maximum" in why
+    old, new, _ = BUGS["gelu backward returns a 1-tuple"]
+    assert "dx is a tuple of 1, not a NumPy array" in grade_here(bug_file(tmp_path, old, new)).functions()[
+        "gelu_backward"][3]
     old, new, _ = BUGS["gelu backward is minigpt's"]
     why = grade_here(bug_file(tmp_path, old, new)).functions()["gelu_backward"][3]
     assert "uses minigpt's own code (line" in why
@@ -206,6 +225,7 @@ def test_endless_loop_exception_exit_and_minigpt_import_cost_only_their_tests_in
                       "    xhat, rstd, w, has_bias = cache\n    if xhat.ndim == 2:\n        raise ValueError('2-D!')\n"),
                      ("    scale = cache\n    if scale", "    scale = cache\n    import os\n    os._exit(3)\n    if scale"),
                      ("import numpy as np\n", "import numpy as np\nfrom minigpt import layers as L\n"),
+                     ("    T = idx.shape[1]\n", "    T = idx.shape[1]\n    print('hello from embedding' * 500)\n"),
                      ("    x, w, has_bias = cache\n    rows_x", "    return L.linear_backward(dy, cache)\n    rows_x")]:
         assert source.count(old) == 1
         source = source.replace(old, new)
@@ -219,9 +239,11 @@ def test_endless_loop_exception_exit_and_minigpt_import_cost_only_their_tests_in
     assert "2-D input: raised ValueError: 2-D! (line" in rows["layernorm_backward"]
     assert "ended the grader's process" in rows["dropout_backward"]
     assert "uses minigpt's own code" in rows["linear_backward"]
-    lost = {name for name, row in rows.items() if name != "total" and row.split()[1] != row.split()[2]}
+    lost = {name for name, row in rows.items() if name in FUNCTIONS + ["model"] and row.split()[1] != row.split()[2]}
     assert lost == {"gelu_backward", "layernorm_backward", "dropout_backward", "linear_backward", "model"}
     assert rows["model"].split()[1:3] == [f"{16 * 3 / 7:.1f}", "16.0"]     # the 3 layers that work
+    printed = out.out.splitlines()[-1]                       # kept, counted, not lost
+    assert printed.startswith("your code printed ") and "'hello from embedding" in printed
 
 
 def test_a_file_that_does_not_import_scores_zero_with_its_line(tmp_path, capsys):
@@ -246,7 +268,7 @@ def test_hidden_cases_are_graded_and_named_by_function(tmp_path):
     assert hidden and all(t["visibility"] == "after_due_date" for t in hidden)
     # a bug that only a hidden case shows: attention that is wrong from 4 heads on
     def at_most_three_heads(qkv, n_head, p_drop=0.0, rng=None):
-        return solution.attention_forward(qkv, min(n_head, 3))
+        return solution.attention_forward(qkv, min(n_head, 3), p_drop, rng)
     functions = dict({name: getattr(solution, name) for name in FUNCTIONS}, attention_forward=at_most_three_heads)
     assert losers(grade_functions(functions)) == set()           # the kit's own cases do not see it
     assert "attention_forward" in losers(grade_functions(functions, extra_cases=extra))
@@ -259,6 +281,12 @@ def test_hidden_cases_are_graded_and_named_by_function(tmp_path):
     ('[{"layer": "attention", "C": 10, "n_head": 3}]', "must be divisible by n_head"),
     ('[{"layer": "linear", "shape": [1000, 1000]}]', "too large"),
     ('[{"layer": "gelu", "scale": "big"}]', "'scale' must be like"),
+    ('[{"layer": "gelu", "scale": 1e308}]', "'scale' must be in"),
+    ('[{"layer": "gelu", "name": "a"}, {"layer": "gelu", "name": "a", "seed": 3}]', "two gelu cases are named 'a'"),
+    ('[{"layer": "gelu", "name": ""}]', "'name' must not be empty"),
+    ('[{"layer": "embedding", "repeat": true, "B": 1, "T": 1}]', "'repeat' true needs at least 2 positions"),
+    ('[{"layer": "embedding", "repeat": false, "V": 1, "B": 2, "T": 5}]', "'repeat' false needs a distinct id"),
+    ('[{"layer": "attention", "p_drop": 0.2, "T": 9}]', "must be at least T"),
 ])
 def test_bad_extra_cases_end_in_one_line_and_exit_status_2(tmp_path, capsys, content, message):
     cases = tmp_path / "cases.json"
@@ -272,12 +300,23 @@ def test_bad_extra_cases_end_in_one_line_and_exit_status_2(tmp_path, capsys, con
 
 def test_bad_command_lines_end_in_one_line_and_exit_status_2(tmp_path, capsys):
     (tmp_path / "notes.txt").write_text("x")
-    for argv in (["grade", str(tmp_path / "missing.py")], ["grade", str(tmp_path / "notes.txt")],
-                 ["grade", inspect.getsourcefile(solution), "--timeout", "0"],
-                 ["release", str(tmp_path / "notes.txt")]):
+    for argv, says in ((["grade", str(tmp_path / "missing.py")], "no such file"),
+                       (["grade", str(tmp_path / "notes.txt")], "not a Python file"),
+                       (["grade", str(tmp_path)], "is a directory"),
+                       (["grade", inspect.getsourcefile(solution), "--timeout", "0"], "more than 0 and at most 600"),
+                       (["release", str(tmp_path / "notes.txt")], "not a folder")):
         assert main(argv) == 2, argv
         err = capsys.readouterr().err
-        assert err.startswith("error: ") and err.count("\n") == 1, err
+        assert err.startswith("error: ") and err.count("\n") == 1 and says in err, err
+
+
+def test_a_missing_submission_still_writes_results_json_that_says_why(tmp_path, capsys):
+    results = tmp_path / "results.json"
+    assert main(["grade", str(tmp_path / "student_layers.py"), "--json", str(results)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no such file" in err
+    data = json.loads(results.read_text())
+    assert data["score"] == 0 and data["tests"] == [] and "no such file" in data["output"]
 
 
 def test_dropout_is_graded_by_its_properties_not_one_random_stream():
@@ -311,3 +350,80 @@ def test_source_check_follows_minigpt_names_through_helpers_but_not_docstrings()
         "def layernorm_forward(x, w, b, eps=1e-5):\n    return __import__('minigpt.layers').layers\n")
     assert set(found) == {"_helper", "gelu_backward", "ALIAS", "linear_forward", "layernorm_forward"}
     assert found["gelu_backward"].startswith("line 2: import minigpt.layers as ML")
+
+
+def test_minigpt_reached_by_any_route_in_the_child_scores_zero_for_that_function_only(tmp_path, capsys):
+    pkg = "'mini' + 'gpt'"                                  # no "minigpt" for the source check to read
+    routes = {   # function: (body that reaches minigpt's code at run time, how)
+        "gelu_backward": "    sys.setprofile(None)\n    return _REF.gelu_backward(dout, cache)\n",
+        "layernorm_backward": "    out = []\n    t = threading.Thread(target=lambda: out.append(importlib.import_module("
+                              f"{pkg} + '.layers').layernorm_backward(dout, cache)))\n"
+                              "    t.start()\n    t.join()\n    return out[0]\n",
+        "linear_backward": f"    return importlib.import_module({pkg} + '.layers').linear_backward(dy, cache)\n",
+        "embedding_backward": "    import glob\n    found = [p for d in sys.path + [ROOT] for p in glob.glob(d + '/' + "
+                              f"{pkg} + '/layers.py')]\n"
+                              "    spec = importlib.util.spec_from_file_location('x', found[0])\n"
+                              "    m = importlib.util.module_from_spec(spec)\n    spec.loader.exec_module(m)\n"
+                              "    return m.embedding_backward(dx, cache)\n",
+        "cross_entropy_backward": "    sys.meta_path[:] = [f for f in sys.meta_path if 'Path' in "
+                                  "type(f).__name__]\n    sys.path.append(ROOT)\n"
+                                  f"    return importlib.import_module({pkg} + '.layers').cross_entropy_backward("
+                                  "dloss, cache)\n",
+    }
+    header = (f"import importlib, importlib.util, sys, threading\nimport __main__\nROOT = {str(R.HERE.parents[1])!r}\n"
+              f"_REF = importlib.import_module({pkg} + '.layers')\n"
+              "try:\n    __main__.Student.call = lambda self, name, *a: self.functions[name](*a)\n"
+              "except AttributeError:\n    pass\n")
+    source = SOLUTION.replace("import numpy as np\n", "import numpy as np\n" + header, 1)
+    tree = {n.name: n for n in __import__("ast").parse(source).body if isinstance(n, __import__("ast").FunctionDef)}
+    lines = source.splitlines(keepends=True)
+    for name in sorted(routes, key=lambda n: -tree[n].lineno):   # replace each body, last first
+        node = tree[name]
+        lines[node.body[1].lineno - 1:node.end_lineno] = [routes[name]]
+    path = tmp_path / "student_layers.py"
+    path.write_text("".join(lines))
+    from minigpt.coursework.source_check import uses_minigpt
+    assert not uses_minigpt(path.read_text())                # so the run-time guard alone must see it
+    assert main(["grade", str(path)]) == 1
+    rows = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()[1:]}
+    for name in routes:
+        assert rows[name].split()[1] == "0.0" and "calls minigpt's own code" in rows[name], rows[name]
+    lost = {name for name, row in rows.items() if name in FUNCTIONS + ["model"] and row.split()[1] != row.split()[2]}
+    assert lost == set(routes) | {"model"}
+
+
+def test_source_check_follows_scopes_and_skips_the_main_block():
+    from minigpt.coursework.source_check import uses_minigpt
+    found = uses_minigpt(
+        "import numpy as np\n"
+        "def gelu_backward(dout, cache):\n    g = 0.5 * (1.0 + np.tanh(cache))\n    return dout * g\n"
+        "def gelu_forward(x):\n    from minigpt import layers as q\n    return q.gelu_forward(x)\n"
+        "def attention_forward(qkv, n_head, p_drop=0.0, rng=None):\n    q = qkv[..., :4]\n    return q, q\n"
+        "def attention_backward(dy, cache):\n    q = cache\n    return dy * q\n"
+        "def layernorm_forward(x, w, b, eps=1e-5):\n    return f(x)\n"
+        "if __name__ == '__main__':\n    from minigpt.layers import gelu_forward as f, gelu_backward as g\n"
+        "    import minigpt.layers as q\n    print(g(f(np.ones(3))[0], np.ones(3)))\n")
+    assert set(found) == {"gelu_forward"} and found["gelu_forward"].startswith("line 6: from minigpt")
+
+
+def test_a_pair_that_raises_only_in_the_model_costs_its_share_not_the_whole_model(tmp_path):
+    old = "    x = cache\n    s = math.sqrt(2.0 / math.pi)\n"
+    path = bug_file(tmp_path, old, old + "    if x.shape[-1] == 48:\n        raise ValueError('not in the model')\n")
+    report = grade_here(path)                                # the model's MLP is 4 * 12 = 48 wide
+    assert losers(report) == {"model"}, report.table()
+    assert report.functions()["model"][0] == pytest.approx(POINTS["model"] * 6 / 7)
+    assert "left out gelu: gelu_backward raised ValueError: not in the model" in report.functions()["model"][3]
+
+
+def test_the_grader_prints_no_warning_of_its_own_on_inf_and_nan_outputs():
+    import warnings
+
+    def gelu_forward(x):
+        out = np.full_like(x, np.inf)
+        out.flat[0] = np.nan
+        return out, x
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        report = grade_functions({"gelu_forward": gelu_forward, "gelu_backward": solution.gelu_backward})
+    assert "NaN or inf" in report.functions()["gelu_forward"][3]
+    assert not seen, [str(w.message) for w in seen]

@@ -13,7 +13,8 @@ grade     runs FILE.py's functions in child processes on the kit's cases (and an
 Files: cases.py (the cases and reference answers), runner.py (the child process;
 model_check.py its whole-model job),
 judge.py (verdicts and hints), grade.py (orchestration and the report),
-source_check.py (imports of minigpt, read from the source), release.py (the kit),
+source_check.py (imports of minigpt, read from the source), guard.py (minigpt out of
+reach of student code in the child), release.py (the kit),
 student_template.py and solution.py (the student's file, blank and solved).
 See docs/coursework.md.
 """

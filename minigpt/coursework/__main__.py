@@ -29,19 +29,41 @@ def main(argv=None):
             return _release(args)
         return _grade(args)
     except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return _refuse(args, str(e), e.written)
     except OSError as e:                       # no room for the grader's temporary files, ...
         where = f": {e.filename}" if e.filename else ""
-        print(f"error: {e.strerror or e}{where}", file=sys.stderr)
-        return 2
+        return _refuse(args, f"{e.strerror or e}{where}")
     except KeyboardInterrupt:                  # the children are stopped on the way out
         print("interrupted", file=sys.stderr)
         return 130
 
 
+def _refuse(args, message, json_failed=False):
+    """One line on stderr and exit status 2; with grade --json, a results.json that says why too
+    (Gradescope reports a missing one as a failure of the autograder itself)."""
+    if args.command == "grade" and args.json and not json_failed:
+        try:
+            _write_json(args.json, {"score": 0.0, "execution_time": 0.0, "output": f"not graded: {message}",
+                                    "tests": []})
+        except UserError as e:
+            message = str(e)
+    print(f"error: {message}", file=sys.stderr)
+    return 2
+
+
 class UserError(Exception):
     """A mistake on the command line or in a file given to it: one line, exit status 2."""
+    written = False                             # True when it is about writing results.json itself
+
+
+def _write_json(path, data):
+    text = json.dumps(data, indent=1) + "\n"
+    try:
+        atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+    except OSError as e:
+        error = UserError(str(e) if str(path) in str(e) else f"cannot write {path}: {e}")
+        error.written = True
+        raise error from None
 
 
 def _release(args):
@@ -56,15 +78,17 @@ def _release(args):
 
 
 def _grade(args):
-    from .cases import CaseError, read_extra_cases
+    from .cases import CaseError, check_unique, read_extra_cases
     from .grade import grade_file
     path = Path(args.file)
+    if path.is_dir():
+        raise UserError(f"{path} is a directory, not the student's Python file")
     if not path.is_file():
         raise UserError(f"no such file: {path}")
     if path.suffix != ".py":
         raise UserError(f"{path} is not a Python file (.py)")
     if not 0 < args.timeout <= 600:
-        raise UserError("--timeout must be between 0 and 600 seconds")
+        raise UserError(f"--timeout must be more than 0 and at most 600 seconds, got {args.timeout:g}")
     try:
         path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
@@ -73,16 +97,13 @@ def _grade(args):
     try:
         for cases_path in args.extra_cases:
             extra += read_extra_cases(cases_path)
+        check_unique(extra, "--extra-cases")
     except CaseError as e:
         raise UserError(str(e)) from None
     report = grade_file(path, extra_cases=extra, timeout=args.timeout)
     print(report.table())
     if args.json:
-        text = json.dumps(report.results_json(), indent=1) + "\n"
-        try:
-            atomic_write(args.json, lambda f: f.write(text.encode("utf-8")))
-        except OSError as e:
-            raise UserError(f"cannot write {args.json}: {e}") from None
+        _write_json(args.json, report.results_json())
         print(f"wrote {args.json}")
     return report.exit_status()
 

@@ -30,7 +30,7 @@ PARAMS = {
     "layernorm": dict(shape=[2, 5, 8], bias=True, offset=0.0, scale=1.0),
     "gelu": dict(shape=[2, 5, 16], scale=1.5),
     "dropout": dict(shape=[64, 96], p=0.3),
-    "attention": dict(B=2, T=5, C=8, n_head=2),
+    "attention": dict(B=2, T=5, C=8, n_head=2, p_drop=0.0),
     "cross_entropy": dict(shape=[2, 5], V=11, ignore=1, scale=1.0),
 }
 COMMON = dict(name="", seed=0, dtype="float64")
@@ -63,6 +63,8 @@ BUILTIN = [
     dict(layer="attention", name="3 heads of size 3", seed=25, C=9, n_head=3),
     dict(layer="attention", name="T = 1", seed=26, B=3, T=1),
     dict(layer="attention", name="float32", seed=27, dtype="float32"),
+    dict(layer="attention", name="dropout on the weights, p_drop = 0.3", seed=33, B=4, T=8, C=16, n_head=2,
+         p_drop=0.3),
     dict(layer="cross_entropy", name="3-D logits, one ignored target", seed=28),
     dict(layer="cross_entropy", name="2-D logits", seed=29, shape=[7], ignore=0),
     dict(layer="cross_entropy", name="large logits (x1000)", seed=30, scale=1000.0),
@@ -76,6 +78,10 @@ FEATURE_HINTS = {
     "no bias": {"linear_forward": "b may be None: then y = x @ w", "layernorm_forward": "b may be None"},
     "ignore": {"cross_entropy_backward": "divide by the number of counted positions, and give ignored rows 0",
                "cross_entropy_forward": "average over the positions whose target is not -1"},
+    "p_drop": {"attention_forward": "y = dropout(att, p_drop, rng) @ v: zero each weight with probability "
+                                    "p_drop (rng.random), scale the rest by 1 / (1 - p_drop)",
+               "attention_backward": "datt goes back through the forward's own dropout mask (kept in the "
+                                     "cache, scaled by 1 / (1 - p_drop)) before the softmax backward"},
     "large": {"cross_entropy_forward": "subtract each row's maximum before exp",
               "cross_entropy_backward": "subtract each row's maximum before exp",
               "layernorm_forward": "compute var as mean((x - mean)^2), not mean(x^2) - mean^2"},
@@ -101,6 +107,8 @@ class Case:
     ref_grads: list = field(default_factory=list)   # minigpt's gradients (None where none is expected)
     fd: bool = True                 # also compare with finite differences of the student's forward
     features: tuple = ()            # names in FEATURE_HINTS that this case exercises
+    own_forward_only: bool = False  # a random forward: the backward is graded against its own forward
+    extra: dict = field(default_factory=dict)       # what a property check needs (attention dropout: att)
 
 
 def check_spec(spec, where):
@@ -110,7 +118,7 @@ def check_spec(spec, where):
     layer = spec.get("layer")
     if layer not in PARAMS:
         raise CaseError(f"{where}: 'layer' must be one of {', '.join(LAYERS)}, got {layer!r}")
-    full = {**COMMON, **PARAMS[layer], **spec}
+    full = {**COMMON, **PARAMS[layer], **spec, "_given": tuple(spec)}
     for key, value in spec.items():
         if key != "layer" and key not in COMMON and key not in PARAMS[layer]:
             raise CaseError(f"{where}: unknown key {key!r} for {layer} (known: "
@@ -132,6 +140,7 @@ def check_spec(spec, where):
     if elements > MAX_ELEMENTS:
         raise CaseError(f"{where}: too large for finite differences (at most {MAX_ELEMENTS:,} numbers)")
     _check_layer_rules(layer, full, where)
+    del full["_given"]
     return full
 
 
@@ -144,11 +153,32 @@ def _same_kind(default, value):
     return isinstance(value, type(default))
 
 
+LIMITS = {   # (layer, key) -> (low, high): the inputs stay where float64 (and float32) do not overflow
+    ("gelu", "scale"): (1e-3, 100.0), ("layernorm", "scale"): (1e-3, 1e3), ("layernorm", "offset"): (-1e8, 1e8),
+    ("cross_entropy", "scale"): (1e-3, 1e4)}
+
+
 def _check_layer_rules(layer, s, where):
+    if not isinstance(s["name"], str) or (s["name"] == "" and "name" in s.get("_given", ())) \
+            or (s["name"] and not s["name"].strip()):
+        raise CaseError(f"{where}: 'name' must not be empty (leave it out for a name made from the keys)")
+    for (lay, key), (low, high) in LIMITS.items():
+        if lay == layer and not low <= s[key] <= high:
+            raise CaseError(f"{where}: {key!r} must be in [{low:g}, {high:g}], got {s[key]!r}")
+    if layer == "embedding" and s["repeat"] and s["B"] * s["T"] < 2:
+        raise CaseError(f"{where}: 'repeat' true needs at least 2 positions (B * T), got {s['B'] * s['T']}")
+    if layer == "embedding" and not s["repeat"] and s["V"] < s["B"] * s["T"]:
+        raise CaseError(f"{where}: 'repeat' false needs a distinct id for each of the B * T = {s['B'] * s['T']} "
+                        f"positions, but V is {s['V']}")
     if layer == "embedding" and s["T"] > s["block_size"]:
         raise CaseError(f"{where}: T ({s['T']}) must not exceed block_size ({s['block_size']})")
     if layer == "attention" and s["C"] % s["n_head"]:
         raise CaseError(f"{where}: C ({s['C']}) must be divisible by n_head ({s['n_head']})")
+    if layer == "attention" and not 0.0 <= s["p_drop"] < 1.0:
+        raise CaseError(f"{where}: 'p_drop' must be in [0, 1)")
+    if layer == "attention" and s["p_drop"] > 0 and s["C"] // s["n_head"] < s["T"]:
+        raise CaseError(f"{where}: with p_drop, the head size C // n_head ({s['C'] // s['n_head']}) must be at "
+                        f"least T ({s['T']}), so that the dropped weights can be read off the output")
     if layer in ("linear", "layernorm") and len(s["shape"]) < 2:
         raise CaseError(f"{where}: 'shape' needs at least 2 axes, (N, C) or (B, T, C)")
     if layer == "dropout" and not 0.0 <= s["p"] < 1.0:
@@ -162,7 +192,12 @@ def build(spec):
     rng = np.random.default_rng(spec["seed"])
     dtype = np.dtype(spec["dtype"])
     layer = spec["layer"]
-    case = BUILDERS[layer](spec, rng, dtype)
+    try:
+        with np.errstate(over="raise", invalid="raise", divide="raise"):
+            case = BUILDERS[layer](spec, rng, dtype)
+    except FloatingPointError as e:
+        raise CaseError(f"{spec['layer']} case {spec['name'] or _default_name(spec)!r}: minigpt's answer "
+                        f"overflows ({e})") from None
     case.name = spec["name"] or _default_name(spec)
     return case
 
@@ -186,9 +221,11 @@ def _dout(rng, shape, dtype):
 
 
 def _embedding(s, rng, dtype):
-    idx = rng.integers(0, s["V"], size=(s["B"], s["T"]))
-    if s["repeat"] and idx.size > 1:
+    if s["repeat"]:
+        idx = rng.integers(0, s["V"], size=(s["B"], s["T"]))
         idx.flat[-1] = idx.flat[0]                          # at least one id repeats
+    else:
+        idx = rng.permutation(s["V"])[:s["B"] * s["T"]].reshape(s["B"], s["T"])   # none does
     wte, wpe = _normal(rng, (s["V"], s["C"]), dtype), _normal(rng, (s["block_size"], s["C"]), dtype)
     out, cache = L.embedding_forward(idx, up(wte), up(wpe))
     dout = _dout(rng, out.shape, dtype)
@@ -241,12 +278,32 @@ def _dropout(s, rng, dtype):
 
 
 def _attention(s, rng, dtype):
+    if s["p_drop"] > 0:
+        return _attention_dropout(s, rng, dtype)
     qkv = _normal(rng, (s["B"], s["T"], 3 * s["C"]), dtype)
     out, cache = L.attention_forward(up(qkv), s["n_head"])
     dout = _dout(rng, out.shape, dtype)
     return Case("attention", "", s, [("array", "qkv"), ("value", int(s["n_head"]))], ["qkv", "n_head"],
                 dict(qkv=qkv, dout=dout), [0], ["dqkv"], ("array", "dout"),
                 out, [L.attention_backward(up(dout), cache)])
+
+
+def _attention_dropout(s, rng, dtype):
+    """Dropout on the weights, graded by its properties: v is one-hot (v[u] = e_u in each head),
+    so the first T channels of each head's output are the weights after dropout."""
+    B, T, C, nh = s["B"], s["T"], s["C"], s["n_head"]
+    hs = C // nh
+    qkv = _normal(rng, (B, T, 3 * C), dtype)
+    v = np.zeros((B, T, nh, hs))
+    v[:, np.arange(T), :, np.arange(T)] = 1.0
+    qkv[..., 2 * C:] = v.reshape(B, T, C)
+    out, cache = L.attention_forward(up(qkv), nh)
+    att = out.reshape(B, T, nh, hs).transpose(0, 2, 1, 3)[..., :T]   # (B, nh, T, T), no dropout
+    dout = _dout(rng, out.shape, dtype)
+    return Case("attention", "", s, [("array", "qkv"), ("value", nh), ("value", float(s["p_drop"])),
+                                     ("rng", int(rng.integers(1 << 31)))], ["qkv", "n_head", "p_drop", "rng"],
+                dict(qkv=qkv, dout=dout), [0], ["dqkv"], ("array", "dout"), out,
+                [np.zeros(qkv.shape)], features=("p_drop",), own_forward_only=True, extra={"att": att})
 
 
 def _cross_entropy(s, rng, dtype):
@@ -288,5 +345,19 @@ def read_extra_cases(path):
     for i, spec in enumerate(specs):
         full = check_spec(spec, f"{path}: case {i}")
         full["name"] = "hidden: " + (full["name"] or _default_name(full))
-        cases.append(build(full))
+        try:
+            cases.append(build(full))
+        except CaseError as e:
+            raise CaseError(f"{path}: case {i}: {e}") from None
+    check_unique(cases, path)
     return cases
+
+
+def check_unique(cases, where):
+    """CaseError when two cases of one layer have the same name (their tests would too)."""
+    seen = set()
+    for case in cases:
+        if (case.layer, case.name) in seen:
+            raise CaseError(f"{where}: two {case.layer} cases are named {case.name.removeprefix('hidden: ')!r}: "
+                            "give each its own 'name'")
+        seen.add((case.layer, case.name))

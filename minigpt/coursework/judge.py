@@ -12,6 +12,7 @@ from ..gradcheck import rel_error
 from .cases import FEATURE_HINTS
 
 TOLERANCE = {"float64": (1e-7, 1e-7), "float32": (1e-4, 1e-3)}     # (forward, backward)
+OWN_FORWARD_TOLERANCE = 1e-6    # a backward against centred differences of the student's own forward
 
 HINTS = {
     "embedding_forward": "x = wte[idx] + wpe[:T]",
@@ -35,7 +36,9 @@ HINTS = {
 DTYPE_HINT = "float32 in, float32 out: make arrays with dtype=x.dtype, constants as Python floats"
 
 
-def hint(case, function):
+def hint(case, function, finite=True):
+    if not finite and function in FEATURE_HINTS["large"]:
+        return FEATURE_HINTS["large"][function]       # NaN or inf: an overflow, most likely
     for feature in case.features:
         if function in FEATURE_HINTS.get(feature, {}):
             return FEATURE_HINTS[feature][function]
@@ -80,7 +83,7 @@ def compare(name, got_rec, expected, arrays, dtype, tol, case, function, fd=None
     if why:
         return why
     if not np.all(np.isfinite(got)) and np.all(np.isfinite(expected)):
-        return f"{name} {got.shape} has NaN or inf entries (hint: {hint(case, function)})"
+        return f"{name} {got.shape} has NaN or inf entries (hint: {hint(case, function, finite=False)})"
     err = rel_error(got, expected)
     if err <= tol:
         return None
@@ -97,6 +100,9 @@ def _array(name, got_rec, shape, arrays, dtype):
     if got_rec["kind"] == "none":
         return None, f"{name} is None, expected an array of shape {tuple(shape)}"
     if got_rec["kind"] != "array":
+        if "length" in got_rec:                      # return (dx,) instead of dx
+            return None, (f"{name} is a {got_rec['type']} of {got_rec['length']}, not a NumPy array "
+                          f"(return the array itself, not a {got_rec['type']} holding it)")
         return None, f"{name} is a {got_rec.get('type')}, not a NumPy array"
     got = arrays.get(got_rec["key"])
     if got is None:
@@ -128,6 +134,8 @@ def judge_forward(case, rec, arrays, timeout):
     tol = TOLERANCE[case.spec["dtype"]][0]
     if case.layer == "dropout":
         return _dropout_forward(case, rec, arrays)
+    if case.own_forward_only:
+        return _attention_dropout_forward(case, rec, arrays)
     why = compare("out" if case.layer != "cross_entropy" else "loss", rec["out"], np.asarray(case.ref_out),
                   arrays, case.spec["dtype"], tol, case, function)
     return ("fail", why) if why else ("pass", "")
@@ -150,12 +158,34 @@ def judge_backward(case, rec, arrays, forward_status, timeout):
     if case.layer == "dropout":
         return _dropout_backward(case, rec, arrays)
     tol = TOLERANCE[case.spec["dtype"]][1]
-    for i, (name, got, expected) in enumerate(zip(case.grad_names, grads, case.ref_grads)):
-        fd = None
-        key = f"fd_index_{case.grad_args[i]}"
-        if key in arrays:
-            fd = (arrays[key], arrays[f"fd_value_{case.grad_args[i]}"])
+    fds = [(arrays[f"fd_index_{i}"], arrays[f"fd_value_{i}"]) if f"fd_index_{i}" in arrays else None
+           for i in case.grad_args]
+    if case.own_forward_only and not all(fd is not None for fd in fds):
+        return "fail", f"not graded: {case.layer}_forward gave no usable output on this case"
+    if (forward_status == "fail" or case.own_forward_only) and all(fd is not None or ref is None for fd, ref in zip(fds, case.ref_grads)):
+        return _against_own_forward(case, grads, arrays, fds, function,
+                                    "its dropout is random" if case.own_forward_only else "which fails this case")
+    for name, got, expected, fd in zip(case.grad_names, grads, case.ref_grads, fds):
         why = compare(name, got, expected, arrays, case.spec["dtype"], tol, case, function, fd)
+        if why:
+            return "fail", why
+    return "pass", ""
+
+
+def _against_own_forward(case, grads, arrays, fds, function, reason):
+    """The forward is wrong on this case: the backward is right when it is the gradient of the
+    forward the student wrote (so the forward's bug costs the forward alone)."""
+    for name, got_rec, expected, fd in zip(case.grad_names, grads, case.ref_grads, fds):
+        if expected is None:
+            why = compare(name, got_rec, None, arrays, case.spec["dtype"], 0.0, case, function)
+        else:
+            got, why = _array(name, got_rec, expected.shape, arrays, case.spec["dtype"])
+            if not why:
+                err = rel_error(got.reshape(-1)[fd[0]], fd[1])
+                if not np.isfinite(err) or err > max(OWN_FORWARD_TOLERANCE, TOLERANCE[case.spec["dtype"]][1]):
+                    why = (f"{name} {got.shape}: relative error {err:.1e} against finite differences of your "
+                           f"own forward ({reason}, so the backward is checked against it; "
+                           f"hint: {hint(case, function)})")
         if why:
             return "fail", why
     return "pass", ""
@@ -174,6 +204,32 @@ def _dropout_forward(case, rec, arrays):
     dropped, n = 1.0 - kept.mean(), kept.size
     if abs(dropped - p) > 5 * np.sqrt(p * (1 - p) / n) + 1.0 / n:
         return "fail", f"dropped {dropped:.3f} of {n} entries, expected about p = {p:g}"
+    return "pass", ""
+
+
+def _attention_dropout_forward(case, rec, arrays):
+    """v is one-hot, so each head's first T channels are its weights after dropout: each must be
+    0 or att / (1 - p_drop), the rest of the head 0, and about p_drop of the weights dropped."""
+    s, att = case.spec, case.extra["att"]
+    B, T, C, nh = s["B"], s["T"], s["C"], s["n_head"]
+    p, tol = s["p_drop"], TOLERANCE[s["dtype"]][0]
+    out, why = _array("out", rec["out"], (B, T, C), arrays, s["dtype"])
+    if why:
+        return "fail", why
+    heads = out.astype(np.float64).reshape(B, T, nh, C // nh).transpose(0, 2, 1, 3)    # (B, nh, T, hs)
+    used, rest = heads[..., :T], heads[..., T:]
+    causal = np.broadcast_to(np.tril(np.ones((T, T), dtype=bool)), used.shape)
+    scale = np.abs(att).max()
+    kept = np.abs(used) > tol * scale
+    if np.abs(rest).max(initial=0.0) > tol or np.abs(used[~causal]).max(initial=0.0) > tol * scale:
+        return "fail", f"out is not dropout(att) @ v (hint: {hint(case, 'attention_forward')})"
+    n = int(causal.sum())
+    dropped = 1.0 - kept[causal].mean()
+    if abs(dropped - p) > 5 * np.sqrt(p * (1 - p) / n) + 1.0 / n:
+        return "fail", (f"dropped {dropped:.3f} of the {n} attention weights, expected about p_drop = {p:g} "
+                        f"(hint: {hint(case, 'attention_forward')})")
+    if kept.any() and rel_error(used[kept], att[kept] / (1.0 - p)) > tol:
+        return "fail", f"kept weights should be att / (1 - p_drop) (hint: {hint(case, 'attention_forward')})"
     return "pass", ""
 
 

@@ -14,34 +14,39 @@ from ..gradcheck import rel_error
 from ..model import GPT, GPTConfig
 
 
-def run_model_case(student, job, record):
-    """The whole GPT with the student's passing functions swapped into minigpt.layers."""
-    rng = np.random.default_rng(job["seed"])
-    config = GPTConfig(vocab_size=11, block_size=8, n_layer=2, n_head=3, n_embd=12)
-    model = GPT(config, seed=job["seed"], dtype=np.float64)
-    for p in model.params.values():
-        p += 0.1 * rng.standard_normal(p.shape)
-    idx = rng.integers(0, 11, size=(2, 7))
-    idx[1, 3] = idx[0, 0]
-    targets = rng.integers(0, 11, size=(2, 7))
-    targets[0, 2] = -1
-    _, ref_loss, caches = model.forward(idx, targets)
-    reference = model.backward(caches)
-    saved = {name: getattr(layers, name) for name in job["swap"]}
-    try:
-        for name in job["swap"]:
-            setattr(layers, name, lambda *a, _name=name: student.call(_name, *a))
-        _, loss, caches = model.forward(idx, targets)
-        grads = model.backward(caches)
-        fd = _model_finite_differences(model, idx, targets, grads, rng)
-    finally:
-        for name, fn in saved.items():
-            setattr(layers, name, fn)
-    if student.hit:
-        record.update(status="uses_minigpt", file=os.path.basename(student.hit))
-        return
-    record.update(status="ok", loss=[float(loss), float(ref_loss)], params={
-        k: [fd[k], rel_error(grads[k], reference[k])] for k in reference})
+class ModelCheck:
+    """minigpt's GPT and its answers, computed when made (before the student's file loads)."""
+
+    def __init__(self, seed):
+        self.rng = np.random.default_rng(seed)
+        config = GPTConfig(vocab_size=11, block_size=8, n_layer=2, n_head=3, n_embd=12)
+        self.model = GPT(config, seed=seed, dtype=np.float64)
+        for p in self.model.params.values():
+            p += 0.1 * self.rng.standard_normal(p.shape)
+        self.idx = self.rng.integers(0, 11, size=(2, 7))
+        self.idx[1, 3] = self.idx[0, 0]
+        self.targets = self.rng.integers(0, 11, size=(2, 7))
+        self.targets[0, 2] = -1
+        _, self.ref_loss, caches = self.model.forward(self.idx, self.targets)
+        self.reference = self.model.backward(caches)
+
+    def run(self, student, swap, record):
+        """The whole GPT with the student's passing functions (swap) in minigpt.layers."""
+        saved = {name: getattr(layers, name) for name in swap}
+        try:
+            for name in swap:
+                setattr(layers, name, lambda *a, _name=name: student.call(_name, *a))
+            _, loss, caches = self.model.forward(self.idx, self.targets)
+            grads = self.model.backward(caches)
+            fd = _model_finite_differences(self.model, self.idx, self.targets, grads, self.rng)
+        finally:
+            for name, fn in saved.items():
+                setattr(layers, name, fn)
+        if student.hit:
+            record.update(status="uses_minigpt", file=os.path.basename(student.hit))
+            return
+        record.update(status="ok", loss=[float(loss), float(self.ref_loss)], params={
+            k: [fd[k], rel_error(grads[k], self.reference[k])] for k in self.reference})
 
 
 def _model_finite_differences(model, idx, targets, grads, rng, per_param=3, h=1e-5):

@@ -108,6 +108,14 @@ def student_notebook(course):
     return nb
 
 
+def without_run_times(nb):
+    """A copy of nb without the timestamps Jupyter keeps in each cell's metadata ("execution")."""
+    nb = json.loads(json.dumps(nb))
+    for cell in nb["cells"]:
+        cell.get("metadata", {}).pop("execution", None)
+    return nb
+
+
 def solved_template():
     """student_template.py with each `raise NotImplementedError` replaced by solution.py's body."""
     template = (HERE / "student_template.py").read_text(encoding="utf-8")
@@ -139,10 +147,10 @@ def release(out_dir, with_solutions=False, overwrite=False):
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ReleaseError(f"cannot read the course notebook {COURSE_NOTEBOOK}: {e}") from None
     if with_solutions:
-        layers_py, notebook = solved_template(), course
+        layers_py, notebook = solved_template(), without_run_times(course)
     else:
         layers_py = (HERE / "student_template.py").read_text(encoding="utf-8")
-        notebook = student_notebook(course)
+        notebook = without_run_times(student_notebook(course))
     files = {"student_layers.py": layers_py, "03_backprop.ipynb": json.dumps(notebook, indent=1) + "\n",
              "README.md": KIT_README}
     existing = [name for name in files if (out / name).exists()]

@@ -11,9 +11,10 @@ only JSON and npz (no pickle).
 
 The file imports only the standard library and NumPy, so the process can
 start with minigpt off the path; the whole-model job alone imports minigpt
-(model_check.py).
-Each case runs under a time limit (SIGALRM), and a profile hook notes any call
-into minigpt's own files while a student function runs.
+(model_check.py), and computes minigpt's answers before the student's file loads.
+Then guard.py hides minigpt from the student's code (see there), and only then is
+the student's file executed. Each case runs under a time limit (SIGALRM). In this
+process (tests, trusted code) a profile hook notes calls into minigpt's files instead.
 """
 import importlib.util
 import json
@@ -41,9 +42,25 @@ class Student:
         self.hit = None                         # a minigpt file that student code called into
         self._seen = {}                         # file name -> is it one of minigpt's
         self.progress = None                    # a file: "case function" before each call
+        self.guard = None                       # guard.py's, in the child process
+        self.printed = None                     # the capped stdout, in the child process
+        self.current = None                     # the function called last
+        self.trace = False                      # write each call to progress (the model job)
 
     def call(self, name, *args):
         fn = self.functions[name]
+        self.current = name
+        if self.trace:                          # the whole-model job: which function it is in
+            self.progress.write(f"model {name}\n")
+            self.progress.flush()
+        if self.guard is not None:
+            seen = len(self.guard.hits())
+            try:
+                return fn(*args)
+            finally:
+                hits = self.guard.hits()[seen:]
+                if hits and self.hit is None:
+                    self.hit = hits[0]
         if not self.watch:
             return fn(*args)
         def hook(frame, event, arg):
@@ -61,6 +78,16 @@ class Student:
             return fn(*args)
         finally:
             sys.setprofile(old)
+
+
+def load_guard():
+    """guard.py, loaded by its path (and kept out of sys.modules)."""
+    spec = importlib.util.spec_from_file_location("minigpt_grader_guard",
+                                                  os.path.join(os.path.dirname(os.path.realpath(__file__)),
+                                                               "guard.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def load_student(path):
@@ -141,6 +168,8 @@ def as_record(value, key, arrays):
         if a.dtype.kind in "fciub":
             arrays[key] = a
             return {"kind": "array", "key": key}
+    if isinstance(value, (tuple, list)):
+        return {"kind": "other", "type": type(value).__name__, "length": len(value)}
     return {"kind": "other", "type": type(value).__name__}
 
 
@@ -177,8 +206,8 @@ def run_layer_case(student, job, case, inputs, arrays):
         b.setdefault("modified", []).append("dout")
     if not same(cache_before, snapshot(cache)):
         b.setdefault("modified", []).append("cache")
-    several = isinstance(grads, tuple) or (isinstance(grads, list) and len(case["grad_args"]) > 1)
-    grads = list(grads) if several else [grads]         # one gradient: a list is a wrong type, not many
+    several = isinstance(grads, (tuple, list)) and len(case["grad_args"]) > 1
+    grads = list(grads) if several else [grads]         # one gradient: a tuple or list is a wrong type
     b["grads"] = [as_record(g, f"grad_{i}", arrays) for i, g in enumerate(grads)]
     if case["fd"] and len(grads) == len(case["grad_args"]):
         _finite_differences(student, fwd, args, dout, case, arrays)
@@ -203,21 +232,24 @@ def _run(student, rec, name, call_args, args, originals, case):
         student.progress.write(f"{case['id']} {name}\n")
         student.progress.flush()
     t0 = time.perf_counter()
+    printed = student.printed.count if student.printed else 0
+    result, error = None, None
     try:
         result = student.call(name, *call_args)
-    except NotImplementedError:
-        rec["status"] = "not_implemented"
-        return False, None
-    except TimeLimit:
-        rec["status"] = "timeout"
-        return False, None
     except BaseException as e:               # noqa: BLE001 (student code may raise anything)
-        rec.update(status="error", message=describe(e, student.own))
-        return False, None
-    finally:
-        rec["seconds"] = round(time.perf_counter() - t0, 4)
-    if student.hit:
+        error = e
+    rec["seconds"] = round(time.perf_counter() - t0, 4)
+    if student.printed and student.printed.count > printed:
+        rec["printed"] = student.printed.count - printed
+    if student.hit:                          # first: a call into minigpt may be caught and raised anew
         rec.update(status="uses_minigpt", file=os.path.basename(student.hit))
+    elif isinstance(error, NotImplementedError):
+        rec["status"] = "not_implemented"
+    elif isinstance(error, TimeLimit):
+        rec["status"] = "timeout"
+    elif error is not None:
+        rec.update(status="error", message=describe(error, student.own))
+    if student.hit or error is not None:
         return False, None
     changed = [n for n, a, o in zip(case["arg_names"], args, originals) if o is not None and not _equal(a, o)]
     if changed:
@@ -227,8 +259,13 @@ def _run(student, rec, name, call_args, args, originals, case):
 
 
 def _finite_differences(student, fwd, args, dout, case, arrays, h=1e-5, picks=24):
-    """Centred differences of sum(forward(...)[0] * dout) at a few entries of each input."""
+    """Centred differences of sum(forward(...)[0] * dout) at a few entries of each input
+    (in float64: float32 inputs are upcast for it)."""
     rng = np.random.default_rng(0)
+    up = lambda a: a.astype(np.float64) if isinstance(a, np.ndarray) and a.dtype == np.float32 else a  # noqa: E731
+    args, dout = [up(a) for a in args], up(dout)
+    def fresh():                              # a random forward draws the same mask at every call
+        return [_arg(spec, {}) if spec[0] == "rng" else a for spec, a in zip(case["args"], args)]
     try:
         for i in case["grad_args"]:
             x = args[i]
@@ -240,9 +277,9 @@ def _finite_differences(student, fwd, args, dout, case, arrays, h=1e-5, picks=24
                 ix = np.unravel_index(j, x.shape)
                 old = x[ix]
                 x[ix] = old + h
-                plus = np.sum(np.asarray(student.call(fwd, *args)[0]) * dout)
+                plus = np.sum(np.asarray(student.call(fwd, *fresh())[0]) * dout)
                 x[ix] = old - h
-                minus = np.sum(np.asarray(student.call(fwd, *args)[0]) * dout)
+                minus = np.sum(np.asarray(student.call(fwd, *fresh())[0]) * dout)
                 x[ix] = old
                 values.append((plus - minus) / (2 * h))
             arrays[f"fd_index_{i}"] = np.asarray(flat, dtype=np.int64)
@@ -255,35 +292,48 @@ def run_job(job_dir, functions=None, watch=None):
     """Run job_dir/job.json; functions (in-process use) replaces loading the student's file."""
     with open(os.path.join(job_dir, "job.json"), encoding="utf-8") as f:
         job = json.load(f)
-    if job.get("root") and job["root"] not in sys.path:
-        sys.path.append(job["root"])            # minigpt importable (after the student's folder)
+    reference = None
+    if job["kind"] == "model":                  # minigpt's answers first, before any student code runs
+        if job.get("root") and job["root"] not in sys.path:
+            sys.path.append(job["root"])
+        from minigpt.coursework.model_check import ModelCheck
+        reference = ModelCheck(job["seed"])
     with open(os.path.join(job_dir, "results.jsonl"), "a", encoding="utf-8") as results, \
             open(os.path.join(job_dir, "progress.txt"), "a", encoding="utf-8") as progress:
         def emit(rec):
             results.write(json.dumps(rec) + "\n")
             results.flush()
+        guard = printed = None
         if functions is None:
+            guard_module = load_guard()
+            guard = guard_module.install(job["package"], job["student"], model=reference is not None)
+            printed = sys.stdout = sys.stderr = guard_module.CappedOutput()
             with time_limit(job["timeout"]):
                 functions, error = load_student(job["student"])
             if error:
                 emit({"id": "import", "error": error})
                 return
         student = Student(functions, job.get("student"), job.get("watch", []) if watch is None else watch)
-        student.progress = progress
-        if job["kind"] == "model":
-            emit(_model_job(student, job))
-            return
-        for case in job["cases"]:
-            arrays = {}
-            with np.load(os.path.join(job_dir, f"in_{case['id']}.npz"), allow_pickle=False) as data:
-                inputs = {k: data[k] for k in data.files}
-            try:
-                with time_limit(job["timeout"]):
-                    rec = run_layer_case(student, job, case, inputs, arrays)
-            except TimeLimit:                 # between two student calls
-                rec = {"id": case["id"], "forward": {"status": "timeout"}}
-            np.savez(os.path.join(job_dir, f"out_{case['id']}.npz"), **arrays)
-            emit(rec)
+        student.progress, student.guard, student.printed = progress, guard, printed
+        try:
+            if reference is not None:
+                student.trace = True
+                emit(_model_job(student, job, reference))
+                return
+            for case in job["cases"]:
+                arrays = {}
+                with np.load(os.path.join(job_dir, f"in_{case['id']}.npz"), allow_pickle=False) as data:
+                    inputs = {k: data[k] for k in data.files}
+                try:
+                    with time_limit(job["timeout"]):
+                        rec = run_layer_case(student, job, case, inputs, arrays)
+                except TimeLimit:                 # between two student calls
+                    rec = {"id": case["id"], "forward": {"status": "timeout"}}
+                np.savez(os.path.join(job_dir, f"out_{case['id']}.npz"), **arrays)
+                emit(rec)
+        finally:
+            if printed is not None and printed.count:
+                emit({"id": "printed", "count": printed.count, "head": "".join(printed.kept)})
 
 
 def model_time_limit(timeout):
@@ -291,16 +341,19 @@ def model_time_limit(timeout):
     return max(3 * timeout, 60.0)
 
 
-def _model_job(student, job):
-    from minigpt.coursework.model_check import run_model_case   # minigpt itself, for this job only
+def _model_job(student, job, reference):
     rec = {"id": "model"}
     with time_limit(model_time_limit(job["timeout"])):
         try:
-            run_model_case(student, job, rec)
+            reference.run(student, job["swap"], rec)
         except TimeLimit:
-            rec["status"] = "timeout"
+            rec.update(status="timeout", function=student.current)
         except BaseException as e:            # noqa: BLE001 (student code may raise anything)
-            rec.update(status="error", message=describe(e, student.own))
+            rec["function"] = student.current
+            if student.hit:
+                rec.update(status="uses_minigpt", file=os.path.basename(student.hit))
+            else:
+                rec.update(status="error", message=describe(e, student.own))
     return rec
 
 
