@@ -152,6 +152,8 @@ class GPT:
         and the cache that `backward` needs.
         """
         cfg, P = self.config, self.params
+        if getattr(idx, "ndim", None) != 2 or 0 in idx.shape:
+            raise ValueError(f"idx must be (B, T) integer ids, got shape {getattr(idx, 'shape', None)}")
         B, T = idx.shape
         if T > cfg.block_size:
             raise ValueError(f"sequence length {T} exceeds block_size {cfg.block_size}")

@@ -245,6 +245,8 @@ def _fail(message):
 
 def _load(args):
     """(model, tokenizer, prompt ids) from the flags; raises for anything the user can get wrong."""
+    if "" in args.stop:
+        raise ValueError('--stop "" would stop before the first token: give the text to stop at')
     device = resolve_device(args.device)           # before loading: a device error comes first
     if args.tf32:
         enable_tf32(device)

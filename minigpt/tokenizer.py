@@ -67,6 +67,9 @@ def _as_int_list(ids):
     return ids.tolist() if hasattr(ids, "tolist") else list(ids)
 
 
+PATTERN_PROBE = "Hello, world! It's 2026:\n  x_1 = (a+b)*3.5;\tdone?\u00e9\u4e2d \U0001F600\n"
+
+
 def check_ids(byte_ids, n_merges, specials):
     """ValueError unless the ids are 0..255 for the bytes (in any order), then one per merge,
     then the special tokens with no gap and none repeated: the one rule for every BPE file read
@@ -155,6 +158,8 @@ class CharTokenizer(Tokenizer):
     def _from_dict(cls, d):
         _check(isinstance(d.get("chars"), str), '"chars" must be a string')
         _check(len(set(d["chars"])) == len(d["chars"]), '"chars" repeats a character')
+        _check(not any("\ud800" <= c <= "\udfff" for c in d["chars"]),
+               '"chars" holds a lone surrogate, which no text can be written with')
         return cls(d["chars"])
 
 
@@ -330,6 +335,8 @@ class BPETokenizer(Tokenizer):
             regex.compile(pattern)
         except regex.error as e:
             raise ValueError(f"corrupt tokenizer: bad pattern ({e})") from None
+        _check("".join(regex.findall(pattern, PATTERN_PROBE)) == PATTERN_PROBE,
+               '"pattern" does not split text losslessly (it would drop characters)')
         _check(isinstance(merges, list), '"merges" must be a list')
         seen = {}
         for rank, pair in enumerate(merges):

@@ -243,3 +243,10 @@ def test_float_ids_are_a_value_error():
     model = GPT(GPTConfig(vocab_size=10, block_size=8, n_layer=1, n_head=2, n_embd=8))
     with pytest.raises(ValueError, match="integer"):
         model.forward(np.array([[1.0, 2.0]]))
+
+
+@pytest.mark.parametrize("shape", [(3,), (0, 4), (2, 0)])
+def test_forward_on_ids_that_are_not_a_non_empty_batch_is_a_value_error(shape):
+    model = GPT(GPTConfig(vocab_size=10, block_size=8, n_layer=1, n_head=1, n_embd=4))
+    with pytest.raises(ValueError, match=r"idx must be \(B, T\) integer ids, got shape"):
+        model.forward(np.zeros(shape, dtype=np.int64))

@@ -310,3 +310,11 @@ def test_top_k_keeps_the_k_largest_even_when_the_shift_rounds_them_into_a_tie():
     for _ in range(20):
         probs = filter_logits(logits, 1.0, top_k=3)
         assert probs[2] == 0 and (probs > 0).sum() == 3
+
+
+def test_cli_refuses_an_empty_stop_text(capsys):
+    from minigpt.sample import main
+    with pytest.raises(SystemExit) as e:
+        main(["--pretrained", "nowhere", "--stop", "", "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.count("\n") == 1 and '--stop ""' in err, err

@@ -554,3 +554,18 @@ def test_a_tokenizer_field_of_the_wrong_type_is_a_value_error(field, value):
     d[field] = value
     with pytest.raises(ValueError):
         tokenizer_from_json(json.dumps(d))
+
+
+def test_a_char_tokenizer_with_a_lone_surrogate_is_refused_at_load():
+    d = json.loads(CharTokenizer.train("ab").to_json())
+    d["chars"] = "ab\ud800"
+    with pytest.raises(ValueError, match="lone surrogate"):
+        tokenizer_from_json(json.dumps(d))
+
+
+@pytest.mark.parametrize("pattern", [r"[a-z]+", r"\w+| ", r"."])     # drop digits, punctuation, "\n"
+def test_a_bpe_pattern_that_drops_characters_is_refused_at_load(pattern):
+    d = _bpe_dict([[104, 101]])
+    d["pattern"] = pattern
+    with pytest.raises(ValueError, match="does not split text losslessly"):
+        tokenizer_from_json(json.dumps(d))
