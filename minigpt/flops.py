@@ -17,6 +17,7 @@ tied output head multiplies by it). LayerNorm, GELU, softmax and AdamW are
 not counted; they are a few FLOPs per element, not per weight.
 """
 import math
+import os
 import time
 
 import numpy as np
@@ -55,3 +56,20 @@ def measure_matmul_peak(seconds=0.3, n=1024):
         if time.perf_counter() >= stop:
             break
     return 2.0 * n ** 3 / best / 1e9
+
+
+def step_bytes(config, batch_size):
+    """A generous estimate of one training step's memory in bytes: the float32 activations
+    the backward pass keeps (about 20 (B, T, C) arrays and 2 (B, nh, T, T) per layer, 3 (B, T, V)
+    for the logits) plus weights, gradients and the two AdamW moments (16 bytes a parameter)."""
+    B, T, C, L, V = batch_size, config.block_size, config.n_embd, config.n_layer, config.vocab_size
+    params = 12 * L * C * C + (V + T) * C
+    return 4 * (B * T * (20 * C * L + 3 * V) + 2 * L * B * config.n_head * T * T) + 16 * params
+
+
+def physical_memory():
+    """Bytes of RAM in this machine (os.sysconf), or None where it cannot be told."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import data, task
+from . import data, flops, task
 from .backend import default_rng, enable_tf32, resolve_device, xp_for
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .dist import Solo, world
@@ -218,6 +218,7 @@ def make_run(args, explicit, t0, check=lambda args: None):
         tokens, tokenizer, digest = comm.root_first(lambda: load_data(args, tokenizer))
     if ck is not None:
         _check_same_text(args, ck, digest)
+    _check_memory(args, tokenizer.vocab_size if model is None else model.config.vocab_size)
     if model is None:
         model = GPT(GPTConfig(vocab_size=tokenizer.vocab_size, block_size=args.block_size,
                               n_layer=args.n_layer, n_head=args.n_head, n_embd=args.n_embd,
@@ -231,6 +232,18 @@ def make_run(args, explicit, t0, check=lambda args: None):
     if ck is not None:
         restore(run, ck, device)
     return run
+
+
+def _check_memory(args, vocab_size):
+    """UsageError if one step of this model and batch would need more memory than the machine has
+    (found now, in one line, not by the out-of-memory killer)."""
+    cfg = argparse.Namespace(n_layer=args.n_layer, n_head=args.n_head, n_embd=args.n_embd,
+                             block_size=args.block_size, vocab_size=vocab_size)
+    need, have = flops.step_bytes(cfg, args.batch_size), flops.physical_memory()
+    if have and need > have:
+        raise UsageError(f"one training step needs about {need / 2**30:.1f} GiB, more than this "
+                         f"machine's {have / 2**30:.1f} GiB: try a smaller --batch-size, --block-size, "
+                         f"--n-embd or --n-layer")
 
 
 def restore(run, ck, device):

@@ -359,3 +359,11 @@ def test_tester_a_closed_stdout_saves_the_checkpoint_and_exits_141(corpus, tmp_p
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
     ck = load_checkpoint(out / "ckpt.npz")
     assert f"interrupted at iter {ck['iter_num']} (SIGPIPE)" in err and ck["iter_num"] >= 20
+
+
+def test_tester_a_step_too_large_for_the_memory_is_one_line_before_allocating(corpus, tmp_path, capsys, monkeypatch):
+    from minigpt import flops
+    monkeypatch.setattr(flops, "physical_memory", lambda: 64 * 2**20)     # a 64 MiB machine
+    err = one_line(capsys, train(corpus, tmp_path, "--batch-size", 4096, "--max-iters", 1))
+    assert "one training step needs about" in err and "--batch-size" in err, err
+    assert "model:" not in capsys.readouterr().out
