@@ -15,7 +15,8 @@ from minigpt.backend import gpu_available
 from minigpt.checkpoint import load_checkpoint
 from minigpt.model import GPT, GPTConfig
 from minigpt.tokenizer import build_tokenizer
-from minigpt.train import build_parser, main
+from minigpt.train import main
+from minigpt.train_flags import build_parser
 
 ROOT = Path(__file__).resolve().parent.parent
 SHAKESPEARE = ROOT / "shakespeare.txt"
