@@ -38,7 +38,8 @@ def _read_config(directory):
     """config.json as a dict, checked to describe a GPT-2 minigpt can run exactly."""
     path = os.path.join(directory, "config.json")
     if not os.path.isdir(directory):
-        raise PretrainedError(f"{directory} is not a directory")
+        raise PretrainedError(f"{directory} is not a directory: give a folder with GPT-2's config.json, "
+                              f"model.safetensors, vocab.json and merges.txt (minigpt downloads nothing)")
     try:
         with open(path, encoding="utf-8") as f:
             cfg = loads_json(f.read())

@@ -80,11 +80,26 @@ def fmt_time(seconds):
     return f"{seconds // 60}m{seconds % 60:02d}s"
 
 
+class Utilization:
+    """Model FLOPs utilization: achieved training FLOP/s over the matmul peak.
+
+    The peak is measured once, briefly, at start-up; on a busy machine that reading comes out
+    low. Achieved FLOP/s are a lower bound on the peak, so a faster window raises it and the
+    figure never passes 100%."""
+
+    def __init__(self, flops_per_token, peak):
+        self.flops_per_token, self.peak = flops_per_token, peak
+
+    def percent(self, tok_per_s):
+        self.peak = max(self.peak, tok_per_s * self.flops_per_token)
+        return 100 * tok_per_s * self.flops_per_token / self.peak
+
+
 def log_line(it, total, loss, lr, dt, n_iters, tokens_per_iter, mfu=None, eta=None):
     """The log line for n_iters steps that took dt seconds; returns (line, tokens per second).
-    mfu: (training FLOPs per token, peak FLOP/s) or None; eta: seconds left or None."""
+    mfu: a Utilization (or None); eta: seconds left or None."""
     tok_per_s = tokens_per_iter * n_iters / dt
-    extra = f" | MFU {100 * tok_per_s * mfu[0] / mfu[1]:.1f}%" if mfu else ""
+    extra = f" | MFU {mfu.percent(tok_per_s):.1f}%" if mfu else ""
     return (f"iter {it:5d}/{total} | loss {loss:.4f} | lr {lr:.2e} | {1000 * dt / n_iters:.1f} ms/iter | "
             f"{tok_per_s:,.0f} tok/s{extra} | ETA {fmt_time(eta)}"), tok_per_s
 
@@ -145,10 +160,11 @@ def plot_losses(path, records):
     atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=100))
 
 
-def flops_and_peak(config):
-    """(training FLOPs per token, matmul peak FLOP/s) from minigpt.flops, or None without it."""
+def flops_and_peak(config, n_ranks=1):
+    """A Utilization (training FLOPs per token, the matmul peak FLOP/s of n_ranks processes)
+    from minigpt.flops, or None without it."""
     try:
         from .flops import flops_per_token, measure_matmul_peak
     except ImportError:
         return None
-    return flops_per_token(config), measure_matmul_peak() * 1e9
+    return Utilization(flops_per_token(config), measure_matmul_peak() * 1e9 * n_ranks)

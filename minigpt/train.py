@@ -137,10 +137,9 @@ def _log_line(run, budget, total, lr, window_loss, window_n, dt, mfu):
     mean_loss = float(window_loss) / window_n                # the one host sync per log line
     if not math.isfinite(mean_loss):
         raise Diverged(f"the training loss is {mean_loss} at iter {run.it}")
-    a, n = run.args, run.comm.size             # n ranks: n times the tokens, on n times the peak
+    a, n = run.args, run.comm.size             # n ranks: n times the tokens (and the peak: mfu)
     line, tok_per_s = log_line(run.it, total, mean_loss, lr, dt, window_n,
-                               a.batch_size * a.block_size * a.grad_accum * n,
-                               mfu and (mfu[0], mfu[1] * n), budget.eta(run.it, total))
+                               a.batch_size * a.block_size * a.grad_accum * n, mfu, budget.eta(run.it, total))
     print(line, flush=True)
     return tok_per_s
 
@@ -153,7 +152,7 @@ def train_loop(run, budget, stop):
     fifth of it, so the cosine reaches --min-lr by the end on any budget. Returns 128 + the signal number if stopped
     by SIGINT or SIGTERM (after saving), else 0."""
     args = run.args
-    mfu = flops_and_peak(run.model.config)
+    mfu = flops_and_peak(run.model.config, run.comm.size)
     timed = not math.isinf(budget.deadline)
     total = run.comm.from_root(budget.plan(run.it, time.perf_counter(), args.max_iters))
     lr, loss, tok_per_s, first_it, warm_t = args.lr, None, 0.0, run.it, None

@@ -83,3 +83,13 @@ def test_log_line_names_the_iteration_loss_speed_and_eta():
     line, tok_per_s = log_line(40, 100, 2.5, 1e-3, 2.0, 20, 768, eta=65)
     assert tok_per_s == 768 * 20 / 2.0
     assert line == "iter    40/100 | loss 2.5000 | lr 1.00e-03 | 100.0 ms/iter | 7,680 tok/s | ETA 1m05s"
+
+
+def test_mfu_never_passes_100_percent_when_the_start_up_peak_was_measured_low():
+    from minigpt.progress import Utilization, log_line
+    mfu = Utilization(flops_per_token=1e6, peak=1e9)          # a low start-up reading: 1 GFLOP/s
+    line, _ = log_line(1, 10, 2.0, 1e-3, 1.0, 1, 3000, mfu)    # achieves 3 GFLOP/s
+    assert line.endswith("MFU 100.0% | ETA --") or "MFU 100.0%" in line
+    line, _ = log_line(2, 10, 2.0, 1e-3, 1.0, 1, 1500, mfu)    # half as fast, against the raised peak
+    assert "MFU 50.0%" in line
+    assert Utilization(1e6, 1e10).percent(2000) == 20.0        # an honest peak is left alone
