@@ -31,6 +31,13 @@ def char_tokenizer():
     """A char tokenizer of "hello world" (8 distinct characters, within vocab 11)."""
     return build_tokenizer("char", "hello world")
 
+def _saved_trained(tmp_path):
+    """A `_trained()` model and its optimizer saved as tmp_path/ckpt.npz; returns (path, model)."""
+    model, opt = _trained()
+    path = tmp_path / "ckpt.npz"
+    save_checkpoint(path, model, opt)
+    return path, model
+
 
 def test_round_trip_restores_params_optimizer_and_metadata(tmp_path):
     model, opt = _trained()
@@ -111,9 +118,7 @@ def test_damaged_file_is_refused(tmp_path, content):
 
 
 def test_truncated_checkpoint_is_refused(tmp_path):
-    model, opt = _trained()
-    path = tmp_path / "ckpt.npz"
-    save_checkpoint(path, model, opt)
+    path, model = _saved_trained(tmp_path)
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
     with pytest.raises(CheckpointError):
@@ -147,9 +152,7 @@ def _rewrite(path, **changes):
 
 
 def test_parameter_of_another_shape_is_refused(tmp_path):
-    model, opt = _trained()
-    path = tmp_path / "ckpt.npz"
-    save_checkpoint(path, model, opt)
+    path, model = _saved_trained(tmp_path)
     _rewrite(path, **{"param/h.0.attn.c_attn.weight": np.zeros((8, 9), np.float32)})
     with pytest.raises(CheckpointError, match="another model shape"):
         load_checkpoint(path)
@@ -247,9 +250,7 @@ def test_every_lying_metadata_field_is_named_as_damaged(tmp_path, edit, field):
 @pytest.mark.parametrize("prefix", ["param/", "adam_m/", "adam_v/"])
 @pytest.mark.parametrize("bad", [np.nan, np.inf])
 def test_non_finite_weights_or_moments_are_refused(tmp_path, prefix, bad):
-    model, opt = _trained()
-    path = tmp_path / "ckpt.npz"
-    save_checkpoint(path, model, opt)
+    path, model = _saved_trained(tmp_path)
     w = model.state_dict()["h.1.mlp.c_fc.weight"].copy()
     w[3, 5] = bad
     _rewrite(path, **{prefix + "h.1.mlp.c_fc.weight": w})
@@ -258,9 +259,7 @@ def test_non_finite_weights_or_moments_are_refused(tmp_path, prefix, bad):
 
 
 def test_a_float16_checkpoint_loads_as_float32(tmp_path):
-    model, opt = _trained()
-    path = tmp_path / "ckpt.npz"
-    save_checkpoint(path, model, opt)
+    path, model = _saved_trained(tmp_path)
     with np.load(path) as a:
         arrays = {k: a[k].astype(np.float16) if k.startswith(("param/", "adam_m/")) else a[k] for k in a.files}
     np.savez(path, **arrays)
@@ -288,9 +287,7 @@ def test_an_unused_entry_is_never_read(tmp_path):
 
 
 def test_an_entry_declaring_more_bytes_than_the_file_holds_is_damaged_not_out_of_memory(tmp_path):
-    model, opt = _trained()
-    path = tmp_path / "ckpt.npz"
-    save_checkpoint(path, model, opt)
+    path, model = _saved_trained(tmp_path)
     big = 1 << 38                                  # a vocabulary that needs 8 TB of wte
     _with_meta(path, _set("config", "vocab_size", value=big))
     with np.load(path) as a:
@@ -331,9 +328,7 @@ def test_a_tokenizer_with_a_repeated_merge_is_refused_in_a_checkpoint(tmp_path):
 
 
 def test_an_entry_with_an_unknown_compression_method_is_damaged(tmp_path):
-    model, opt = _trained()
-    path = tmp_path / "ckpt.npz"
-    save_checkpoint(path, model, opt)
+    path, model = _saved_trained(tmp_path)
     raw = bytearray(path.read_bytes())
     at = raw.rindex(b"PK\x01\x02")                 # the last central-directory entry
     raw[at + 10:at + 12] = (99).to_bytes(2, "little")

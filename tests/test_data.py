@@ -191,20 +191,9 @@ def test_a_cache_with_ids_beyond_the_vocabulary_is_rebuilt_even_with_a_matching_
     np.testing.assert_array_equal(again, tokens)
 
 
-def test_a_text_from_a_pipe_is_read_once(tmp_path):
-    import os
-    import threading
-    r, w = os.pipe()
-
-    def feed():
-        with os.fdopen(w, "wb") as f:
-            f.write(TEXT.encode())
-    threading.Thread(target=feed).start()
-    try:
-        tokens, tok, _, _ = data.load_corpus(f"/dev/fd/{r}", tmp_path / "out", _counting_char_factory([]),
-                                          {"kind": "char"})
-    finally:
-        os.close(r)
+def test_a_text_from_a_pipe_is_read_once(tmp_path, pipe_path):
+    tokens, tok, _, _ = data.load_corpus(pipe_path(TEXT.encode()), tmp_path / "out",
+                                         _counting_char_factory([]), {"kind": "char"})
     assert tok.decode(np.asarray(tokens).tolist()) == TEXT
 
 
