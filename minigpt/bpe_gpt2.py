@@ -10,7 +10,7 @@ printable characters, not byte order: `byte_ids[b]` is the id of byte b.
 from pathlib import Path
 
 from .bpe_train import N_BYTES
-from .fileio import loads_json
+from .fileio import loads_json, read_regular_text
 
 ENDOFTEXT = "<|endoftext|>"
 GPT2_ASSETS = Path(__file__).parent / "assets" / "gpt2"
@@ -48,8 +48,8 @@ def read_gpt2_files(encoder_json=None, vocab_bpe=None):
     encoder_json = Path(encoder_json or GPT2_ASSETS / "encoder.json")
     vocab_bpe = Path(vocab_bpe or GPT2_ASSETS / "vocab.bpe")
     try:
-        encoder = loads_json(encoder_json.read_text(encoding="utf-8"))
-        lines = vocab_bpe.read_text(encoding="utf-8").splitlines()
+        encoder = loads_json(read_regular_text(encoder_json, "GPT-2 vocabulary"))
+        lines = [line.rstrip("\r") for line in read_regular_text(vocab_bpe, "GPT-2 merges file").split("\n")]
         merge_lines = [line for line in lines if line and not line.startswith("#version")]
         merges = {}
         for rank, line in enumerate(merge_lines):

@@ -16,7 +16,7 @@ import stat
 
 import numpy as np
 
-from .fileio import FileError, atomic_write, file_digest, loads_json, read_bytes
+from .fileio import FileError, atomic_write, file_digest, loads_json, read_bytes, read_regular_text
 
 VAL_FRACTION = 0.1
 CACHE_VERSION = 1
@@ -36,13 +36,23 @@ def read_text(path):
     return _decode(read_raw(path), path)
 
 
-def read_raw(path):
-    """The bytes of a text file (or pipe), read once; DataError for a missing path or a folder."""
+def check_source(path):
+    """DataError unless path names something a text can be read from: a file, a pipe, a FIFO
+    or /dev/fd/N; not missing, not a folder, not a device. Nothing is opened."""
     path = os.fspath(path)
+    if not os.path.exists(path):
+        raise DataError(f"no such file: {path}")
     if os.path.isdir(path):
         raise DataError(f"{path} is a directory: give a text file, e.g. shakespeare.txt")
-    if os.path.exists(path) and (stat.S_ISCHR(os.stat(path).st_mode) or stat.S_ISBLK(os.stat(path).st_mode)):
+    mode = os.stat(path).st_mode
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
         raise DataError(f"{path} is a device, not a text file (a pipe or a file works)")
+    return path
+
+
+def read_raw(path):
+    """The bytes of a text file (or pipe), read once; DataError for a missing path or a folder."""
+    path = check_source(path)
     try:
         return read_bytes(path)
     except FileError as e:
@@ -175,8 +185,7 @@ def _read_cache(bin_path, meta_path, wanted):
     """(memmap, tokenizer) from an intact cache whose metadata has every `wanted` entry, whose
     tokens.bin has the recorded digest and whose ids all fit the vocabulary; else None."""
     try:
-        with open(meta_path, encoding="utf-8") as f:
-            meta = loads_json(f.read())
+        meta = loads_json(read_regular_text(meta_path, "token cache"))     # a FIFO: rebuilt, not waited on
         if not isinstance(meta, dict) or any(meta.get(k) != v for k, v in wanted.items()):
             return None
         dtype = np.dtype(meta["dtype"])

@@ -38,6 +38,10 @@ class DistError(RuntimeError):
     """Data-parallel training cannot start (e.g. mpiexec without mpi4py)."""
 
 
+class RanksDiverged(RuntimeError):
+    """The weights differed between ranks at a save (rank 0's were saved)."""
+
+
 def launched_by_mpi(environ=None):
     """True when an MPI launcher (mpiexec, mpirun, srun) started this process."""
     environ = os.environ if environ is None else environ
@@ -74,9 +78,17 @@ class Solo:
         """Rank 0's value, on every rank (rank 0 decides)."""
         return value
 
+    def decide(self, fn):
+        """fn() on rank 0, its result (or its exception) on every rank: the one way a decision
+        that depends on a rank's own timings (the time budget's plan, refits and stop) is made."""
+        return fn()
+
     def any(self, flag):
         """True on every rank if flag is true on any rank."""
         return flag
+
+    def check_same_flags(self, flags):
+        """DistError unless flags ({name: value}) are equal on all ranks."""
 
     def agree(self, fn):
         """fn(); under MPI every rank raises if fn raised on any rank."""
@@ -88,6 +100,10 @@ class Solo:
 
     def same_everywhere(self, value):
         """True if value is equal on all ranks."""
+        return True
+
+    def weights_agree(self, params):
+        """True if the weights are bit-identical on all ranks."""
         return True
 
     def check_in_sync(self, params):
@@ -175,6 +191,29 @@ class MPIWorld(Solo):
     def from_root(self, value):
         return self.comm.bcast(value, root=0)
 
+    def decide(self, fn):
+        value, error = None, None
+        if self.is_root:
+            try:
+                value = fn()
+            except Exception as e:             # every rank raises rank 0's error
+                error = e
+        value, shared = self.comm.bcast((value, None if error is None else _portable(error, 0)), root=0)
+        if shared is not None:
+            raise error if error is not None else shared
+        return value
+
+    def check_same_flags(self, flags):
+        every = self.comm.allgather(flags)
+        for name in sorted(set().union(*every)):
+            values = [repr(f.get(name)) for f in every]
+            odd = [r for r, v in enumerate(values) if v != values[0]]
+            if odd:
+                flag = "--" + name.replace("_", "-")
+                raise DistError(f"the ranks were given different flags: {flag} is {values[0]} on rank 0 but "
+                                f"{values[odd[0]]} on rank{'s' * (len(odd) > 1)} {', '.join(map(str, odd))}: "
+                                f"give every rank the same command line")
+
     def any(self, flag):
         buf = np.array([1 if flag else 0], dtype=np.int32)
         self.comm.Allreduce(self.MPI.IN_PLACE, buf, op=self.MPI.MAX)
@@ -209,11 +248,14 @@ class MPIWorld(Solo):
         values = self.comm.allgather(value)
         return all(v == values[0] for v in values)
 
-    def check_in_sync(self, params):
+    def weights_agree(self, params):
         crc = 0
         for p in params.values():
             crc = zlib.crc32(np.ascontiguousarray(to_numpy(p)), crc)
-        if not self.same_everywhere(crc):
+        return self.same_everywhere(crc)
+
+    def check_in_sync(self, params):
+        if not self.weights_agree(params):
             raise RuntimeError("the weights differ between ranks: a bug in minigpt's data-parallel "
                                "step (every rank must take the same optimizer step)")
 

@@ -6,6 +6,8 @@
     loads_json(text)                               # json.loads, refusing absurd nesting
     read_bytes(path)                               # a file, a pipe or /dev/fd/63, read once
     require_regular_file(path, "checkpoint")       # refuses a FIFO (which would hang) unopened
+    read_regular(path, "GPT-2 config")            # bytes of a regular file; a FIFO refused, never waited on
+    refuse_link(path)                              # an output name that is a symbolic link is refused
 
 Every file minigpt writes (checkpoints, the token cache, metrics, plots,
 safetensors exports) goes through `atomic_write`: a crash, a kill or a full
@@ -42,7 +44,7 @@ def _reason(e):
 def file_digest(path):
     """SHA-256 of a file's bytes (hex), read in blocks."""
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    with open_regular(path) as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
@@ -113,10 +115,7 @@ def claim_dir(folder):
         raise FileError(f"cannot create the folder {folder} ({_reason(e)})") from None
     _probe_writable(folder)
     lock_path = os.path.join(folder, LOCK_NAME)
-    try:
-        lock = open(lock_path, "a+")
-    except OSError as e:
-        raise FileError(f"cannot write {lock_path} ({_reason(e)}): give a writable --out-dir") from None
+    lock = _open_lock(lock_path)
     try:
         if fcntl is not None:
             try:
@@ -136,8 +135,22 @@ def claim_dir(folder):
         lock.close()                               # closing the file releases the lock
 
 
+def _no_duplicate_keys(pairs):
+    """object_pairs_hook: a JSON object that names a key twice is a ValueError naming it
+    (json.loads would silently keep the last value)."""
+    d = dict(pairs)
+    if len(d) != len(pairs):
+        seen = set()
+        for k, _ in pairs:
+            if k in seen:
+                raise ValueError(f"duplicate key {k!r} in a JSON object")
+            seen.add(k)
+    return d
+
+
 def loads_json(text, **kwargs):
-    """json.loads, but nesting deeper than MAX_JSON_DEPTH is a ValueError, not a RecursionError.
+    """json.loads, but nesting deeper than MAX_JSON_DEPTH is a ValueError, not a RecursionError,
+    and an object that repeats a key is a ValueError naming the key.
 
     >>> loads_json('{"a": [1, "]["]}')
     {'a': [1, '][']}
@@ -151,10 +164,79 @@ def loads_json(text, **kwargs):
             deepest = max(deepest, depth)
             if deepest > MAX_JSON_DEPTH:
                 raise ValueError(f"JSON nested more than {MAX_JSON_DEPTH} levels deep")
+    kwargs.setdefault("object_pairs_hook", _no_duplicate_keys)
     try:
         return json.loads(text, **kwargs)
     except RecursionError:
         raise ValueError(f"JSON nested more than {MAX_JSON_DEPTH} levels deep") from None
+
+
+def _open_lock(lock_path):
+    """The lock file, opened read-write without following a symbolic link, without waiting on
+    a FIFO and without truncating anything; FileError unless it is a regular file."""
+    flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) \
+        | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(lock_path, flags, 0o644)
+    except OSError as e:
+        if os.path.islink(lock_path):
+            raise FileError(f"{lock_path} is a symbolic link: minigpt never writes through one; "
+                            f"remove it, or give another --out-dir") from None
+        raise FileError(f"cannot write {lock_path} ({_reason(e)}): give a writable --out-dir") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise FileError(f"{lock_path} is not a regular file: remove it, or give another --out-dir")
+    return os.fdopen(fd, "r+")
+
+
+def refuse_link(path, what="file"):
+    """FileError if path is a symbolic link (a file minigpt writes is never written through one)."""
+    if os.path.islink(path):
+        raise FileError(f"{path} is a symbolic link: minigpt never writes through one, so it would "
+                        f"replace the link; remove it, or give another --out-dir")
+
+
+def open_regular(path, what="file"):
+    """A regular file opened for binary reading; FileError for a missing path, a folder, a FIFO or
+    a device. The file is opened without blocking and checked on its descriptor, so a FIFO is
+    refused at once (never waited on) and nothing changes between the check and the read."""
+    path = os.fspath(path)
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise FileError(f"no {what} at {path}") from None
+    except IsADirectoryError:
+        raise FileError(f"{path} is a directory, not a {what}") from None
+    except OSError as e:
+        raise FileError(f"cannot read {path}: {_reason(e)}") from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        if stat.S_ISDIR(mode):
+            raise FileError(f"{path} is a directory, not a {what}")
+        raise FileError(f"{path} is not a regular file (a pipe or a device?): a {what} must be "
+                        f"a file on disk")
+    if hasattr(os, "O_NONBLOCK") and hasattr(os, "set_blocking"):
+        os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
+
+
+def read_regular(path, what="file"):
+    """All the bytes of a regular file (see open_regular); FileError otherwise."""
+    with open_regular(path, what) as f:
+        try:
+            return f.read()
+        except OSError as e:
+            raise FileError(f"cannot read {path}: {_reason(e)}") from None
+
+
+def read_regular_text(path, what="file"):
+    """The UTF-8 text of a regular file; FileError if it is not one, ValueError if not UTF-8."""
+    raw = read_regular(path, what)
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path} is not UTF-8 text (byte {e.start})") from None
 
 
 def loads_versioned(text, fmt, version, what):

@@ -22,7 +22,7 @@ import re
 import numpy as np
 
 from .model import GPT, GPTConfig, param_shapes, params_mismatch
-from .fileio import atomic_write, loads_json
+from .fileio import atomic_write, loads_json, read_regular_text
 from .safetensors import SafetensorsError, load_file, read_header, save_file
 
 GPT2_VOCAB_SIZE = 50257
@@ -41,9 +41,8 @@ def _read_config(directory):
         raise PretrainedError(f"{directory} is not a directory: give a folder with GPT-2's config.json, "
                               f"model.safetensors, vocab.json and merges.txt (minigpt downloads nothing)")
     try:
-        with open(path, encoding="utf-8") as f:
-            cfg = loads_json(f.read())
-    except OSError as e:
+        cfg = loads_json(read_regular_text(path, "GPT-2 config.json"))
+    except OSError as e:                       # missing, a folder, a FIFO (refused, not waited on)
         raise PretrainedError(f"cannot read {path}: {e.strerror or e}") from None
     except ValueError as e:
         raise PretrainedError(f"{path} is not valid JSON ({e})") from None
@@ -106,12 +105,11 @@ def _weight_files(directory):
     """The safetensors file(s) holding the weights: one file, or the shards of an index."""
     single = os.path.join(directory, "model.safetensors")
     index = os.path.join(directory, "model.safetensors.index.json")
-    if os.path.isfile(single):
+    if os.path.lexists(single):                # a FIFO or a folder here is refused when opened
         return [single]
-    if os.path.isfile(index):
+    if os.path.lexists(index):
         try:
-            with open(index, encoding="utf-8") as f:
-                shards = sorted(set(loads_json(f.read())["weight_map"].values()))
+            shards = sorted(set(loads_json(read_regular_text(index, "weight index"))["weight_map"].values()))
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
             raise PretrainedError(f"{index} is damaged ({e})") from None
         if not all(isinstance(s, str) and os.path.basename(s) == s for s in shards):
@@ -189,7 +187,7 @@ def tokenizer_from_directory(directory, vocab_size=GPT2_VOCAB_SIZE):
     from .tokenizer import BPETokenizer
     for vocab, merges in TOKENIZER_FILES:
         v, m = os.path.join(directory, vocab), os.path.join(directory, merges)
-        if os.path.isfile(v) and os.path.isfile(m):
+        if os.path.lexists(v) and os.path.lexists(m):     # a FIFO is refused when read, not skipped
             try:
                 tokenizer = BPETokenizer.from_gpt2(encoder_json=v, vocab_bpe=m)
             except (OSError, ValueError, KeyError, TypeError) as e:

@@ -6,7 +6,7 @@ how many iterations still fit before the deadline.
 import json
 import math
 
-from .fileio import atomic_write, loads_json
+from .fileio import atomic_write, loads_json, read_regular_text
 
 
 class TimeBudget:
@@ -24,6 +24,7 @@ class TimeBudget:
         self.eval_s = None                         # the last eval's duration
         self.sample_s_per_token = 0.005            # a guess until a sample has been timed
         self.warm_s_iter = None                    # seconds per iteration over the warm-up
+        self.guess_s_iter = None                   # a step's cost timed at the start (plan.py)
 
     @property
     def s_iter(self):
@@ -43,7 +44,11 @@ class TimeBudget:
         """An eval's duration: measured, or estimated as 2 splits of forward-only passes."""
         if self.eval_s is not None:
             return self.eval_s
-        return 2 * self.eval_iters * (self.s_iter or 0.0) / (3 * self.grad_accum)
+        return 2 * self.eval_iters * self._s_iter() / (3 * self.grad_accum)
+
+    def _s_iter(self):
+        """Seconds per iteration: measured, else the start-up guess, else 0."""
+        return self.s_iter or self.guess_s_iter or 0.0
 
     def reserve(self):
         """Seconds to keep for the end of the run: final eval, checkpoint, sample, margin."""
@@ -51,11 +56,12 @@ class TimeBudget:
 
     def per_iter(self):
         """Seconds per iteration with the periodic evals spread over them."""
-        return (self.s_iter or 0.0) + self.eval_seconds() / self.eval_interval
+        return self._s_iter() + self.eval_seconds() / self.eval_interval
 
     def fits_another(self, now):
-        """True while one more iteration still leaves the reserve before the deadline."""
-        return now + (self.s_iter or 0.0) + self.reserve() <= self.deadline
+        """True while one more iteration still leaves the reserve before the deadline (during
+        the warm-up, the start-up guess of a step's cost stands in for the measurement)."""
+        return now + self._s_iter() + self.reserve() <= self.deadline
 
     def plan(self, it, now, max_iters=None):
         """The total number of iterations to run: what fits in the time left, capped by max_iters."""
@@ -113,9 +119,8 @@ def write_metrics(path, records):
 def read_metrics(path, up_to_iter):
     """The eval records an earlier run wrote, up to a checkpoint's iteration ([] if none).
     A line that is not a whole record (damaged, edited, cut short) is skipped."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            lines = f.read().splitlines()
+    try:                                       # lines end at "\n" only: U+2028 may sit in a JSON string
+        lines = [line.rstrip("\r") for line in read_regular_text(path, "metrics file").split("\n")]
     except (OSError, ValueError):
         return []
     records = []

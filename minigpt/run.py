@@ -19,20 +19,18 @@ import numpy as np
 from . import data, flops, task
 from .backend import default_rng, enable_tf32, resolve_device, xp_for
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from .dist import Solo, world
+from .dist import RanksDiverged, Solo, world
 from .model import GPT, GPTConfig
 from .optim import AdamW
+from .inputs import UsageError, check_inputs
 from .progress import read_metrics
 
+MAX_ELAPSED_S = 1e9            # seconds a run can have trained for (31 years): more is a lie
 SHAPE_FLAGS = ("n_layer", "n_head", "n_embd", "block_size")   # fixed by a checkpoint
 TOKENIZER_FLAGS = ("tokenizer", "vocab_size")                  # fixed by a checkpoint
 RESUME_NEEDS = ("batch_size", "grad_accum", "lr", "min_lr", "warmup_iters", "weight_decay",
                 "beta2", "grad_clip", "seed")                  # a resumed run's schedule and batches
 NOT_RESUMED = ("file", "out_dir", "device", "tf32", "resume", "overwrite")  # from this command line
-
-
-class UsageError(ValueError):
-    """A flag or a combination of flags that cannot work; the message says what to do."""
 
 
 def check_types(args, parser):
@@ -81,13 +79,8 @@ def start_state(args, explicit, ckpt_path, check=lambda args: None):
 
     --resume merges the checkpoint's training arguments into `args` (explicit flags win);
     check(args) must accept the saved ones alone, or the checkpoint is damaged."""
-    for path in (ckpt_path, *(os.path.join(args.out_dir, n) for n in ("metrics.jsonl", "loss.png"))):
-        if os.path.lexists(path) and not os.path.isfile(path):     # found now, not at the first save
-            raise UsageError(f"{path} is not a file: move it away, or give another --out-dir")
+    check_inputs(args)                         # again: a file may have gone since the start
     if args.resume:
-        if not os.path.lexists(ckpt_path):
-            raise CheckpointError(f"--resume: no checkpoint at {ckpt_path} (train without "
-                                  f"--resume first, or give the run's --out-dir)")
         ck = load_checkpoint(ckpt_path)
         if ck["tokenizer"] is None:
             raise CheckpointError(f"{ckpt_path} holds no tokenizer, so it cannot be resumed "
@@ -106,9 +99,6 @@ def start_state(args, explicit, ckpt_path, check=lambda args: None):
         _check_same(args, explicit, fixed, ckpt_path)
         _merge_saved(args, saved, explicit)    # the run's own flags, unless given again
         return ck["model"], ck["tokenizer"], ck
-    if not args.overwrite and os.path.exists(ckpt_path):
-        raise UsageError(f"{ckpt_path} already exists: continue it with --resume, or pass "
-                         f"--overwrite or another --out-dir to start afresh")
     if args.init_from or args.init_from_pretrained:
         if args.init_from:
             ck = load_checkpoint(args.init_from)
@@ -207,10 +197,6 @@ def make_run(args, explicit, t0, check=lambda args: None):
     xp = xp_for(device)
     model, tokenizer, ck = start_state(args, explicit, os.path.join(args.out_dir, "ckpt.npz"), check)
     check(args)
-    if not args.resume and comm.is_root:       # a fresh run's history starts empty
-        for name in ("metrics.jsonl", "loss.png"):
-            if os.path.isfile(os.path.join(args.out_dir, name)):
-                os.remove(os.path.join(args.out_dir, name))
     if task.is_task_file(args.file):           # prompt/completion pairs: one example per row
         source = args.init_from or args.init_from_pretrained or (args.resume and os.path.join(args.out_dir, "ckpt.npz"))
         tokens, tokenizer, digest = task.load_task(args, tokenizer, model, source, resumed=ck is not None)
@@ -255,7 +241,7 @@ def restore(run, ck, device):
                              "v": {k: xp.asarray(v) for k, v in st["v"].items()}})
     run.it, run.best, run.last_eval = ck["iter_num"], ck["best_val_loss"], ck["iter_num"]
     elapsed = (ck["train_args"] or {}).get("elapsed_s", 0.0)
-    if isinstance(elapsed, bool) or not isinstance(elapsed, (int, float)) or not 0 <= elapsed < math.inf:
+    if isinstance(elapsed, bool) or not isinstance(elapsed, (int, float)) or not 0 <= elapsed <= MAX_ELAPSED_S:
         raise CheckpointError(f"{run.path('ckpt.npz')}: damaged checkpoint: train_args.elapsed_s "
                               f"must be a number of seconds, got {elapsed!r}")
     run.elapsed0 = float(elapsed)
@@ -292,10 +278,20 @@ def save(run):
     """Write ckpt.npz (atomically): weights, AdamW state, RNG states, flags, tokenizer.
 
     Under MPI every rank calls it: the weights are checked equal on all ranks, rank 0
-    writes (the same file as one process's), and the others wait until it has."""
-    run.comm.check_in_sync(run.model.params)
-    if not run.comm.is_root:
-        return run.comm.barrier()
+    writes (the same file as one process's), and the others wait until it has. Weights
+    that differ between ranks (a bug) still leave rank 0's state saved, a valid checkpoint
+    that --resume gives to every rank: then RanksDiverged stops the run on every rank."""
+    agree = run.comm.weights_agree(run.model.params)
+    if run.comm.is_root:
+        _write(run)
+    run.comm.barrier()
+    if not agree:
+        raise RanksDiverged(f"the weights differed between ranks at iter {run.it} (a bug in minigpt's "
+                            f"data-parallel step): saved rank 0's state to {run.path('ckpt.npz')}; "
+                            f"continue with --resume")
+
+
+def _write(run):
     states = {"batch": run.batch_rng.bit_generator.state,
               "dropout": getattr(getattr(run.dropout_rng, "bit_generator", None), "state", None)}
     if not isinstance(states["dropout"], dict):
@@ -303,20 +299,28 @@ def save(run):
     save_checkpoint(run.path("ckpt.npz"), run.model, run.opt, run.tokenizer, run.it, run.best,
                     dict(vars(run.args), elapsed_s=run.elapsed(), ranks=run.comm.size,
                          text_sha256=run.text_sha256), states)
-    run.comm.barrier()
+
+
+class Interrupted(KeyboardInterrupt):
+    """A signal that aborts at once (before training, or a second time): exit 128 + signum."""
+
+    def __init__(self, signum):
+        super().__init__(signum)
+        self.signum = signum
 
 
 class StopOnSignal:
     """SIGINT (Ctrl-C), SIGTERM (a scheduler, `timeout`) and SIGHUP (a closed terminal)
-    handler: once training runs, the first asks the loop to stop after this step and
-    save; before that, or a second time, it aborts (KeyboardInterrupt)."""
+    handler: once training runs (armed), the first asks the run to stop after this step
+    (or this eval, save or sample) and save; before that, or a second time, it aborts
+    (Interrupted, which remembers the signal)."""
 
     def __init__(self):
         self.requested, self.armed, self.signum = False, False, None
 
     def __call__(self, signum, frame):
         if self.requested or not self.armed:
-            raise KeyboardInterrupt
+            raise Interrupted(signum)
         self.requested, self.signum = True, signum
 
 

@@ -42,7 +42,8 @@ def read_examples(path):
     Blank lines are skipped; keys other than prompt and completion are ignored.
     """
     pairs = []
-    for n, line in enumerate(read_text(path).splitlines(), start=1):
+    # lines end at "\n" only (str.splitlines would also split at U+2028 or U+0085 inside a string)
+    for n, line in enumerate((line.rstrip("\r") for line in read_text(path).split("\n")), start=1):
         if not line.strip():
             continue
         try:
@@ -50,7 +51,7 @@ def read_examples(path):
         except json.JSONDecodeError as e:
             raise DataError(f"{path}:{n}: not JSON ({e.msg} at column {e.colno}): each line must be "
                             f'an object like {{"prompt": "...", "completion": "..."}}') from None
-        except ValueError as e:                # nested too deep for the parser
+        except ValueError as e:                # nested too deep for the parser, or a repeated key
             raise DataError(f"{path}:{n}: {e}") from None
         if not isinstance(obj, dict):
             raise DataError(f"{path}:{n}: a JSON {type(obj).__name__}, not an object with "

@@ -19,14 +19,13 @@ first. A merge's rank is the id it makes: merges learned earlier come first.
 import json
 from collections import Counter
 from itertools import chain
-from pathlib import Path
 
 import regex
 
 from .bpe_encode import merge_by_rank
 from .bpe_gpt2 import ENDOFTEXT, GPT2_ASSETS, bytes_to_unicode, read_gpt2_files  # noqa: F401
 from .bpe_train import N_BYTES, learn_merges, merge
-from .fileio import atomic_write, loads_versioned
+from .fileio import atomic_write, loads_versioned, read_regular_text
 
 # GPT-2's pre-split: contractions, letters, digits, other symbols, whitespace. A space
 # sticks to the word after it, so a run of spaces leaves its last one to the next word:
@@ -365,8 +364,8 @@ def tokenizer_from_json(s):
 def load_tokenizer(path):
     """Read a tokenizer file written by `save`; ValueError if unreadable, foreign or corrupt."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
+        text = read_regular_text(path, "tokenizer file")      # a FIFO is refused, not waited on
+    except (OSError, ValueError) as e:
         raise ValueError(f"cannot read tokenizer file {path}: {e}") from None
     try:
         return tokenizer_from_json(text)

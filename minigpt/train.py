@@ -19,12 +19,13 @@ import time
 
 import numpy as np
 
-from . import data, dist, task
+from . import data, dist, plan, task
 from .backend import DeviceError
 from .checkpoint import CheckpointError
 from .fileio import FileError, claim_dir
 from .optim import clip_grad_norm, lr_schedule
 from .progress import TimeBudget, flops_and_peak, fmt_time, log_line, plot_losses, write_metrics
+from .inputs import check_inputs, start_afresh
 from .run import PipeGuard, StopOnSignal, UsageError, handling, make_run, save
 from .train_flags import check_args, check_start, parse_args
 
@@ -154,13 +155,13 @@ def train_loop(run, budget, stop):
     args = run.args
     mfu = flops_and_peak(run.model.config, run.comm.size)
     timed = not math.isinf(budget.deadline)
-    total = run.comm.from_root(budget.plan(run.it, time.perf_counter(), args.max_iters))
+    total = plan.planned_total(run, budget)    # every plan, refit and stop: rank 0's (plan.decide)
     lr, loss, tok_per_s, first_it, warm_t = args.lr, None, 0.0, run.it, None
     window_t, window_n, window_loss = time.perf_counter(), 0, 0.0
-    stop.armed = True
+    stop.armed = True                          # from here to exit, a signal stops the run with a save
     # under MPI every rank must take the same branches: rank 0 decides the time, any rank a stop
     while run.it < total and not run.comm.any(stop.requested):
-        if run.comm.from_root(run.it > first_it and not budget.fits_another(time.perf_counter())):
+        if run.it > first_it and not plan.another_fits(run, budget):
             break                              # the time budget is spent
         decay_iters = args.lr_decay_iters or total
         fitted = timed and (args.max_iters is None or total < args.max_iters)     # by the budget
@@ -175,21 +176,19 @@ def train_loop(run, budget, stop):
             elif run.it - first_it == 1 + WARMUP_STEPS:
                 float(loss)
                 budget.warm_up(WARMUP_STEPS, time.perf_counter() - warm_t)
-                total = budget.plan(run.it, time.perf_counter(), args.max_iters)
+                total = plan.planned_total(run, budget)
                 print(f"plan: {total} iterations in the time budget "
                       f"({1000 * budget.s_iter:.1f} ms/iter over the first {WARMUP_STEPS + 1})", flush=True)
         if run.it % args.log_interval == 0 or run.it == total:
             dt = time.perf_counter() - window_t
             budget.observe(window_n, dt)
             if run.it < total:                 # refit the plan, but never past its end
-                total = max(run.it, run.comm.from_root(budget.plan(run.it, time.perf_counter(),
-                                                                   args.max_iters)))
+                total = max(run.it, plan.planned_total(run, budget))
             tok_per_s = _log_line(run, budget, total, lr, window_loss, window_n, dt, mfu)
             window_t, window_n, window_loss = time.perf_counter(), 0, 0.0
         if run.it % args.eval_interval == 0 and not run.comm.any(stop.requested):
             evaluate(run, lr, tok_per_s, budget)
             window_t += budget.eval_s              # the log window times training steps only
-    stop.armed = False
     stopped = run.comm.any(stop.requested)
     if window_n and not stopped:               # the budget ended the run between log lines
         tok_per_s = _log_line(run, budget, run.it, lr, window_loss, window_n,
@@ -198,13 +197,20 @@ def train_loop(run, budget, stop):
         if loss is not None and not math.isfinite(float(loss)):
             raise Diverged(f"the training loss is {float(loss)} at iter {run.it}")
         save(run)
-        name = signal.Signals(stop.signum).name
-        print(f"interrupted at iter {run.it} ({name}): saved {run.path('ckpt.npz')}; continue with "
-              f"--resume", file=sys.stderr)
-        return 128 + stop.signum
+        return _interrupted(run, stop)
     if run.last_eval != run.it:
-        evaluate(run, lr, tok_per_s, budget)
+        evaluate(run, lr, tok_per_s, budget)   # saves: a signal during it is honoured just after
+    if run.comm.any(stop.requested):
+        return _interrupted(run, stop, "during the final eval")
     return 0
+
+
+def _interrupted(run, stop, when=None):
+    """Say that the run stopped on a signal (its checkpoint saved); returns 128 + the signal."""
+    name = signal.Signals(stop.signum or signal.SIGINT).name if stop.requested else "on another rank"
+    print(f"interrupted at iter {run.it} ({name}{', ' + when if when else ''}): saved "
+          f"{run.path('ckpt.npz')}; continue with --resume", file=sys.stderr)
+    return 128 + (stop.signum or signal.SIGTERM)
 
 
 def batch_line(args, comm):
@@ -215,21 +221,34 @@ def batch_line(args, comm):
     return f"batch: {' x '.join(parts)} = {n:,} tokens per step{comm.describe()}"
 
 
-def train(args, explicit, t0):
-    """Set up the run, train it, and report. Returns the exit status."""
+def _check_flags(args, explicit):
+    """The flags alone, then every input they name, before the out-dir is touched."""
     check_start(args)
     if not args.resume:                        # a resumed run is checked with its saved flags
         check_args(args)
+    check_inputs(args)
+
+
+def shared_flags(args, explicit):
+    """{flag: (value, given)} that every rank must agree on: all but FILE and --out-dir, whose
+    contents (the text's SHA-256, the token cache) are compared instead."""
+    return {k: (v, k in explicit) for k, v in vars(args).items() if k not in ("file", "out_dir")}
+
+
+def train(args, explicit, t0):
+    """Set up the run, train it, and report. Returns the exit status."""
     stop = StopOnSignal()
     signums = [getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, n)]
-    comm = dist.world()
     with contextlib.ExitStack() as held:
+        held.enter_context(handling(stop, signums))    # from the start: a signal exits 128 + its number
+        comm = dist.world()
+        comm.agree(lambda: _check_flags(args, explicit))     # every rank, or none, refuses
+        comm.check_same_flags(shared_flags(args, explicit))
         # rank 0 owns the out-dir, locked for the run; a refusal there stops every rank
         comm.agree(lambda: held.enter_context(claim_dir(args.out_dir)) if comm.is_root else None)
-        held.enter_context(handling(stop, signums))
         out = held.enter_context(contextlib.redirect_stdout(PipeGuard(sys.stdout, stop)))
         status = _train(args, explicit, t0, stop)
-        return status or (128 + stop.signum if out.broken else 0)   # the end was not seen
+        return status or (128 + stop.signum if out.broken or stop.requested else 0)   # the end was not seen
 
 
 def _train(args, explicit, t0, stop):
@@ -244,6 +263,8 @@ def _train(args, explicit, t0, stop):
                         args.eval_iters, args.grad_accum, args.sample_tokens)
     if isinstance(run.val_tokens, task.Examples):     # keep time for the final eval's answers
         budget.margin_s += task.answer_time(run, args.eval_examples + 8)
+    plan.check_budget_holds(run, budget)       # or refuse now, in one line
+    start_afresh(run)                          # everything checked: the last run's history goes
     with np.errstate(all="ignore"):            # a diverging loss is reported by the loop, once
         status = train_loop(run, budget, stop)
     if status:
@@ -253,12 +274,18 @@ def _train(args, explicit, t0, stop):
     if run.records and "exact_match" in run.records[-1]:
         r = run.records[-1]
         print(f"exact match on {r['eval_examples']} held-out examples: {100 * r['exact_match']:.1f}%")
-    if args.sample_tokens and run.comm.is_root and isinstance(run.val_tokens, task.Examples):
+    if stop.requested:                         # the run is saved whole: no sample
+        pass
+    elif args.sample_tokens and run.comm.is_root and isinstance(run.val_tokens, task.Examples):
         accuracy, scored = task.exact_match(run.model, run.val_tokens, 8, run.tokenizer)
         print("--- greedy answers to 8 held-out prompts ---\n" + "\n".join(task.format_answers(scored, 8)))
     elif args.sample_tokens and run.comm.is_root:
         print(f"--- sample ({args.sample_tokens} tokens) ---")
         print(sample_text(run, args.sample_tokens, args.seed + 1))
+    if stop.requested:                         # a signal (or a closed stdout) after the final save
+        print(f"interrupted ({signal.Signals(stop.signum).name}) after the final save: "
+              f"{run.path('ckpt.npz')} holds the whole run", file=sys.stderr)
+        return 128 + stop.signum
     return 0
 
 
@@ -288,9 +315,14 @@ def main(argv=None):
         print("error: out of memory for this model and batch: try a smaller --block-size, "
               "--batch-size, --n-embd or --n-layer", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    except dist.RanksDiverged as e:            # rank 0's state is saved; --resume continues
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt as e:             # before training started, or a second signal
+        signum = getattr(e, "signum", signal.SIGINT)
+        print(f"interrupted ({signal.Signals(signum).name}): stopped at once (before training, or a "
+              f"second signal); the last checkpoint, if any, is kept", file=sys.stderr)
+        return 128 + signum
 
 
 if __name__ == "__main__":

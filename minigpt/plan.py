@@ -1,0 +1,89 @@
+"""The time budget's decisions, made once for every rank, and the check that it can hold.
+
+    total = planned_total(run, budget)        # how many iterations fit (rank 0's plan, on every rank)
+    if not another_fits(run, budget): ...      # stop now? (rank 0 decides)
+    check_budget_holds(run, budget)           # at the start: one step and the final eval must fit
+
+Under MPI each rank measures its own speed, and a busy machine makes those
+measurements differ. A plan made from them on each rank would give each its own
+number of iterations, its own cosine schedule and its own last step: the weights
+drift apart and the ranks stop at different steps. So every plan, refit and stop
+goes through `decide`, which runs the decision on rank 0 alone and hands its
+result to every rank (one broadcast); one process decides for itself.
+"""
+import time
+
+import numpy as np
+
+from . import data
+from .backend import default_rng
+from .inputs import UsageError
+
+
+def decide(run, fn):
+    """fn() as rank 0 computes it, on every rank (see dist.Solo.decide)."""
+    return run.comm.decide(fn)
+
+
+def planned_total(run, budget):
+    """The total number of iterations that fit in the budget, capped by --max-iters."""
+    return decide(run, lambda: budget.plan(run.it, time.perf_counter(), run.args.max_iters))
+
+
+def another_fits(run, budget):
+    """True while one more iteration still leaves time for the end of the run."""
+    return decide(run, lambda: budget.fits_another(time.perf_counter()))
+
+
+def _probe(run):
+    """Seconds of one training micro-batch (forward and backward) and of one eval batch
+    (forward), each timed on its second try. The model, the optimizer and the run's random
+    streams are left untouched, so a resumed run continues exactly."""
+    args, xp, model = run.args, run.xp, run.model
+    rng, dropout = np.random.default_rng([args.seed, 11]), default_rng(xp, args.seed + 11)
+    x, y = run.comm.shard(*data.get_batch(run.train_tokens, args.batch_size * run.comm.size,
+                                           args.block_size, rng))
+    x, y = xp.asarray(x), xp.asarray(y)
+    for _ in range(2):
+        t = time.perf_counter()
+        _, loss, cache = model.forward(x, y, train=True, rng=dropout)
+        model.backward(cache)
+        float(loss)
+        micro_s = time.perf_counter() - t
+    for _ in range(2):
+        t = time.perf_counter()
+        float(model.forward(x, y, train=False)[1])
+        eval_batch_s = time.perf_counter() - t
+    return micro_s, eval_batch_s
+
+
+def budget_verdict(args, budget, micro_s, eval_batch_s, now):
+    """None if one optimizer step and the final eval fit before the deadline, else the reason."""
+    step_s = args.grad_accum * micro_s
+    eval_s = 2 * args.eval_iters * eval_batch_s
+    left = budget.deadline - now - budget.margin_s
+    if step_s + eval_s <= left:
+        return None
+    minutes = args.max_time
+    return (f"the time budget cannot hold: one step of --grad-accum {args.grad_accum} micro-batches "
+            f"takes about {step_s:.1f} s and the final eval of --eval-iters {args.eval_iters} batches "
+            f"per split about {eval_s:.1f} s (measured now), more than the {max(left, 0):.1f} s left of "
+            f"--max-time {minutes:g}: lower --grad-accum or --eval-iters, or raise --max-time")
+
+
+def check_budget_holds(run, budget):
+    """UsageError, on every rank, if the first step and the final eval cannot fit in the
+    budget (rank 0's timing decides); otherwise the budget knows a step's cost from the
+    start, so the warm-up never runs past the deadline either."""
+    if budget.deadline == float("inf"):
+        return
+    micro_s, eval_batch_s = _probe(run)
+
+    def verdict():
+        why = budget_verdict(run.args, budget, micro_s, eval_batch_s, time.perf_counter())
+        return why, run.args.grad_accum * micro_s
+
+    why, step_s = decide(run, verdict)
+    if why:
+        raise UsageError(why)
+    budget.guess_s_iter = step_s
