@@ -162,17 +162,27 @@ def _read_meta(path, zf):
     for key in ("config", "iter_num"):
         if key not in meta:
             raise _damaged(path, key, "is missing from the metadata")
-    if not _is_int(meta["iter_num"]) or meta["iter_num"] < 0:
-        raise _damaged(path, "iter_num", f"must be a count, got {meta['iter_num']!r}")
+    if not _is_int(meta["iter_num"]) or not 0 <= meta["iter_num"] <= MAX_STEPS:
+        raise _damaged(path, "iter_num", f"must be a count in 0..{MAX_STEPS:,}, got {_short(meta['iter_num'])}")
     best = meta.get("best_val_loss")
-    if best is not None and not (_is_number(best) and math.isfinite(best)):
-        raise _damaged(path, "best_val_loss", f"must be a finite number or null, got {best!r}")
+    if best is not None and not (_is_number(best) and 0 <= best < math.inf):
+        raise _damaged(path, "best_val_loss", f"must be a loss (a finite number, 0 or more) or null, "
+                                              f"got {_short(best)}")
     for key in ("train_args", "rng_state"):
         if meta.get(key) is not None and not isinstance(meta[key], dict):
             raise _damaged(path, key, f"must be an object or null, got {type(meta[key]).__name__}")
     if "adam" in meta:
         _check_adam(path, meta["adam"])
     return meta
+
+
+MAX_STEPS = 10**12             # optimizer steps a checkpoint can have taken (a larger count is a lie)
+
+
+def _short(v):
+    """repr(v), cut to 40 characters (10**400 has 401 digits)."""
+    text = repr(v)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _is_int(v):
@@ -186,11 +196,14 @@ def _is_number(v):
 def _check_adam(path, adam):
     if not isinstance(adam, dict):
         raise _damaged(path, "adam", "must be an object")
-    if not _is_int(adam.get("t")) or adam["t"] < 0:
-        raise _damaged(path, "adam.t", f"must be a step count, got {adam.get('t')!r}")
-    for key in ("lr", "eps", "weight_decay"):
-        if key in adam and not (_is_number(adam[key]) and math.isfinite(adam[key])):
-            raise _damaged(path, f"adam.{key}", f"must be a finite number, got {adam[key]!r}")
+    if not _is_int(adam.get("t")) or not 0 <= adam["t"] <= MAX_STEPS:
+        raise _damaged(path, "adam.t", f"must be a step count in 0..{MAX_STEPS:,}, got {_short(adam.get('t'))}")
+    for key, low in (("lr", 0.0), ("eps", 0.0), ("weight_decay", 0.0)):
+        ok = key not in adam or (_is_number(adam[key]) and low <= adam[key] < math.inf
+                                 and (key != "eps" or 0 < adam[key] < 1))
+        if not ok:
+            raise _damaged(path, f"adam.{key}", f"must be a finite number{' in (0, 1)' * (key == 'eps')}"
+                                                f"{', 0 or more' * (key != 'eps')}, got {_short(adam[key])}")
     betas = adam.get("betas", [0.9, 0.999])
     if not (isinstance(betas, list) and len(betas) == 2 and all(_is_number(b) and 0 <= b < 1 for b in betas)):
         raise _damaged(path, "adam.betas", f"must be two numbers in [0, 1), got {betas!r}")

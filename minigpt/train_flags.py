@@ -9,6 +9,10 @@ import math
 
 from .run import UsageError, check_types
 
+MAX_COUNT = 10**12             # no count flag (steps, batches, tokens, layers) can sensibly exceed this
+MAX_MINUTES = 10**6            # --max-time: about two years
+MAX_SEED = 2**63 - 1
+
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message):
@@ -94,9 +98,13 @@ def check_args(args):
     check_types(args, build_parser())
     positive = ("n_layer", "n_head", "n_embd", "block_size", "batch_size", "grad_accum",
                 "log_interval", "eval_interval", "eval_iters", "eval_examples")
-    for name in positive + (("max_iters",) if args.max_iters is not None else ()):
+    optional = tuple(n for n in ("max_iters", "lr_decay_iters") if getattr(args, n) is not None)
+    for name in positive + optional:
         if getattr(args, name) < 1:
             raise UsageError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    for name in positive + optional + ("warmup_iters", "sample_tokens") + ("vocab_size",) * (args.vocab_size is not None):
+        if getattr(args, name) > MAX_COUNT:
+            raise UsageError(f"--{name.replace('_', '-')} must be at most {MAX_COUNT:,}, got {getattr(args, name)}")
     if args.n_embd % args.n_head:
         raise UsageError(f"--n-embd {args.n_embd} is not divisible by --n-head {args.n_head}: "
                          f"pick a width that is a multiple of the head count")
@@ -115,8 +123,13 @@ def check_args(args):
         raise UsageError("--weight-decay and --grad-clip cannot be negative (--grad-clip 0: no clipping)")
     if not 0.0 <= args.beta2 < 1.0:
         raise UsageError(f"--beta2 must be in [0, 1), got {args.beta2}")
-    if args.seed < 0:
-        raise UsageError(f"--seed must be 0 or more, got {args.seed}")
+    if not 0 <= args.seed <= MAX_SEED:
+        raise UsageError(f"--seed must be in 0..2**63-1, got {args.seed}")
+    if args.max_time > MAX_MINUTES:
+        raise UsageError(f"--max-time must be at most {MAX_MINUTES:,} minutes, got {args.max_time}")
+    if args.lr * args.weight_decay >= 1:
+        raise UsageError(f"--lr times --weight-decay must be below 1 (each step shrinks the weights by "
+                         f"that fraction), got {args.lr} x {args.weight_decay}")
     if not args.out_dir or not args.file:
         raise UsageError("FILE and --out-dir cannot be empty")
     if not args.max_time and args.max_iters is None:
