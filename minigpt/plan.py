@@ -77,6 +77,8 @@ def check_budget_holds(run, budget):
     start, so the warm-up never runs past the deadline either."""
     if budget.deadline == float("inf"):
         return
+    if run.args.resume and budget.deadline - time.perf_counter() <= budget.margin_s:
+        return                                 # a resumed run whose budget is spent: nothing to fit
     micro_s, eval_batch_s = _probe(run)
 
     def verdict():

@@ -22,7 +22,7 @@ import re
 import numpy as np
 
 from .model import GPT, GPTConfig, param_shapes, params_mismatch
-from .fileio import atomic_write, loads_json, read_regular_text
+from .fileio import FileError, atomic_write, loads_json, read_regular_text
 from .safetensors import SafetensorsError, load_file, read_header, save_file
 
 GPT2_VOCAB_SIZE = 50257
@@ -42,7 +42,9 @@ def _read_config(directory):
                               f"model.safetensors, vocab.json and merges.txt (minigpt downloads nothing)")
     try:
         cfg = loads_json(read_regular_text(path, "GPT-2 config.json"))
-    except OSError as e:                       # missing, a folder, a FIFO (refused, not waited on)
+    except FileError as e:                     # missing, a folder, a FIFO (refused, not waited on)
+        raise PretrainedError(str(e)) from None
+    except OSError as e:
         raise PretrainedError(f"cannot read {path}: {e.strerror or e}") from None
     except ValueError as e:
         raise PretrainedError(f"{path} is not valid JSON ({e})") from None

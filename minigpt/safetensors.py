@@ -22,7 +22,7 @@ import os
 import numpy as np
 
 from .backend import to_numpy
-from .fileio import atomic_write, loads_json, open_regular
+from .fileio import FileError, atomic_write, loads_json, open_regular
 
 MAX_HEADER_BYTES = 100_000_000   # the reference implementation's limit
 
@@ -133,6 +133,8 @@ def _open_header(path, f):
 def _open(path):
     try:
         return open_regular(path, "safetensors file")     # a FIFO is refused, not waited on
+    except FileError as e:
+        raise SafetensorsError(str(e)) from None
     except OSError as e:
         raise SafetensorsError(f"cannot read {path}: {e.strerror or e}") from None
 

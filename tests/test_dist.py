@@ -29,7 +29,8 @@ TINY = ["--n-layer", "1", "--n-head", "2", "--n-embd", "16", "--block-size", "16
         "--log-interval", "5", "--sample-tokens", "10", "--max-time", "0", "--eval-interval", "10"]
 JOB_TIMEOUT_S = 60
 # a wrapper around the training CLI that records each rank's exit status (and pid) in OUT_DIR,
-# and can break one rank on purpose: MINIGPT_TEST_BREAK=setup|crash on rank 1
+# and can break one rank on purpose: MINIGPT_TEST_BREAK=setup|crash|drift on rank 1, or make
+# its clock run MINIGPT_TEST_CLOCK times as fast (so it measures itself that much slower)
 WRAPPER = """
 import os, sys
 from minigpt import data, dist, run, train
@@ -46,6 +47,18 @@ if rank == "1" and os.environ.get("MINIGPT_TEST_BREAK") == "crash":
         if r.it == 3:
             raise RuntimeError("rank 1 crashed on purpose")
         return step(r, lr)
+    train.train_step = train_step
+if rank == "1" and os.environ.get("MINIGPT_TEST_CLOCK"):     # rank 1 measures N times slower
+    import time
+    real, scale = time.perf_counter, float(os.environ["MINIGPT_TEST_CLOCK"])
+    time.perf_counter = lambda: scale * real()
+if rank == "1" and os.environ.get("MINIGPT_TEST_BREAK") == "drift":
+    step = train.train_step
+    def train_step(r, lr):
+        loss = step(r, lr)
+        if r.it == 3:
+            r.model.params["ln_f.bias"][0] += 1e-3
+        return loss
     train.train_step = train_step
 status = dist.run(lambda: train.main(sys.argv[1:]))
 open(os.path.join(out, "status" + rank), "w").write(str(status))
@@ -272,3 +285,41 @@ def test_a_task_file_trains_on_two_ranks_as_on_one_process_of_twice_the_batch(mp
     assert_same_run(tmp_path / "two", ref)
     record = json.loads((tmp_path / "two" / "metrics.jsonl").read_text().splitlines()[-1])
     assert record["eval_examples"] == 4 and 0 <= record["exact_match"] <= 1
+
+
+def test_the_time_budget_under_mpi_is_rank_0s_plan_when_the_ranks_time_themselves_differently(
+        mpiexec, corpus, tmp_path):
+    r = train_job(mpiexec, 2, corpus, tmp_path, "--batch-size", "6", "--max-time", "0.15", "--log-interval", "10",
+                  env={"MINIGPT_TEST_CLOCK": "3"})
+    assert r.returncode == 0, r.stderr
+    assert "plan:" in r.stdout and "differ" not in r.stderr
+    assert [(tmp_path / f"status{k}").read_text() for k in (0, 1)] == ["0", "0"]
+    done = int(r.stdout.split("done: ")[1].split()[0])
+    assert load_checkpoint(tmp_path / "ckpt.npz")["iter_num"] == done > 6
+
+
+def test_weights_that_differ_at_a_save_keep_rank_0s_checkpoint_and_resume(mpiexec, corpus, tmp_path):
+    r = train_job(mpiexec, 2, corpus, tmp_path, "--batch-size", "6", "--max-iters", "20",
+                  env={"MINIGPT_TEST_BREAK": "drift"})
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "the weights differed between ranks at iter 10" in r.stderr and "--resume" in r.stderr
+    assert load_checkpoint(tmp_path / "ckpt.npz")["iter_num"] == 10
+    r = train_job(mpiexec, 2, corpus, tmp_path, "--batch-size", "6", "--max-iters", "20", "--resume")
+    assert r.returncode == 0, r.stderr
+    assert load_checkpoint(tmp_path / "ckpt.npz")["iter_num"] == 20
+
+
+@pytest.mark.parametrize("flag, value", [("--seed", "7"), ("--lr", "0.001"), ("--eval-interval", "5"),
+                                         ("--eval-iters", "3")])
+def test_ranks_given_different_flags_refuse_at_the_start_naming_the_flag_and_the_ranks(
+        mpiexec, corpus, tmp_path, flag, value):
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="1", MPIEXEC_TIMEOUT=str(JOB_TIMEOUT_S))
+    rank = [sys.executable, "-m", "mpi4py", "-c", WRAPPER, str(corpus), "--out-dir", str(tmp_path),
+            *TINY, "--batch-size", "6", "--max-iters", "20"]
+    cmd = [mpiexec, "-n", "1", *rank, ":", "-n", "1", *rank, flag, value]
+    r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=JOB_TIMEOUT_S + 15)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert f"different flags: {flag} is" in r.stderr and "on rank 1" in r.stderr
+    assert not (tmp_path / "ckpt.npz").exists()
