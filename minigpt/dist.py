@@ -88,7 +88,7 @@ class Solo:
         return flag
 
     def check_same_flags(self, flags):
-        """DistError unless flags ({name: value}) are equal on all ranks."""
+        """DistError unless flags ({name: (value, given on the command line)}) agree on all ranks."""
 
     def agree(self, fn):
         """fn(); under MPI every rank raises if fn raised on any rank."""
@@ -206,13 +206,18 @@ class MPIWorld(Solo):
     def check_same_flags(self, flags):
         every = self.comm.allgather(flags)
         for name in sorted(set().union(*every)):
-            values = [repr(f.get(name)) for f in every]
-            odd = [r for r, v in enumerate(values) if v != values[0]]
+            values = [f.get(name, (None, False)) for f in every]
+            shown = [repr(v) for v, _ in values]
+            odd = [r for r, v in enumerate(shown) if v != shown[0]]
+            how = [f"{shown[0]} on rank 0 but {shown[odd[0]] if odd else ''}"]
+            if not odd:                        # the same value, given on some ranks only (--resume)
+                odd = [r for r, (_, given) in enumerate(values) if given != values[0][1]]
+                how = ["given on rank 0 but not" if values[0][1] else "not given on rank 0 but given"]
             if odd:
                 flag = "--" + name.replace("_", "-")
-                raise DistError(f"the ranks were given different flags: {flag} is {values[0]} on rank 0 but "
-                                f"{values[odd[0]]} on rank{'s' * (len(odd) > 1)} {', '.join(map(str, odd))}: "
-                                f"give every rank the same command line")
+                raise DistError(f"the ranks were given different flags: {flag} is {how[0]} on "
+                                f"rank{'s' * (len(odd) > 1)} {', '.join(map(str, odd))}: give every rank "
+                                f"the same command line")
 
     def any(self, flag):
         buf = np.array([1 if flag else 0], dtype=np.int32)

@@ -209,18 +209,18 @@ def build_parser():
                      "model.safetensors, vocab.json + merges.txt)")
     p.add_argument("--prompt", default="", help="text to continue (default: <|endoftext|> for "
                    "GPT-2 tokenizers, a newline otherwise)")
-    p.add_argument("--max-new-tokens", type=_checked(int, lambda v: v >= 1, "at least 1"),
+    p.add_argument("--max-new-tokens", type=_checked(int, lambda v: 1 <= v <= 10**9, "in 1..10**9"),
                    default=500, help="tokens to generate per sample (default 500)")
     p.add_argument("--temperature", type=_checked(float, lambda v: 0 <= v < math.inf, "0 or more"),
                    default=0.8, help="below 1 sharper, above 1 flatter, 0 greedy (default 0.8)")
     p.add_argument("--greedy", action="store_true", help="always take the most likely token")
-    p.add_argument("--top-k", type=_checked(int, lambda v: v >= 1, "at least 1"), default=200,
+    p.add_argument("--top-k", type=_checked(int, lambda v: 1 <= v <= 10**9, "in 1..10**9"), default=200,
                    help="sample only among the k most likely tokens (default 200)")
     p.add_argument("--top-p", type=_checked(float, lambda v: 0 < v <= 1, "in (0, 1]"), default=1.0,
                    help="sample only among the most likely tokens holding mass p (default 1: off)")
-    p.add_argument("--seed", type=_checked(int, lambda v: v >= 0, "0 or more"), default=None,
+    p.add_argument("--seed", type=_checked(int, lambda v: 0 <= v < 2**63, "in 0..2**63-1"), default=None,
                    help="random seed, for a reproducible sample (default: fresh each run)")
-    p.add_argument("--num-samples", type=_checked(int, lambda v: v >= 1, "at least 1"), default=1,
+    p.add_argument("--num-samples", type=_checked(int, lambda v: 1 <= v <= 10**6, "in 1..10**6"), default=1,
                    help="how many samples to print (default 1)")
     p.add_argument("--stop", action="append", default=[], metavar="TEXT",
                    help="stop a sample when this text appears (not printed); repeatable")

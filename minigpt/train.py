@@ -253,7 +253,11 @@ def train(args, explicit, t0):
 
 def _train(args, explicit, t0, stop):
     run = dist.world().agree(lambda: make_run(args, explicit, t0, check_args))  # fails on all ranks or none
+    run.comm.check_same_flags(shared_flags(args, explicit))     # again: --resume brought its own
     run.comm.check_same_data(run.tokenizer, run.text_sha256)
+    if not (run.comm.weights_agree(run.model.params) and run.comm.same_everywhere(run.it)):
+        raise dist.DistError("the ranks start from different weights or iterations (each read its own "
+                             "checkpoint?): give an --out-dir (and --init-from) on a filesystem they share")
     cfg = run.model.config
     print(f"model: {run.model.num_params():,} parameters: {cfg.n_layer} layers, {cfg.n_head} heads, "
           f"{cfg.n_embd} wide, block {cfg.block_size}, on {run.model.device}")

@@ -323,3 +323,21 @@ def test_ranks_given_different_flags_refuse_at_the_start_naming_the_flag_and_the
     assert len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert f"different flags: {flag} is" in r.stderr and "on rank 1" in r.stderr
     assert not (tmp_path / "ckpt.npz").exists()
+
+
+def test_ranks_that_resume_different_checkpoints_refuse_at_the_start(mpiexec, corpus, tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert main([str(corpus), "--out-dir", str(a), *TINY, "--batch-size", "12", "--max-iters", "10"]) == 0
+    shutil.copytree(a, b)
+    with np.load(b / "ckpt.npz") as f:
+        arrays = {k: f[k] for k in f.files}
+    arrays["param/ln_f.bias"] = arrays["param/ln_f.bias"] + np.float32(1e-3)
+    np.savez(b / "ckpt.npz", **arrays)
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="1", MPIEXEC_TIMEOUT=str(JOB_TIMEOUT_S))
+    rank = [sys.executable, "-m", "mpi4py", "-c", WRAPPER, str(corpus), *TINY, "--batch-size", "6",
+            "--max-iters", "20", "--resume", "--out-dir"]
+    cmd = [mpiexec, "-n", "1", *rank, str(a), ":", "-n", "1", *rank, str(b)]
+    r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=JOB_TIMEOUT_S + 15)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "the ranks start from different weights" in r.stderr
+    assert load_checkpoint(a / "ckpt.npz")["iter_num"] == 10
