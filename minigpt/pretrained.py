@@ -43,7 +43,7 @@ def _read_config(directory):
     try:
         cfg = loads_json(read_regular_text(path, "GPT-2 config.json"))
     except FileError as e:                     # missing, a folder, a FIFO (refused, not waited on)
-        raise PretrainedError(str(e)) from None
+        raise PretrainedError(f"cannot read {path} ({e})") from None
     except OSError as e:
         raise PretrainedError(f"cannot read {path}: {e.strerror or e}") from None
     except ValueError as e:

@@ -124,12 +124,9 @@ def check_args(args):
     if not 0.0 <= args.beta2 < 1.0:
         raise UsageError(f"--beta2 must be in [0, 1), got {args.beta2}")
     if not 0 <= args.seed <= MAX_SEED:
-        raise UsageError(f"--seed must be in 0..2**63-1, got {args.seed}")
+        raise UsageError(f"--seed must be 0 or more, and below 2**63, got {args.seed}")
     if args.max_time > MAX_MINUTES:
         raise UsageError(f"--max-time must be at most {MAX_MINUTES:,} minutes, got {args.max_time}")
-    if args.lr * args.weight_decay >= 1:
-        raise UsageError(f"--lr times --weight-decay must be below 1 (each step shrinks the weights by "
-                         f"that fraction), got {args.lr} x {args.weight_decay}")
     if not args.out_dir or not args.file:
         raise UsageError("FILE and --out-dir cannot be empty")
     if not args.max_time and args.max_iters is None:
