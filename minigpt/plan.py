@@ -71,14 +71,13 @@ def budget_verdict(args, budget, micro_s, eval_batch_s, now):
             f"--max-time {minutes:g}: lower --grad-accum or --eval-iters, or raise --max-time")
 
 
-def check_budget_holds(run, budget):
+def check_budget_holds(run, budget, refuse=True):
     """UsageError, on every rank, if the first step and the final eval cannot fit in the
-    budget (rank 0's timing decides); otherwise the budget knows a step's cost from the
-    start, so the warm-up never runs past the deadline either."""
+    budget (rank 0's timing decides); either way the budget knows a step's cost from the
+    start, so the warm-up never runs past the deadline. refuse=False (a resumed run on what is
+    left of its own budget) only sets that cost: the run then ends as soon as it can."""
     if budget.deadline == float("inf"):
         return
-    if run.args.resume and budget.deadline - time.perf_counter() <= budget.margin_s:
-        return                                 # a resumed run whose budget is spent: nothing to fit
     micro_s, eval_batch_s = _probe(run)
 
     def verdict():
@@ -86,6 +85,6 @@ def check_budget_holds(run, budget):
         return why, run.args.grad_accum * micro_s
 
     why, step_s = decide(run, verdict)
-    if why:
+    if why and refuse:
         raise UsageError(why)
     budget.guess_s_iter = step_s

@@ -267,7 +267,7 @@ def _train(args, explicit, t0, stop):
                         args.eval_iters, args.grad_accum, args.sample_tokens)
     if isinstance(run.val_tokens, task.Examples):     # keep time for the final eval's answers
         budget.margin_s += task.answer_time(run, args.eval_examples + 8)
-    plan.check_budget_holds(run, budget)       # or refuse now, in one line
+    plan.check_budget_holds(run, budget, refuse=not (args.resume and "max_time" not in explicit))
     start_afresh(run)                          # everything checked: the last run's history goes
     with np.errstate(all="ignore"):            # a diverging loss is reported by the loop, once
         status = train_loop(run, budget, stop)
