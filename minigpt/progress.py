@@ -135,10 +135,10 @@ def read_metrics(path, up_to_iter):
 
 
 def _is_record(r):
-    def number(v):
-        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    def number(v):                             # a loss: finite and 0 or more
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v < math.inf
     return (isinstance(r, dict) and isinstance(r.get("iter"), int) and not isinstance(r["iter"], bool)
-            and number(r.get("train_loss")) and number(r.get("val_loss")))
+            and r["iter"] >= 0 and number(r.get("train_loss")) and number(r.get("val_loss")))
 
 
 def plot_losses(path, records):

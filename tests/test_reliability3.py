@@ -270,3 +270,10 @@ def test_a_sampling_flag_out_of_its_range_is_one_line(trained, capsys, flag, val
         sample_main(["--ckpt", str(trained / "ckpt.npz"), flag, value])
     err = one_line(capsys, e.value.code)
     assert flag in err, err
+
+
+def test_a_metrics_record_with_a_negative_iteration_or_loss_is_skipped(tmp_path):
+    good = {"iter": 5, "train_loss": 1.0, "val_loss": 2.0}
+    bad = [dict(good, iter=-5), dict(good, train_loss=-1e308), dict(good, val_loss=-1.0)]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in [*bad, good]))
+    assert read_metrics(tmp_path / "metrics.jsonl", 10) == [good]
