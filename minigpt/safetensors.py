@@ -133,8 +133,8 @@ def _open_header(path, f):
 def _open(path):
     try:
         return open_regular(path, "safetensors file")     # a FIFO is refused, not waited on
-    except FileError as e:
-        raise SafetensorsError(str(e)) from None
+    except FileError as e:                     # missing, a folder, a FIFO or a device
+        raise SafetensorsError(f"cannot read {path} ({e})") from None
     except OSError as e:
         raise SafetensorsError(f"cannot read {path}: {e.strerror or e}") from None
 
