@@ -265,9 +265,9 @@ def test_a_budget_that_cannot_hold_one_step_and_the_final_eval_is_refused_at_the
 
 @pytest.mark.parametrize("flag, value", [("--max-new-tokens", str(10**400)), ("--num-samples", str(10**12)),
                                          ("--seed", str(2**64)), ("--top-k", str(10**10))])
-def test_a_sampling_flag_out_of_its_range_is_one_line(trained, capsys, flag, value):
-    with pytest.raises(SystemExit) as e:
-        sample_main(["--ckpt", str(trained / "ckpt.npz"), flag, value])
+def test_a_sampling_flag_out_of_its_range_is_one_line(tmp_path, capsys, flag, value):
+    with pytest.raises(SystemExit) as e:                # refused by the parser, before any file is read
+        sample_main(["--ckpt", str(tmp_path / "ckpt.npz"), flag, value])
     err = one_line(capsys, e.value.code)
     assert flag in err, err
 
