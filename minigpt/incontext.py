@@ -178,6 +178,7 @@ def plot_attention(model, prompt, ids, layer, head):
 
 
 def _positions(args):
+    import os
     from .checkpoint import load_model
     from .data import read_text, split
     model, tokenizer = load_model(args.ckpt)
@@ -187,7 +188,8 @@ def _positions(args):
     curve = loss_by_position(model, ids, args.windows, args.seed)
     print("position: " + " ".join(f"{t}:{curve[t]:.3f}" for t in (0, 1, 2, 4, 8, 16, 32, len(curve) - 1)
                                   if t < len(curve)))
-    fig = plot_positions(curve, f"{args.ckpt} on the held-out tenth of {args.text}, {args.windows} windows")
+    fig = plot_positions(curve, f"{args.ckpt} on the held-out tenth of {os.path.basename(args.text)}, "
+                               f"{args.windows} windows of {len(curve)} tokens")
     fig.savefig(args.out, dpi=100)
     print(f"wrote {args.out}")
 
@@ -222,6 +224,11 @@ def _fewshot(args):
     plot_attention(model, val.prompts[i], ids, layer, head).savefig(
         os.path.join(args.out_dir, "induction_head.png"), dpi=100)
     print(f"wrote {args.out_dir}/fewshot_accuracy.png and induction_head.png")
+    if args.save:
+        from .checkpoint import save_checkpoint
+        save_checkpoint(args.save, model, tokenizer=tokenizer, iter_num=args.steps,
+                        train_args={"file": args.file, "steps": args.steps, "lr": args.lr, "seed": args.seed})
+        print(f"wrote {args.save}")
 
 
 def main(argv=None):
@@ -238,13 +245,14 @@ def main(argv=None):
     f = sub.add_parser("fewshot", help="train on few-shot prompts, then accuracy against k and the look-back head")
     f.add_argument("file", help="a few-shot task, e.g. notebooks/data/letter_substitution.jsonl")
     f.add_argument("--out-dir", default="out-fewshot", help="folder for the figures (default: %(default)s)")
-    f.add_argument("--steps", type=int, default=3000, help="optimizer steps (default: %(default)s)")
+    f.add_argument("--steps", type=int, default=4000, help="optimizer steps (default: %(default)s)")
     f.add_argument("--n-layer", type=int, default=2, help="blocks (default: %(default)s)")
-    f.add_argument("--n-head", type=int, default=4, help="heads per block (default: %(default)s)")
-    f.add_argument("--n-embd", type=int, default=64, help="width (default: %(default)s)")
+    f.add_argument("--n-head", type=int, default=2, help="heads per block (default: %(default)s)")
+    f.add_argument("--n-embd", type=int, default=32, help="width (default: %(default)s)")
     f.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (default: %(default)s)")
     f.add_argument("--batch-size", type=int, default=32, help="prompts per step (default: %(default)s)")
     f.add_argument("--seed", type=int, default=0, help="seed (default: %(default)s)")
+    f.add_argument("--save", metavar="NPZ", help="also save the trained model (weights and tokenizer) there")
     args = p.parse_args(argv)
     from .fileio import FileError
     try:

@@ -154,8 +154,10 @@ def plot_losses(path, records):
         ax2 = ax.twinx()
         ax2.plot(*zip(*acc), "^-", color="tab:green", label="exact match (held out)")
         for key, color in (("value_match", "tab:purple"), ("rouge_l", "tab:red")):   # --task-metric
-            if any(key in r for r in records):
-                ax2.plot(*zip(*[(r["iter"], 100 * r[key]) for r in records if key in r]), "v-",
+            points = [(r["iter"], 100 * r[key]) for r in records
+                      if isinstance(r.get(key), (int, float)) and not isinstance(r[key], bool)]
+            if points:
+                ax2.plot(*zip(*points), "v-",
                          color=color, label=key.replace("_", " ") + " (held out)")
         ax2.set_ylim(-2, 102)
         ax2.set_ylabel("held-out score (%)")

@@ -48,3 +48,29 @@ def test_accuracy_by_k_groups_by_the_pairs_shown():
     ex, _ = _examples([("cF a", "B"), ("cF c", "F"), ("a", "E"), ("dA bB b", "B")])
     by_k = accuracy_by_k(ex, [False, True, True, True])
     assert by_k == {0: (1.0, 0.0, 1), 1: (0.5, 0.5, 2), 2: (1.0, 1.0, 1)}
+
+
+def test_positions_command_writes_the_figure_and_refuses_a_missing_checkpoint(tmp_path, capsys):
+    from minigpt.checkpoint import save_checkpoint
+    text = tmp_path / "t.txt"
+    text.write_text("to be or not to be, that is the question. " * 40)
+    tok = CharTokenizer(text.read_text())
+    model = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=8, n_layer=1, n_head=2, n_embd=16), seed=0)
+    save_checkpoint(tmp_path / "c.npz", model, tokenizer=tok)
+    out = tmp_path / "p.png"
+    assert incontext.main(["positions", "--ckpt", str(tmp_path / "c.npz"), "--text", str(text),
+                           "--windows", "4", "--out", str(out)]) == 0
+    assert out.stat().st_size > 0 and "position: 0:" in capsys.readouterr().out
+    assert incontext.main(["positions", "--ckpt", str(tmp_path / "none.npz"), "--text", str(text)]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_fewshot_command_trains_scores_by_k_and_draws_the_head(tmp_path, capsys):
+    rows = "".join(f'{{"prompt": "aB cD {q}", "completion": "{a}"}}\n' for q, a in [("a", "B"), ("c", "D")] * 10)
+    (tmp_path / "f.jsonl").write_text(rows)
+    assert incontext.main(["fewshot", str(tmp_path / "f.jsonl"), "--steps", "3", "--n-embd", "16",
+                           "--out-dir", str(tmp_path / "o"), "--save", str(tmp_path / "m.npz")]) == 0
+    out = capsys.readouterr().out
+    assert "k= 2: accuracy" in out and "look-back head: layer" in out
+    assert {p.name for p in (tmp_path / "o").iterdir()} == {"fewshot_accuracy.png", "induction_head.png"}
+    assert (tmp_path / "m.npz").exists()

@@ -3,7 +3,7 @@
 Each prompt describes a computation in words and the completion is a Python
 expression that computes it:
 
-    {"prompt": "the sum of squares of 1 to 12: ", "completion": "sum(i*i for i in range(1, 12+1))"}
+    {"prompt": "sum of squares of 1 to 12: ", "completion": "sum(i*i for i in range(1, 12+1))"}
 
 It is scored by execution accuracy (`--task-metric value`): an answer is
 right when minigpt.task_metrics' arithmetic evaluator (an ast walk, never
@@ -33,7 +33,7 @@ TEMPLATES = [                  # (description, expression) with {a} < {b}
     ("the remainder of {b} divided by {a}", "{b}%{a}"),
     ("the larger of {a} and {b}", "max({a}, {b})"),
     ("the sum of {a} to {b}", "sum(range({a}, {b}+1))"),
-    ("the sum of squares of {a} to {b}", "sum(i*i for i in range({a}, {b}+1))"),
+    ("sum of squares of {a} to {b}", "sum(i*i for i in range({a}, {b}+1))"),
 ]
 N_PAIRS, HELD_OUT_PAIRS = 500, 50
 
