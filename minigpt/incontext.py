@@ -15,7 +15,7 @@ context: a token late in the block is predicted better because the model uses
 what came before. The few-shot task makes it visible in one number: each
 prompt shows k pairs of a substitution that is new in every line, so the
 weights cannot hold it, and the accuracy on the next letter rises with k only
-if the model reads the pairs. The head that does it attends, from the asked
+if the model reads the pairs. The head that does it attends from the asked
 letter to the letter that followed the same letter before: an induction
 head.
 """
@@ -182,7 +182,12 @@ def _positions(args):
     from .checkpoint import load_model
     from .data import read_text, split
     model, tokenizer = load_model(args.ckpt)
-    ids = np.asarray(tokenizer.encode(split(read_text(args.text))[1]), dtype=np.int64)
+    if tokenizer is None:
+        raise ValueError(f"{args.ckpt} holds no tokenizer, so it cannot read {args.text}")
+    try:
+        ids = np.asarray(tokenizer.encode(split(read_text(args.text))[1]), dtype=np.int64)
+    except KeyError as e:
+        raise ValueError(f"{args.text} has a character {args.ckpt}'s tokenizer lacks ({e})") from None
     if len(ids) <= model.config.block_size + 1:
         raise ValueError(f"the held-out tenth of {args.text} is shorter than the block")
     curve = loss_by_position(model, ids, args.windows, args.seed)
@@ -238,7 +243,8 @@ def main(argv=None):
     sub = p.add_subparsers(dest="what", required=True)
     q = sub.add_parser("positions", help="the held-out loss at each position of the context")
     q.add_argument("--ckpt", default="out/ckpt.npz", help="a trained checkpoint (default: %(default)s)")
-    q.add_argument("--text", default="shakespeare.txt", help="its text; the last tenth is held out (default: %(default)s)")
+    q.add_argument("--text", default="shakespeare.txt",
+                   help="its text; the last tenth is held out (default: %(default)s)")
     q.add_argument("--windows", type=int, default=400, help="random held-out windows averaged (default: %(default)s)")
     q.add_argument("--seed", type=int, default=0, help="seed of the windows (default: %(default)s)")
     q.add_argument("--out", default="loss_by_position.png", help="the figure (default: %(default)s)")
@@ -255,6 +261,10 @@ def main(argv=None):
     f.add_argument("--save", metavar="NPZ", help="also save the trained model (weights and tokenizer) there")
     args = p.parse_args(argv)
     from .fileio import FileError
+    for name in ("windows", "steps", "n_layer", "n_head", "n_embd", "batch_size"):
+        if getattr(args, name, 1) < 1:
+            print(f"error: --{name.replace('_', '-')} must be at least 1", file=sys.stderr)
+            return 2
     try:
         (_positions if args.what == "positions" else _fewshot)(args)
     except (OSError, ValueError, FileError) as e:    # DataError and CheckpointError are ValueErrors

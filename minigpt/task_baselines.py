@@ -85,7 +85,8 @@ def main(argv=None):
                    help="held-out examples scored, the first N (default: %(default)s)")
     args = p.parse_args(argv)
     if args.eval_examples < 1:
-        p.error("--eval-examples must be at least 1")
+        print("error: --eval-examples must be at least 1", file=sys.stderr)
+        return 2
     try:
         n, rows = baselines(args.file, args.task_metric, args.ckpt, args.eval_examples)
     except (DataError, CheckpointError, FileError, OSError) as e:

@@ -74,3 +74,10 @@ def test_fewshot_command_trains_scores_by_k_and_draws_the_head(tmp_path, capsys)
     assert "k= 2: accuracy" in out and "look-back head: layer" in out
     assert {p.name for p in (tmp_path / "o").iterdir()} == {"fewshot_accuracy.png", "induction_head.png"}
     assert (tmp_path / "m.npz").exists()
+
+
+def test_the_commands_refuse_bad_values_in_one_line(tmp_path, capsys):
+    assert incontext.main(["positions", "--windows", "0"]) == 2
+    assert incontext.main(["fewshot", "x.jsonl", "--steps", "0"]) == 2
+    assert incontext.main(["fewshot", str(tmp_path / "missing.jsonl")]) == 2
+    assert capsys.readouterr().err.count("\n") == 3
