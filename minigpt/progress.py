@@ -158,8 +158,14 @@ def plot_losses(path, records):
         acc = [(r["iter"], 100 * r["exact_match"]) for r in records if "exact_match" in r]
         ax2 = ax.twinx()
         ax2.plot(*zip(*acc), "^-", color="tab:green", label="exact match (held out)")
+        for key, color in (("value_match", "tab:purple"), ("rouge_l", "tab:red")):   # --task-metric
+            points = [(r["iter"], 100 * r[key]) for r in records
+                      if isinstance(r.get(key), (int, float)) and not isinstance(r[key], bool)]
+            if points:
+                ax2.plot(*zip(*points), "v-",
+                         color=color, label=key.replace("_", " ") + " (held out)")
         ax2.set_ylim(-2, 102)
-        ax2.set_ylabel("exact match (%)")
+        ax2.set_ylabel("held-out score (%)")
         ax2.legend(loc="upper center")
     ax.legend()
     atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=100))

@@ -19,7 +19,7 @@ import time
 
 import numpy as np
 
-from . import data, dist, plan, task
+from . import data, dist, plan, task, task_metrics
 from .backend import DeviceError
 from .checkpoint import CheckpointError
 from .fileio import FileError, claim_dir
@@ -110,6 +110,7 @@ def evaluate(run, lr, tok_per_s, budget):
     if isinstance(run.val_tokens, task.Examples):         # a task: score greedy answers too
         accuracy, scored = task.exact_match(run.model, run.val_tokens, run.args.eval_examples, run.tokenizer)
         record.update(exact_match=accuracy, eval_examples=len(scored))
+        record.update(task_metrics.scores(run.args.task_metric, scored))
     run.records.append(record)
     save(run)                                  # first: metrics.jsonl never runs ahead of it
     if run.comm.is_root:                       # rank 0 owns the files
@@ -119,6 +120,7 @@ def evaluate(run, lr, tok_per_s, budget):
     print(f"eval iter {run.it}: train {train_loss:.4f}, val {val_loss:.4f} (best {run.best:.4f}) "
           f"over {run.args.eval_iters} batches"
           + (f"; exact match {100 * accuracy:.1f}% of {len(scored)} held out" if scored else "")
+          + "".join(f", {k.replace('_', ' ')} {100 * v:.1f}%" for k, v in record.items() if k in task_metrics.KEYS)
           + f"; saved {run.path('ckpt.npz')}")
     n = min(run.args.sample_tokens, 100) if run.comm.is_root else 0
     if scored and n:
@@ -258,6 +260,9 @@ def _train(args, explicit, t0, stop):
     if not (run.comm.weights_agree(run.model.params) and run.comm.same_everywhere(run.it)):
         raise dist.DistError("the ranks start from different weights or iterations (each read its own "
                              "checkpoint?): give an --out-dir (and --init-from) on a filesystem they share")
+    if isinstance(run.val_tokens, task.Examples):     # every reference must be one the metric scores
+        for part in (run.train_tokens, run.val_tokens):
+            task_metrics.check_references(args.task_metric, part.completions, part.lines, args.file)
     cfg = run.model.config
     print(f"model: {run.model.num_params():,} parameters: {cfg.n_layer} layers, {cfg.n_head} heads, "
           f"{cfg.n_embd} wide, block {cfg.block_size}, on {run.model.device}")
@@ -277,7 +282,8 @@ def _train(args, explicit, t0, stop):
           f"{run.best:.4f} (over {args.eval_iters} batches); checkpoint {run.path('ckpt.npz')}")
     if run.records and "exact_match" in run.records[-1]:
         r = run.records[-1]
-        print(f"exact match on {r['eval_examples']} held-out examples: {100 * r['exact_match']:.1f}%")
+        print(f"exact match on {r['eval_examples']} held-out examples: {100 * r['exact_match']:.1f}%"
+              + "".join(f", {k.replace('_', ' ')} {100 * v:.1f}%" for k, v in r.items() if k in task_metrics.KEYS))
     if stop.requested:                         # the run is saved whole: no sample
         pass
     elif args.sample_tokens and run.comm.is_root and isinstance(run.val_tokens, task.Examples):

@@ -73,6 +73,10 @@ def build_parser():
     g.add_argument("--eval-examples", type=int, default=100, metavar="N",
                    help="for a .jsonl task: held-out examples answered greedily and scored for exact "
                         "match at each eval" + d)
+    g.add_argument("--task-metric", default="exact", choices=("exact", "value", "rouge_l"),
+                   help="for a .jsonl task, a score beside exact match at each eval: value, the answer "
+                        "evaluates to the completion's value (arithmetic only, see minigpt/task_metrics.py); "
+                        "rouge_l, word overlap in order (see docs/applications.md)" + d)
     g.add_argument("--sample-tokens", type=int, default=400, metavar="N",
                    help="length of the sample printed at the end; 0: no samples" + d)
     g.add_argument("--seed", type=int, default=1337, help="seed for the weights, batches and dropout" + d)
@@ -105,6 +109,9 @@ def check_args(args):
     for name in positive + optional + ("warmup_iters", "sample_tokens") + ("vocab_size",) * (args.vocab_size is not None):
         if getattr(args, name) > MAX_COUNT:
             raise UsageError(f"--{name.replace('_', '-')} must be at most {MAX_COUNT:,}, got {getattr(args, name)}")
+    if getattr(args, "task_metric", "exact") != "exact" and not args.file.lower().endswith(".jsonl"):
+        raise UsageError(f"--task-metric {args.task_metric} scores the answers of a .jsonl task, "
+                         f"and {args.file} is text")
     if args.n_embd % args.n_head:
         raise UsageError(f"--n-embd {args.n_embd} is not divisible by --n-head {args.n_head}: "
                          f"pick a width that is a multiple of the head count")

@@ -20,7 +20,8 @@ from nbclient.exceptions import CellExecutionError
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 EXPECTED = ["01_attention.ipynb", "02_tokens_to_text.ipynb", "03_backprop.ipynb",
-            "04_pretrain_finetune.ipynb", "05_data_parallel.ipynb", "06_finetune_for_a_task.ipynb"]
+            "04_pretrain_finetune.ipynb", "05_data_parallel.ipynb", "06_finetune_for_a_task.ipynb",
+            "07_applications.ipynb"]
 FOUND = sorted(p.name for p in NOTEBOOKS.glob("*.ipynb"))   # a new notebook is tested too
 CELL_TIMEOUT_S = 600                   # generous: a contended 2-core machine can be slow
 NEEDS = {"05_data_parallel.ipynb": "mpi4py"}   # skipped without it, except under CI, which installs it
