@@ -17,6 +17,7 @@ strings, lambdas, __import__) is refused with NotArithmetic, before anything
 runs. Sizes are bounded so that no expression can take long or use much memory.
 """
 import ast
+import math
 import operator
 
 from .data import DataError
@@ -107,7 +108,7 @@ class _Walk:
             if 0 in bounds[2:]:
                 raise NotArithmetic("range() with step 0")
             r = range(*bounds)
-            if len(r) > MAX_RANGE:
+            if _length(r) > MAX_RANGE:
                 raise NotArithmetic(f"a range of more than {MAX_RANGE} numbers")
             self.steps += len(r)
             if self.steps > MAX_STEPS:
@@ -126,6 +127,14 @@ class _Walk:
                     out.append(self.value(node.elt, inner))
             return out
         raise NotArithmetic(f"{type(node).__name__} is not a sequence of numbers")
+
+
+def _length(r):
+    """len(r), or infinity where it is past a machine integer (len(range(10**20)) raises OverflowError)."""
+    try:
+        return len(r)
+    except OverflowError:
+        return math.inf
 
 
 def value_match(answer, reference):
