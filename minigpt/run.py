@@ -22,7 +22,7 @@ from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .dist import Solo, world
 from .model import GPT, GPTConfig
 from .optim import AdamW
-from .progress import read_metrics
+from .progress import read_log, read_metrics
 
 SHAPE_FLAGS = ("n_layer", "n_head", "n_embd", "block_size")   # fixed by a checkpoint
 TOKENIZER_FLAGS = ("tokenizer", "vocab_size")                  # fixed by a checkpoint
@@ -81,7 +81,7 @@ def start_state(args, explicit, ckpt_path, check=lambda args: None):
 
     --resume merges the checkpoint's training arguments into `args` (explicit flags win);
     check(args) must accept the saved ones alone, or the checkpoint is damaged."""
-    for path in (ckpt_path, *(os.path.join(args.out_dir, n) for n in ("metrics.jsonl", "loss.png"))):
+    for path in (ckpt_path, *(os.path.join(args.out_dir, n) for n in ("metrics.jsonl", "log.jsonl", "loss.png"))):
         if os.path.lexists(path) and not os.path.isfile(path):     # found now, not at the first save
             raise UsageError(f"{path} is not a file: move it away, or give another --out-dir")
     if args.resume:
@@ -182,6 +182,7 @@ class Run:
     best: float = math.inf                     # best val loss so far
     last_eval: int = -1                        # iteration of the latest eval
     records: list = field(default_factory=list)    # one dict per eval (metrics.jsonl)
+    log: list = field(default_factory=list)        # one dict per log line (log.jsonl)
     elapsed0: float = 0.0                      # seconds spent by earlier (resumed) runs
     t0: float = 0.0                            # time.perf_counter() at the start of this process
     comm: object = field(default_factory=Solo)     # dist.world(): this rank's place among N
@@ -208,7 +209,7 @@ def make_run(args, explicit, t0, check=lambda args: None):
     model, tokenizer, ck = start_state(args, explicit, os.path.join(args.out_dir, "ckpt.npz"), check)
     check(args)
     if not args.resume and comm.is_root:       # a fresh run's history starts empty
-        for name in ("metrics.jsonl", "loss.png"):
+        for name in ("metrics.jsonl", "log.jsonl", "loss.png"):
             if os.path.isfile(os.path.join(args.out_dir, name)):
                 os.remove(os.path.join(args.out_dir, name))
     if task.is_task_file(args.file):           # prompt/completion pairs: one example per row
@@ -266,6 +267,7 @@ def restore(run, ck, device):
     else:                                      # a device generator or rank > 0's: reseeded
         run.dropout_rng = default_rng(xp, run.comm.seed(run.args.seed + 1 + run.it))
     run.records = read_metrics(run.path("metrics.jsonl"), run.it)
+    run.log = read_log(run.path("log.jsonl"), run.it)
     print(f"resuming {run.path('ckpt.npz')} at iter {run.it} (best val loss {run.best:.4f})")
 
 

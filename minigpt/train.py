@@ -10,6 +10,13 @@ Exit status: 0 done, 1 the loss became NaN or infinite, 2 bad input (one line on
 130 interrupted by Ctrl-C, 143 by SIGTERM, 129 by SIGHUP, 141 standard output closed (`| head`)
 (each saves a checkpoint that --resume continues).
 """
+
+if __name__ == "__main__" and not __package__:    # `python minigpt/train.py`: run it as a module
+    import os, runpy, sys                           # noqa: E401 (before any relative import)
+    sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    runpy.run_module("minigpt.train", run_name="__main__", alter_sys=True)
+    sys.exit(0)
+
 import contextlib
 import math
 import os
@@ -24,7 +31,7 @@ from .backend import DeviceError
 from .checkpoint import CheckpointError
 from .fileio import FileError, claim_dir
 from .optim import clip_grad_norm, lr_schedule
-from .progress import TimeBudget, flops_and_peak, fmt_time, log_line, plot_losses, write_metrics
+from .progress import EvalSchedule, TimeBudget, flops_and_peak, fmt_time, log_line, plot_losses, write_metrics
 from .run import PipeGuard, StopOnSignal, UsageError, handling, make_run, save
 from .train_flags import check_args, check_start, parse_args
 
@@ -113,7 +120,8 @@ def evaluate(run, lr, tok_per_s, budget):
     save(run)                                  # first: metrics.jsonl never runs ahead of it
     if run.comm.is_root:                       # rank 0 owns the files
         write_metrics(run.path("metrics.jsonl"), run.records)
-        plot_losses(run.path("loss.png"), run.records)
+        write_metrics(run.path("log.jsonl"), run.log)
+        plot_losses(run.path("loss.png"), run.records, run.log)
     run.last_eval = run.it
     print(f"eval iter {run.it}: train {train_loss:.4f}, val {val_loss:.4f} (best {run.best:.4f}) "
           f"over {run.args.eval_iters} batches"
@@ -127,6 +135,8 @@ def evaluate(run, lr, tok_per_s, budget):
         print("  | " + sample_text(run, n, run.args.seed).replace("\n", "\n  | "))
         budget.sample_s_per_token = (time.perf_counter() - ts) / n
     budget.eval_s = time.perf_counter() - t
+    if budget.schedule is not None:
+        budget.schedule.evaluated(time.perf_counter())
 
 
 WARMUP_STEPS = 5               # timed steps (after the first) that the time budget plans from
@@ -139,8 +149,11 @@ def _log_line(run, budget, total, lr, window_loss, window_n, dt, mfu):
         raise Diverged(f"the training loss is {mean_loss} at iter {run.it}")
     a, n = run.args, run.comm.size             # n ranks: n times the tokens (and the peak: mfu)
     line, tok_per_s = log_line(run.it, total, mean_loss, lr, dt, window_n,
-                               a.batch_size * a.block_size * a.grad_accum * n, mfu, budget.eta(run.it, total))
+                               a.batch_size * a.block_size * a.grad_accum * n, mfu,
+                               budget.eta(run.it, total, time.perf_counter()))
     print(line, flush=True)
+    run.log.append({"iter": run.it, "loss": mean_loss, "lr": lr, "ms_per_iter": round(1000 * dt / window_n, 2),
+                    "elapsed_s": round(run.elapsed(), 2), "tokens_per_s": round(tok_per_s)})
     return tok_per_s
 
 
@@ -148,14 +161,20 @@ def train_loop(run, budget, stop):
     """Step, log, eval and checkpoint until the planned iterations or the time run out.
 
     With a deadline, the plan is made after a short warm-up (WARMUP_STEPS timed steps)
-    and refitted at each log line; a plan the budget cuts short has its warm-up cut to a
-    fifth of it, so the cosine reaches --min-lr by the end on any budget. Returns 128 + the signal number if stopped
+    and refitted smoothly at each log line (TimeBudget.refit); a plan the budget cuts short
+    has its warm-up cut to a fifth of it, so the cosine reaches --min-lr at the planned end.
+    Evals follow budget.schedule (at the start and each tenth of the run, or every
+    --eval-interval steps) and end the run. Returns 128 + the signal number if stopped
     by SIGINT or SIGTERM (after saving), else 0."""
-    args = run.args
+    args, schedule = run.args, budget.schedule
     mfu = flops_and_peak(run.model.config, run.comm.size)
     timed = not math.isinf(budget.deadline)
-    total = run.comm.from_root(budget.plan(run.it, time.perf_counter(), args.max_iters))
     lr, loss, tok_per_s, first_it, warm_t = args.lr, None, 0.0, run.it, None
+    schedule.begin(run.it, time.perf_counter(), budget.deadline)
+    if schedule.at_start() and run.last_eval != run.it:   # the curve starts at step 0
+        evaluate(run, lr_schedule(run.it, args.lr, args.min_lr, args.warmup_iters, args.max_iters or 1),
+                 tok_per_s, budget)
+    total = run.comm.from_root(budget.plan(run.it, time.perf_counter(), args.max_iters))
     window_t, window_n, window_loss = time.perf_counter(), 0, 0.0
     stop.armed = True
     # under MPI every rank must take the same branches: rank 0 decides the time, any rank a stop
@@ -182,11 +201,13 @@ def train_loop(run, budget, stop):
             dt = time.perf_counter() - window_t
             budget.observe(window_n, dt)
             if run.it < total:                 # refit the plan, but never past its end
-                total = max(run.it, run.comm.from_root(budget.plan(run.it, time.perf_counter(),
-                                                                   args.max_iters)))
+                total = run.comm.from_root(budget.refit(total, run.it, time.perf_counter(), args.max_iters))
             tok_per_s = _log_line(run, budget, total, lr, window_loss, window_n, dt, mfu)
             window_t, window_n, window_loss = time.perf_counter(), 0, 0.0
-        if run.it % args.eval_interval == 0 and not run.comm.any(stop.requested):
+        due = schedule.due_by_iter(run.it) or (      # or by the clock, looked at on log lines
+            run.it % args.log_interval == 0 and run.comm.from_root(
+                schedule.due(run.it, time.perf_counter(), total, budget.eval_seconds())))
+        if due and not run.comm.any(stop.requested):
             evaluate(run, lr, tok_per_s, budget)
             window_t += budget.eval_s              # the log window times training steps only
     stop.armed = False
@@ -241,7 +262,8 @@ def _train(args, explicit, t0, stop):
     print(batch_line(args, run.comm))
     budget_s = args.max_time * 60 - (run.elapsed0 if args.resume and "max_time" not in explicit else 0)
     budget = TimeBudget(t0 + budget_s if args.max_time else math.inf, args.eval_interval,
-                        args.eval_iters, args.grad_accum, args.sample_tokens)
+                        args.eval_iters, args.grad_accum, args.sample_tokens,
+                        schedule=EvalSchedule(args.eval_interval))
     if isinstance(run.val_tokens, task.Examples):     # keep time for the final eval's answers
         budget.margin_s += task.answer_time(run, args.eval_examples + 8)
     with np.errstate(all="ignore"):            # a diverging loss is reported by the loop, once
