@@ -79,16 +79,17 @@ def _rows(run, batch):
     return x, y, (run.comm.size * counted / total if total and counted != total / run.comm.size else 1.0)
 
 
-def estimate_loss(run, tokens):
-    """Mean loss over args.eval_iters fixed batches (the same ones at every eval; each rank
-    takes its rows of every batch)."""
+def estimate_loss(run, tokens, n_batches=None):
+    """Mean loss over args.eval_iters (or n_batches) fixed batches (the same ones at every
+    eval; each rank takes its rows of every batch)."""
     args, rng = run.args, np.random.default_rng([run.args.seed, 7])
+    n_batches = n_batches or args.eval_iters
     total = 0.0
-    for _ in range(args.eval_iters):
+    for _ in range(n_batches):
         x, y, share = _rows(run, data.get_batch(tokens, args.batch_size * run.comm.size, args.block_size, rng))
         _, loss, _ = run.model.forward(run.xp.asarray(x), run.xp.asarray(y), train=False)
         total = total + loss * share
-    return float(run.comm.mean(total)) / args.eval_iters
+    return float(run.comm.mean(total)) / n_batches
 
 
 def sample_text(run, n_tokens, seed):
@@ -103,19 +104,33 @@ def sample_text(run, n_tokens, seed):
     return run.tokenizer.decode(ids[0, 1:].tolist())
 
 
-def evaluate(run, lr, tok_per_s, budget):
-    """Train and val loss, metrics.jsonl, loss.png, the checkpoint, and a short sample."""
-    t = time.perf_counter()
-    train_loss, val_loss = estimate_loss(run, run.train_tokens), estimate_loss(run, run.val_tokens)
+START_SHARE = 0.1              # the eval before the first step: a tenth of the batches, no sample
+
+
+def evaluate(run, lr, tok_per_s, budget, share=1.0):
+    """Train and val loss, metrics.jsonl, loss.png, the checkpoint, and a short sample.
+
+    share < 1 (the eval at step 0, where the loss is that of a random model): that share of
+    the batches and held-out examples, no sample; budget.eval_s is then scaled up to a whole
+    eval's duration."""
+    t, a = time.perf_counter(), run.args
+    batches = max(1, round(share * a.eval_iters))
+    train_loss, val_loss = estimate_loss(run, run.train_tokens, batches), estimate_loss(run, run.val_tokens, batches)
+    loss_s = time.perf_counter() - t
     for loss in (train_loss, val_loss):
         if not math.isfinite(loss):
             raise Diverged(f"the eval loss is {loss} at iter {run.it}")
     run.best = min(run.best, val_loss)
     record, scored = {"iter": run.it, "train_loss": train_loss, "val_loss": val_loss, "lr": lr,
                       "elapsed_s": round(run.elapsed(), 2), "tokens_per_s": round(tok_per_s)}, None
+    if batches != a.eval_iters:
+        record["eval_iters"] = batches
     if isinstance(run.val_tokens, task.Examples):         # a task: score greedy answers too
-        accuracy, scored = task.exact_match(run.model, run.val_tokens, run.args.eval_examples, run.tokenizer)
+        ta = time.perf_counter()
+        accuracy, scored = task.exact_match(run.model, run.val_tokens, max(1, round(share * a.eval_examples)),
+                                            run.tokenizer)
         record.update(exact_match=accuracy, eval_examples=len(scored))
+        loss_s += time.perf_counter() - ta
     run.records.append(record)
     save(run)                                  # first: metrics.jsonl never runs ahead of it
     if run.comm.is_root:                       # rank 0 owns the files
@@ -124,17 +139,17 @@ def evaluate(run, lr, tok_per_s, budget):
         plot_losses(run.path("loss.png"), run.records, run.log)
     run.last_eval = run.it
     print(f"eval iter {run.it}: train {train_loss:.4f}, val {val_loss:.4f} (best {run.best:.4f}) "
-          f"over {run.args.eval_iters} batches"
+          f"over {batches} batches"
           + (f"; exact match {100 * accuracy:.1f}% of {len(scored)} held out" if scored else "")
           + f"; saved {run.path('ckpt.npz')}")
-    n = min(run.args.sample_tokens, 100) if run.comm.is_root else 0
+    n = min(run.args.sample_tokens, 100) if run.comm.is_root and share == 1 else 0
     if scored and n:
         print("\n".join("  | " + line for line in task.format_answers(scored, 3)))
     elif n:
         ts = time.perf_counter()
         print("  | " + sample_text(run, n, run.args.seed).replace("\n", "\n  | "))
         budget.sample_s_per_token = (time.perf_counter() - ts) / n
-    budget.eval_s = time.perf_counter() - t
+    budget.eval_s = time.perf_counter() - t + loss_s * (a.eval_iters / batches - 1)
     if budget.schedule is not None:
         budget.schedule.evaluated(time.perf_counter())
 
@@ -173,7 +188,7 @@ def train_loop(run, budget, stop):
     schedule.begin(run.it, time.perf_counter(), budget.deadline)
     if schedule.at_start() and run.last_eval != run.it:   # the curve starts at step 0
         evaluate(run, lr_schedule(run.it, args.lr, args.min_lr, args.warmup_iters, args.max_iters or 1),
-                 tok_per_s, budget)
+                 tok_per_s, budget, share=START_SHARE)
     total = run.comm.from_root(budget.plan(run.it, time.perf_counter(), args.max_iters))
     window_t, window_n, window_loss = time.perf_counter(), 0, 0.0
     stop.armed = True

@@ -114,11 +114,13 @@ def test_schedule_evaluates_at_each_tenth_of_the_time_or_of_the_plan_whichever_i
 def test_schedule_keeps_evals_to_a_tenth_of_the_time_on_a_short_budget():
     from minigpt.progress import EvalSchedule
     s = EvalSchedule()
-    s.begin(it=0, now=0.0, deadline=30.0)
+    s.begin(it=0, now=0.0, deadline=60.0)
     s.evaluated(2.0)                                     # the start's eval took 2 s
-    assert not s.due(100, 9.0, 1000, eval_s=2.0)         # 3/10 of the time, but 7 s < 9 evals
-    assert s.due(200, 20.0, 1000, eval_s=2.0)
-    assert s.left(now=20.0, eval_s=2.0) == 0             # 10 s left: no room for another
+    assert not s.due(100, 18.0, 1000, eval_s=2.0)        # 3/10 of the time, but 16 s < 19 evals
+    assert s.due(200, 40.0, 1000, eval_s=2.0)
+    s.evaluated(42.0)
+    assert s.left(now=42.0, eval_s=2.0) == 0             # 18 s left: no room for another
+    assert s.left(now=0.0, eval_s=2.0) == 1              # 60 s: room for one in 20 evals' time
     assert EvalSchedule(interval=5).left() == 0 and EvalSchedule(interval=5).due_by_iter(10)
     assert not EvalSchedule(interval=5).at_start()
 

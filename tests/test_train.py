@@ -296,6 +296,7 @@ def test_without_an_eval_interval_the_curve_starts_at_step_0_with_an_eval_each_t
     evals = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["iter"] for r in evals] == list(range(0, 41, 4))  # the start, each tenth, the end
     assert evals[0]["val_loss"] > evals[-1]["val_loss"]
+    assert evals[0]["eval_iters"] == 1 and "eval_iters" not in evals[1]   # step 0: a tenth of the batches
     log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
     assert [r["iter"] for r in log] == list(range(4, 41, 4))    # every log line's train loss
     assert all(r["loss"] > 0 and r["lr"] > 0 for r in log)
