@@ -80,14 +80,17 @@ class TimeBudget:
         fit = it + max(0, int(spare / self.per_iter())) if self.per_iter() > 0 else cap
         return min(cap, fit)
 
-    def refit(self, total, it, now, max_iters=None):
+    def refit(self, total, it, now, max_iters=None, interval=None):
         """The plan at a log line: a quarter of the way from the current total to what fits now,
         so the total on the progress line moves smoothly instead of jumping with each window's
-        speed; never below the iterations done, never above max_iters."""
+        speed; with fewer than 4 log lines (of `interval` steps) left in the fit, 1/lines of the
+        way, so the last refits still land on what fits. Never below the iterations done, never
+        above max_iters."""
         fit = self.plan(it, now, max_iters)
         if math.isinf(total) or math.isinf(fit):
             return max(it, fit)
-        return max(it, total + round(self.REFIT_SHARE * (fit - total)))
+        lines = max(1.0, (fit - it) / interval) if interval else math.inf
+        return max(it, total + round(max(self.REFIT_SHARE, 1 / lines) * (fit - total)))
 
     def eta(self, it, total, now=None):
         """Seconds until the run ends, or None if the total is not known yet."""

@@ -216,7 +216,8 @@ def train_loop(run, budget, stop):
             dt = time.perf_counter() - window_t
             budget.observe(window_n, dt)
             if run.it < total:                 # refit the plan, but never past its end
-                total = run.comm.from_root(budget.refit(total, run.it, time.perf_counter(), args.max_iters))
+                total = run.comm.from_root(budget.refit(total, run.it, time.perf_counter(), args.max_iters,
+                                                        args.log_interval))
             tok_per_s = _log_line(run, budget, total, lr, window_loss, window_n, dt, mfu)
             window_t, window_n, window_loss = time.perf_counter(), 0, 0.0
         due = schedule.due_by_iter(run.it) or (      # or by the clock, looked at on log lines

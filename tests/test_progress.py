@@ -144,6 +144,9 @@ def test_a_refit_moves_the_total_a_quarter_of_the_way_and_never_below_the_iterat
     assert b.refit(1010, 10, 40.0) == 1010 + round(0.25 * (fit - 1010))
     assert b.refit(math.inf, 10, 40.0) == fit            # the first plan is taken whole
     assert b.refit(20, 500, 99.9) == 500 and b.refit(2000, 10, 40.0, max_iters=700) <= 2000
+    assert b.refit(1010, 10, 40.0, interval=100) == 1010 + round(0.25 * (fit - 1010))   # 6 lines left
+    assert b.refit(1010, 10, 40.0, interval=300) == 1010 + round(0.5 * (fit - 1010))    # 2 lines left
+    assert b.refit(1010, 10, 40.0, interval=1000) == fit                                 # the last one
 
 
 def test_loss_plot_draws_the_log_line_train_loss_when_given(tmp_path):
