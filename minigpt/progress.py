@@ -108,8 +108,9 @@ class EvalSchedule:
     done, so a machine slower than planned still evaluates ten times, and a run capped by
     --max-iters or without a deadline evaluates by iterations. With a deadline, evals keep
     to about a twentieth of the time: one waits until the training since the last has taken
-    GAP times an eval's duration (a short budget, or a busy machine's slow evals, evaluate
-    less often)."""
+    GAP times an eval's duration; a tenth reached sooner only saves the checkpoint (cheap),
+    so a short budget or a busy machine's slow evals evaluate less often but still keep a
+    recent checkpoint."""
 
     GAP = 19
 
@@ -137,16 +138,17 @@ class EvalSchedule:
         return self.interval is not None and it % self.interval == 0
 
     def due(self, it, now, total, eval_s):
-        """True if the next tenth of the run is reached at step it (without --eval-interval) and,
-        with a deadline, GAP evals' time has passed since the last. It reads the clock, so under
-        MPI rank 0 decides and broadcasts the answer."""
+        """What the loop does after step it (without --eval-interval): "eval" if the next tenth
+        of the run is reached and, with a deadline, GAP evals' time has passed since the last;
+        "save" (the checkpoint alone) if the tenth is reached sooner; else None. It reads the
+        clock, so under MPI rank 0 decides and broadcasts the answer."""
         tenth = int(self.progress(it, now, total) * self.parts + 1e-9)
         if self.interval is not None or not self.done < tenth < self.parts:
-            return False
-        if not math.isinf(self.deadline) and now - self.last_t < self.GAP * eval_s:
-            return False
+            return None
         self.done = tenth
-        return True
+        if not math.isinf(self.deadline) and now - self.last_t < self.GAP * eval_s:
+            return "save"
+        return "eval"
 
     def evaluated(self, now):
         """An eval (scheduled or not) has just ended."""

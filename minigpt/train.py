@@ -154,6 +154,15 @@ def evaluate(run, lr, tok_per_s, budget, share=1.0):
         budget.schedule.evaluated(time.perf_counter())
 
 
+def save_only(run, budget):
+    """A scheduled eval the time cannot afford: the checkpoint and log.jsonl alone."""
+    save(run)
+    if run.comm.is_root:
+        write_metrics(run.path("log.jsonl"), run.log)
+    print(f"saved {run.path('ckpt.npz')} at iter {run.it} (no eval: at {budget.eval_seconds():.1f} s "
+          f"each, evals keep to a twentieth of the time)")
+
+
 WARMUP_STEPS = 5               # timed steps (after the first) that the time budget plans from
 
 
@@ -220,12 +229,16 @@ def train_loop(run, budget, stop):
                                                         args.log_interval))
             tok_per_s = _log_line(run, budget, total, lr, window_loss, window_n, dt, mfu)
             window_t, window_n, window_loss = time.perf_counter(), 0, 0.0
-        due = schedule.due_by_iter(run.it) or (      # or by the clock, looked at on log lines
-            run.it % args.log_interval == 0 and run.comm.from_root(
-                schedule.due(run.it, time.perf_counter(), total, budget.eval_seconds())))
+        due = "eval" if schedule.due_by_iter(run.it) else (     # or by the clock, on log lines
+            run.comm.from_root(schedule.due(run.it, time.perf_counter(), total, budget.eval_seconds()))
+            if run.it % args.log_interval == 0 else None)
         if due and not run.comm.any(stop.requested):
-            evaluate(run, lr, tok_per_s, budget)
-            window_t += budget.eval_s              # the log window times training steps only
+            t = time.perf_counter()
+            if due == "eval":
+                evaluate(run, lr, tok_per_s, budget)
+            else:
+                save_only(run, budget)
+            window_t += time.perf_counter() - t        # the log window times training steps only
     stop.armed = False
     stopped = run.comm.any(stop.requested)
     if window_n and not stopped:               # the budget ended the run between log lines

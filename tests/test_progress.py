@@ -101,7 +101,7 @@ def test_schedule_evaluates_at_each_tenth_of_the_time_or_of_the_plan_whichever_i
     s.begin(it=0, now=0.0, deadline=100.0)
     assert s.at_start() and s.left() == 9
     assert not s.due(50, 5.0, 1000, eval_s=0.1)          # 5% of the time, 5% of the plan
-    assert s.due(60, 10.0, 1000, eval_s=0.1)             # a tenth of the time
+    assert s.due(60, 10.0, 1000, eval_s=0.1) == "eval"   # a tenth of the time
     assert not s.due(80, 12.0, 1000, eval_s=0.1)         # the same tenth: once
     assert s.due(210, 12.0, 1000, eval_s=0.1) and s.done == 2     # a slow clock: by the plan
     assert s.due(220, 45.0, 1000, eval_s=0.1) and s.done == 4     # a slow machine: by the clock
@@ -116,8 +116,9 @@ def test_schedule_keeps_evals_to_a_tenth_of_the_time_on_a_short_budget():
     s = EvalSchedule()
     s.begin(it=0, now=0.0, deadline=60.0)
     s.evaluated(2.0)                                     # the start's eval took 2 s
-    assert not s.due(100, 18.0, 1000, eval_s=2.0)        # 3/10 of the time, but 16 s < 19 evals
-    assert s.due(200, 40.0, 1000, eval_s=2.0)
+    assert s.due(100, 18.0, 1000, eval_s=2.0) == "save"  # 3/10 of the time, but 16 s < 19 evals
+    assert s.due(110, 19.0, 1000, eval_s=2.0) is None    # the same tenth: once
+    assert s.due(200, 40.0, 1000, eval_s=2.0) == "eval"
     s.evaluated(42.0)
     assert s.left(now=42.0, eval_s=2.0) == 0             # 18 s left: no room for another
     assert s.left(now=0.0, eval_s=2.0) == 1              # 60 s: room for one in 20 evals' time

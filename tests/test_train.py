@@ -318,3 +318,16 @@ def test_loss_png_draws_the_log_lines_train_loss_beside_the_evals(corpus, tmp_pa
     lines = {line.get_label(): line for line in drawn[-1].axes[0].get_lines()}
     assert list(lines["train (each log line)"].get_xdata()) == [2, 4, 6, 8, 10, 12]
     assert list(lines["val (eval)"].get_xdata()) == [6, 12]
+
+
+def test_a_tenth_whose_eval_the_time_cannot_afford_still_saves_the_checkpoint(corpus, tmp_path, capsys, monkeypatch):
+    from minigpt import progress
+    from minigpt import train as train_module
+    monkeypatch.setattr(progress.EvalSchedule, "GAP", 10 ** 9)    # every eval too dear for the budget
+    saved, real = [], train_module.save
+    monkeypatch.setattr(train_module, "save", lambda run: saved.append(run.it) or real(run))
+    assert train(corpus, tmp_path, "--max-iters", "40", "--log-interval", "4", "--max-time", "5") == 0
+    assert saved == list(range(0, 41, 4))                         # a checkpoint at each tenth
+    evals = [json.loads(line)["iter"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert evals == [0, 40]                                       # evals only at the start and the end
+    assert f"saved {tmp_path / 'ckpt.npz'} at iter 4 (no eval" in capsys.readouterr().out
