@@ -81,13 +81,14 @@ class TimeBudget:
         return min(cap, fit)
 
     def refit(self, total, it, now, max_iters=None, interval=None):
-        """The plan at a log line: a quarter of the way from the current total to what fits now,
-        so the total on the progress line moves smoothly instead of jumping with each window's
-        speed; with fewer than 4 log lines (of `interval` steps) left in the fit, 1/lines of the
-        way, so the last refits still land on what fits. Never below the iterations done, never
-        above max_iters."""
+        """The plan at a log line. Less than the current total fits: the fit, at once (a machine
+        that slowed down must not meet the deadline with the learning rate still high). More
+        fits: a quarter of the way there, so the total on the progress line does not jump with
+        each window's speed; with fewer than 4 log lines (of `interval` steps) left, 1/lines of
+        the way, so the last refits still land on what fits. Never below the iterations done,
+        never above max_iters."""
         fit = self.plan(it, now, max_iters)
-        if math.isinf(total) or math.isinf(fit):
+        if math.isinf(total) or math.isinf(fit) or fit <= total:
             return max(it, fit)
         lines = max(1.0, (fit - it) / interval) if interval else math.inf
         return max(it, total + round(max(self.REFIT_SHARE, 1 / lines) * (fit - total)))

@@ -124,7 +124,7 @@ def test_two_ranks_of_batch_6_end_with_the_weights_of_one_process_of_batch_12(
     assert r.stdout.count("eval iter 20:") == 1 and r.stdout.count("--- sample") == 1   # rank 0 alone
     assert [(tmp_path / f"status{i}").read_text() for i in range(2)] == ["0", "0"]
     assert sorted(p.name for p in tmp_path.iterdir() if not p.name[:3] in ("pid", "sta")) == \
-        [LOCK_NAME, "ckpt.npz", "loss.png", "metrics.jsonl", "tokens.bin", "tokens.json"]   # rank 0's lock
+        [LOCK_NAME, "ckpt.npz", "log.jsonl", "loss.png", "metrics.jsonl", "tokens.bin", "tokens.json"]   # rank 0's lock
     assert load_checkpoint(tmp_path / "ckpt.npz")["train_args"]["ranks"] == 2
 
 

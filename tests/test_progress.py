@@ -136,18 +136,19 @@ def test_plan_keeps_time_for_the_scheduled_evals_still_to_come():
     assert b.plan(10, 0.0) == 10 + int((1000.0 - 2.0 - 9 * 2.0) / 0.1)
 
 
-def test_a_refit_moves_the_total_a_quarter_of_the_way_and_never_below_the_iterations_done():
+def test_a_refit_moves_a_quarter_of_the_way_up_all_the_way_down_never_below_the_iterations_done():
     b = _budget(deadline=100.0, eval_interval=10 ** 9)
     b.observe(10, 1.0)                                   # 0.1 s per step
     b.eval_s, b.sample_s_per_token, b.margin_s = 0.0, 0.0, 0.0
     fit = b.plan(10, 40.0)
     assert fit == 10 + 600
-    assert b.refit(1010, 10, 40.0) == 1010 + round(0.25 * (fit - 1010))
+    assert b.refit(410, 10, 40.0) == 410 + round(0.25 * (fit - 410))     # more fits: smoothly
+    assert b.refit(1010, 10, 40.0) == fit                # less fits: at once, before the deadline
     assert b.refit(math.inf, 10, 40.0) == fit            # the first plan is taken whole
-    assert b.refit(20, 500, 99.9) == 500 and b.refit(2000, 10, 40.0, max_iters=700) <= 2000
-    assert b.refit(1010, 10, 40.0, interval=100) == 1010 + round(0.25 * (fit - 1010))   # 6 lines left
-    assert b.refit(1010, 10, 40.0, interval=300) == 1010 + round(0.5 * (fit - 1010))    # 2 lines left
-    assert b.refit(1010, 10, 40.0, interval=1000) == fit                                 # the last one
+    assert b.refit(20, 500, 99.9) == 500 and b.refit(300, 10, 40.0, max_iters=350) == 300 + round(0.25 * 50)
+    assert b.refit(410, 10, 40.0, interval=100) == 410 + round(0.25 * (fit - 410))   # 6 lines left
+    assert b.refit(410, 10, 40.0, interval=300) == 410 + round(0.5 * (fit - 410))    # 2 lines left
+    assert b.refit(410, 10, 40.0, interval=1000) == fit                              # the last one
 
 
 def test_loss_plot_draws_the_log_line_train_loss_when_given(tmp_path):
