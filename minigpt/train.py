@@ -111,12 +111,11 @@ def evaluate(run, lr, tok_per_s, budget, share=1.0):
     """Train and val loss, metrics.jsonl, loss.png, the checkpoint, and a short sample.
 
     share < 1 (the eval at step 0, where the loss is that of a random model): that share of
-    the batches and held-out examples, no sample; budget.eval_s is then scaled up to a whole
-    eval's duration."""
+    the batches and held-out examples, no sample, and budget.eval_s is left to its estimate
+    until a whole eval is timed."""
     t, a = time.perf_counter(), run.args
     batches = max(1, round(share * a.eval_iters))
     train_loss, val_loss = estimate_loss(run, run.train_tokens, batches), estimate_loss(run, run.val_tokens, batches)
-    loss_s = time.perf_counter() - t
     for loss in (train_loss, val_loss):
         if not math.isfinite(loss):
             raise Diverged(f"the eval loss is {loss} at iter {run.it}")
@@ -126,11 +125,9 @@ def evaluate(run, lr, tok_per_s, budget, share=1.0):
     if batches != a.eval_iters:
         record["eval_iters"] = batches
     if isinstance(run.val_tokens, task.Examples):         # a task: score greedy answers too
-        ta = time.perf_counter()
         accuracy, scored = task.exact_match(run.model, run.val_tokens, max(1, round(share * a.eval_examples)),
                                             run.tokenizer)
         record.update(exact_match=accuracy, eval_examples=len(scored))
-        loss_s += time.perf_counter() - ta
     run.records.append(record)
     save(run)                                  # first: metrics.jsonl never runs ahead of it
     if run.comm.is_root:                       # rank 0 owns the files
@@ -149,7 +146,8 @@ def evaluate(run, lr, tok_per_s, budget, share=1.0):
         ts = time.perf_counter()
         print("  | " + sample_text(run, n, run.args.seed).replace("\n", "\n  | "))
         budget.sample_s_per_token = (time.perf_counter() - ts) / n
-    budget.eval_s = time.perf_counter() - t + loss_s * (a.eval_iters / batches - 1)
+    if share == 1:                             # a part eval (step 0's) says little about a whole one
+        budget.eval_s = time.perf_counter() - t
     if budget.schedule is not None:
         budget.schedule.evaluated(time.perf_counter())
 
