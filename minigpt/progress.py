@@ -104,7 +104,8 @@ class EvalSchedule:
     """When a run evaluates (and so saves its checkpoint and redraws loss.png) before its end.
 
     With an interval (--eval-interval N): every N iterations, as asked. Without one: at the
-    start, then at each tenth of the run, checked at log lines. The run's progress is the
+    start, then at each tenth of the run up to the eighth (the end's eval comes about a tenth
+    after it), checked at log lines. The run's progress is the
     larger of the share of the time budget spent and the share of the planned iterations
     done, so a machine slower than planned still evaluates ten times, and a run capped by
     --max-iters or without a deadline evaluates by iterations. With a deadline, evals keep
@@ -144,7 +145,7 @@ class EvalSchedule:
         "save" (the checkpoint alone) if the tenth is reached sooner; else None. It reads the
         clock, so under MPI rank 0 decides and broadcasts the answer."""
         tenth = int(self.progress(it, now, total) * self.parts + 1e-9)
-        if self.interval is not None or not self.done < tenth < self.parts:
+        if self.interval is not None or not self.done < tenth < self.parts - 1:
             return None
         self.done = tenth
         if not math.isinf(self.deadline) and now - self.last_t < self.GAP * eval_s:
@@ -160,7 +161,7 @@ class EvalSchedule:
         deadline at one per GAP + 1 evals' time)."""
         if self.interval is not None:
             return 0
-        n = max(0, self.parts - 1 - self.done)
+        n = max(0, self.parts - 2 - self.done)
         if now is not None and eval_s > 0 and not math.isinf(self.deadline):
             n = min(n, max(0, int((self.deadline - now) / ((self.GAP + 1) * eval_s))))
         return n

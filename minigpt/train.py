@@ -185,7 +185,7 @@ def train_loop(run, budget, stop):
     With a deadline, the plan is made after a short warm-up (WARMUP_STEPS timed steps)
     and refitted smoothly at each log line (TimeBudget.refit); a plan the budget cuts short
     has its warm-up cut to a fifth of it, so the cosine reaches --min-lr at the planned end.
-    Evals follow budget.schedule (at the start and each tenth of the run, or every
+    Evals follow budget.schedule (at the start and each tenth of the run to the 8th, or every
     --eval-interval steps) and end the run. Returns 128 + the signal number if stopped
     by SIGINT or SIGTERM (after saving), else 0."""
     args, schedule = run.args, budget.schedule

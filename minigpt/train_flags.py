@@ -64,8 +64,8 @@ def build_parser():
     g.add_argument("--log-interval", type=int, default=200, metavar="N", help="steps between log lines" + d)
     g.add_argument("--eval-interval", type=int, metavar="N",
                    help="steps between evals (each saves the checkpoint and redraws loss.png); the run "
-                        "also ends with one (default: at the start and at each tenth of the run, by "
-                        "time or by iterations, whichever is further)")
+                        "also ends with one (default: at the start and at each tenth of the run up to the "
+                        "eighth, by time or by iterations, whichever is further)")
     g.add_argument("--eval-iters", type=int, default=100, metavar="N",
                    help="batches per split that each eval averages the loss over" + d)
     g.add_argument("--eval-examples", type=int, default=100, metavar="N",
