@@ -11,6 +11,13 @@
 `python -m minigpt.gradcheck` checks every layer and a whole model in float64
 and prints a table; it exits with status 1 if any error is above 1e-6.
 """
+
+if __name__ == "__main__" and not __package__:    # `python minigpt/gradcheck.py`: run it as a module
+    import os, runpy, sys                           # noqa: E401 (before any relative import)
+    sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    runpy.run_module("minigpt.gradcheck", run_name="__main__", alter_sys=True)
+    sys.exit(0)
+
 import argparse
 import sys
 

@@ -1,7 +1,7 @@
 """What a training run reads and writes, checked before anything is touched.
 
     check_inputs(args)     # FILE, --init-from, --init-from-pretrained, the out-dir's files
-    start_afresh(run)      # a fresh run removes the last run's metrics.jsonl and loss.png
+    start_afresh(run)      # a fresh run removes the last run's metrics.jsonl, log.jsonl and loss.png
 
 `python -m minigpt.train` calls check_inputs before it creates or locks the
 out-dir, so a typo'd input leaves every file as it was (no lock, no deleted
@@ -18,7 +18,7 @@ class UsageError(ValueError):
     """A flag or a combination of flags that cannot work; the message says what to do."""
 
 
-OUTPUTS = ("ckpt.npz", "metrics.jsonl", "loss.png", "tokens.bin", "tokens.json")   # what a run writes
+OUTPUTS = ("ckpt.npz", "metrics.jsonl", "log.jsonl", "loss.png", "tokens.bin", "tokens.json")   # what a run writes
 
 
 def check_inputs(args):
@@ -55,11 +55,11 @@ def check_inputs(args):
 
 
 def start_afresh(run):
-    """A fresh run's history starts empty: the last run's metrics.jsonl and loss.png go, once
+    """A fresh run's history starts empty: the last run's metrics.jsonl, log.jsonl and loss.png go, once
     every input and flag has been checked (rank 0 owns the files)."""
     if run.args.resume or not run.comm.is_root:
         return
-    for name in ("metrics.jsonl", "loss.png"):
+    for name in ("metrics.jsonl", "log.jsonl", "loss.png"):
         path = run.path(name)
         if os.path.isfile(path) and not os.path.islink(path):
             os.remove(path)

@@ -1,15 +1,19 @@
 """The time budget's decisions, made once for every rank, and the check that it can hold.
 
     total = planned_total(run, budget)        # how many iterations fit (rank 0's plan, on every rank)
+    total = refitted_total(run, budget, total) # at a log line: the plan moved smoothly (rank 0's)
+    due = eval_due(run, budget, total)         # "eval", "save" or None: the eval schedule (rank 0's)
     if not another_fits(run, budget): ...      # stop now? (rank 0 decides)
     check_budget_holds(run, budget)           # at the start: one step and the final eval must fit
 
 Under MPI each rank measures its own speed, and a busy machine makes those
 measurements differ. A plan made from them on each rank would give each its own
 number of iterations, its own cosine schedule and its own last step: the weights
-drift apart and the ranks stop at different steps. So every plan, refit and stop
-goes through `decide`, which runs the decision on rank 0 alone and hands its
-result to every rank (one broadcast); one process decides for itself.
+drift apart and the ranks stop at different steps. So every plan, refit, eval and
+stop goes through `decide`, which runs the decision on rank 0 alone and hands its
+result to every rank (one broadcast); one process decides for itself. The state
+these decisions keep (the EvalSchedule's tenths done and last eval's time) is
+therefore rank 0's alone: no other rank reads it.
 """
 import time
 
@@ -28,6 +32,24 @@ def decide(run, fn):
 def planned_total(run, budget):
     """The total number of iterations that fit in the budget, capped by --max-iters."""
     return decide(run, lambda: budget.plan(run.it, time.perf_counter(), run.args.max_iters))
+
+
+def refitted_total(run, budget, total):
+    """The plan at a log line (TimeBudget.refit: down at once, up a quarter of the way)."""
+    return decide(run, lambda: budget.refit(total, run.it, time.perf_counter(), run.args.max_iters,
+                                            run.args.log_interval))
+
+
+def eval_due(run, budget, total):
+    """What the eval schedule asks for after this step: "eval", "save" or None. A given
+    --eval-interval is the same on every rank and needs no broadcast; the time-based schedule
+    reads the clock, at log lines only."""
+    schedule = budget.schedule
+    if schedule.due_by_iter(run.it):
+        return "eval"
+    if schedule.interval is not None or run.it % run.args.log_interval:
+        return None
+    return decide(run, lambda: schedule.due(run.it, time.perf_counter(), total, budget.eval_seconds()))
 
 
 def another_fits(run, budget):
@@ -58,9 +80,11 @@ def _probe(run):
 
 
 def budget_verdict(args, budget, micro_s, eval_batch_s, now):
-    """None if one optimizer step and the final eval fit before the deadline, else the reason."""
+    """None if one optimizer step and the final eval (and, on the eval schedule, the start's
+    tenth of one) fit before the deadline, else the reason."""
     step_s = args.grad_accum * micro_s
-    eval_s = 2 * args.eval_iters * eval_batch_s
+    evals = 1 + (budget.schedule.START_SHARE if budget.schedule and budget.schedule.at_start() else 0)
+    eval_s = 2 * args.eval_iters * eval_batch_s * evals       # the final eval (and the one at the start)
     left = budget.deadline - now - budget.margin_s
     if step_s + eval_s <= left:
         return None

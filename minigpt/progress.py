@@ -1,7 +1,10 @@
-"""Watching a training run: the time budget, metrics.jsonl, loss.png and MFU.
+"""Watching a training run: the time budget, the eval schedule, metrics.jsonl, loss.png and MFU.
 
 Nothing here touches the model: `train.py` reports what it measured and asks
-how many iterations still fit before the deadline.
+how many iterations still fit before the deadline, and whether an eval is due.
+Every decision that depends on the clock is one call here (`TimeBudget.plan`,
+`TimeBudget.refit`, `TimeBudget.fits_another`, `EvalSchedule.due`), which the loop
+makes through `plan.decide`: under MPI rank 0 makes it and broadcasts the answer.
 """
 import json
 import math
@@ -16,9 +19,13 @@ class TimeBudget:
     (a final eval, checkpoint and sample), so the whole command ends in time.
     """
 
-    def __init__(self, deadline, eval_interval, eval_iters, grad_accum, sample_tokens, margin_s=3.0):
+    REFIT_SHARE = 0.25                             # a refit moves the total a quarter of the way
+
+    def __init__(self, deadline, eval_interval, eval_iters, grad_accum, sample_tokens, margin_s=3.0,
+                 schedule=None):
         self.deadline = deadline                   # time.perf_counter() value; math.inf for none
-        self.eval_interval, self.eval_iters = eval_interval, eval_iters
+        self.eval_interval, self.eval_iters = eval_interval, eval_iters    # interval None: scheduled
+        self.schedule = schedule                   # an EvalSchedule: how many evals are still to come
         self.grad_accum, self.sample_tokens, self.margin_s = grad_accum, sample_tokens, margin_s
         self.iters, self.seconds = 0, 0.0          # timed training iterations (evals excluded)
         self.eval_s = None                         # the last eval's duration
@@ -55,8 +62,16 @@ class TimeBudget:
         return self.eval_seconds() + self.sample_tokens * self.sample_s_per_token + self.margin_s
 
     def per_iter(self):
-        """Seconds per iteration with the periodic evals spread over them."""
-        return self._s_iter() + self.eval_seconds() / self.eval_interval
+        """Seconds per iteration with the periodic evals (of --eval-interval) spread over them
+        (during the warm-up, the start-up guess of a step's cost stands in for the measurement)."""
+        spread = self.eval_seconds() / self.eval_interval if self.eval_interval else 0.0
+        return self._s_iter() + spread
+
+    def scheduled_evals(self, now=None):
+        """Seconds for the scheduled evals still to come (none with an --eval-interval)."""
+        if self.eval_interval or self.schedule is None:
+            return 0.0
+        return self.schedule.left(now, self.eval_seconds()) * self.eval_seconds()
 
     def fits_another(self, now):
         """True while one more iteration still leaves the reserve before the deadline (during
@@ -68,14 +83,96 @@ class TimeBudget:
         cap = max_iters if max_iters is not None else math.inf
         if self.s_iter is None or math.isinf(self.deadline):
             return cap
-        fit = it + max(0, int((self.deadline - now - self.reserve()) / self.per_iter()))
+        spare = self.deadline - now - self.reserve() - self.scheduled_evals(now)
+        fit = it + max(0, int(spare / self.per_iter())) if self.per_iter() > 0 else cap
         return min(cap, fit)
 
-    def eta(self, it, total):
+    def refit(self, total, it, now, max_iters=None, interval=None):
+        """The plan at a log line. Less than the current total fits: the fit, at once (a machine
+        that slowed down must not meet the deadline with the learning rate still high). More
+        fits: a quarter of the way there, so the total on the progress line does not jump with
+        each window's speed; with fewer than 4 log lines (of `interval` steps) left, 1/lines of
+        the way, so the last refits still land on what fits. Never below the iterations done,
+        never above max_iters."""
+        fit = self.plan(it, now, max_iters)
+        if math.isinf(total) or math.isinf(fit) or fit <= total:
+            return max(it, fit)
+        lines = max(1.0, (fit - it) / interval) if interval else math.inf
+        return max(it, total + round(max(self.REFIT_SHARE, 1 / lines) * (fit - total)))
+
+    def eta(self, it, total, now=None):
         """Seconds until the run ends, or None if the total is not known yet."""
         if self.s_iter is None or math.isinf(total):
             return None
-        return (total - it) * self.per_iter() + self.reserve()
+        return (total - it) * self.per_iter() + self.reserve() + self.scheduled_evals(now)
+
+
+class EvalSchedule:
+    """When a run evaluates (and so saves its checkpoint and redraws loss.png) before its end.
+
+    With an interval (--eval-interval N): every N iterations, as asked. Without one: at the
+    start, then at each tenth of the run up to the eighth (the end's eval comes about a tenth
+    after it), checked at log lines. The run's progress is the
+    larger of the share of the time budget spent and the share of the planned iterations
+    done, so a machine slower than planned still evaluates ten times, and a run capped by
+    --max-iters or without a deadline evaluates by iterations. With a deadline, evals keep
+    to about a twentieth of the time: one waits until the training since the last has taken
+    GAP times an eval's duration; a tenth reached sooner only saves the checkpoint (cheap),
+    so a short budget or a busy machine's slow evals evaluate less often but still keep a
+    recent checkpoint."""
+
+    GAP = 19
+    START_SHARE = 0.1                          # the eval at the start: a tenth of the batches, no sample
+
+    def __init__(self, interval=None, parts=10):
+        self.interval, self.parts = interval, parts
+        self.done = 0                              # tenths evaluated so far
+        self.it0, self.t0, self.deadline, self.last_t = 0, 0.0, math.inf, 0.0
+
+    def begin(self, it, now, deadline):
+        """The run (or this resumed part of it) starts at iteration it, time now."""
+        self.it0, self.t0, self.deadline, self.last_t = it, now, deadline, now
+
+    def at_start(self):
+        """True if the run evaluates before its first step (the loss curve starts at step 0)."""
+        return self.interval is None
+
+    def progress(self, it, now, total):
+        """How far the run is, 0 to 1: by the clock or by the plan, whichever is further."""
+        by_time = 0.0 if math.isinf(self.deadline) else (now - self.t0) / max(1e-9, self.deadline - self.t0)
+        by_iter = 0.0 if math.isinf(total) or total <= self.it0 else (it - self.it0) / (total - self.it0)
+        return min(1.0, max(by_time, by_iter))
+
+    def due_by_iter(self, it):
+        """True if --eval-interval asks for an eval after step it (the same on every rank)."""
+        return self.interval is not None and it % self.interval == 0
+
+    def due(self, it, now, total, eval_s):
+        """What the loop does after step it (without --eval-interval): "eval" if the next tenth
+        of the run is reached and, with a deadline, GAP evals' time has passed since the last;
+        "save" (the checkpoint alone) if the tenth is reached sooner; else None. It reads the
+        clock, so under MPI only rank 0 calls it (plan.eval_due) and broadcasts the answer."""
+        tenth = int(self.progress(it, now, total) * self.parts + 1e-9)
+        if self.interval is not None or not self.done < tenth < self.parts - 1:
+            return None
+        self.done = tenth
+        if not math.isinf(self.deadline) and now - self.last_t < self.GAP * eval_s:
+            return "save"
+        return "eval"
+
+    def evaluated(self, now):
+        """An eval (scheduled or not) has just ended."""
+        self.last_t = now
+
+    def left(self, now=None, eval_s=0.0):
+        """Scheduled evals still to come before the final one (as many as fit before the
+        deadline at one per GAP + 1 evals' time)."""
+        if self.interval is not None:
+            return 0
+        n = max(0, self.parts - 2 - self.done)
+        if now is not None and eval_s > 0 and not math.isinf(self.deadline):
+            n = min(n, max(0, int((self.deadline - now) / ((self.GAP + 1) * eval_s))))
+        return n
 
 
 def fmt_time(seconds):
@@ -119,8 +216,17 @@ def write_metrics(path, records):
 def read_metrics(path, up_to_iter):
     """The eval records an earlier run wrote, up to a checkpoint's iteration ([] if none).
     A line that is not a whole record (damaged, edited, cut short) is skipped."""
+    return _read_records(path, up_to_iter, ("train_loss", "val_loss"), "metrics file")
+
+
+def read_log(path, up_to_iter):
+    """The log-line records (iter, loss, lr, ...) of log.jsonl, as read_metrics reads evals."""
+    return _read_records(path, up_to_iter, ("loss",), "log file")
+
+
+def _read_records(path, up_to_iter, numbers, what):
     try:                                       # lines end at "\n" only: U+2028 may sit in a JSON string
-        lines = [line.rstrip("\r") for line in read_regular_text(path, "metrics file").split("\n")]
+        lines = [line.rstrip("\r") for line in read_regular_text(path, what).split("\n")]
     except (OSError, ValueError):
         return []
     records = []
@@ -129,28 +235,32 @@ def read_metrics(path, up_to_iter):
             r = loads_json(line)
         except ValueError:
             continue
-        if _is_record(r) and r["iter"] <= up_to_iter:
+        if _is_record(r, numbers) and r["iter"] <= up_to_iter:
             records.append(r)
     return records
 
 
-def _is_record(r):
+def _is_record(r, numbers):
     def number(v):                             # a loss: finite and 0 or more
         return isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v < math.inf
     return (isinstance(r, dict) and isinstance(r.get("iter"), int) and not isinstance(r["iter"], bool)
-            and r["iter"] >= 0 and number(r.get("train_loss")) and number(r.get("val_loss")))
+            and r["iter"] >= 0 and all(number(r.get(k)) for k in numbers))
 
 
-def plot_losses(path, records):
-    """loss.png: train and val loss against iterations (matplotlib's Agg canvas, no display)."""
+def plot_losses(path, records, log=()):
+    """loss.png: the train loss of every log line (the mean over its steps), and the train and
+    val loss of every eval, against iterations (matplotlib's Agg canvas, no display)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     fig = Figure(figsize=(7, 4.5))
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
+    if log:
+        ax.plot([r["iter"] for r in log], [r["loss"] for r in log], "-", color="tab:blue", alpha=0.35,
+                lw=1, label="train (each log line)")
     its = [r["iter"] for r in records]
-    ax.plot(its, [r["train_loss"] for r in records], "o-", label="train")
-    ax.plot(its, [r["val_loss"] for r in records], "o-", label="val")
+    ax.plot(its, [r["train_loss"] for r in records], "o-", color="tab:blue", label="train (eval)")
+    ax.plot(its, [r["val_loss"] for r in records], "o-", color="tab:orange", label="val (eval)")
     ax.set_xlabel("iteration")
     ax.set_ylabel("loss (nats per token)")
     ax.grid(alpha=0.3)
@@ -169,6 +279,7 @@ def plot_losses(path, records):
         ax2.legend(loc="upper center")
     ax.legend()
     atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=100))
+    return fig
 
 
 def flops_and_peak(config, n_ranks=1):

@@ -23,7 +23,7 @@ from .dist import RanksDiverged, Solo, world
 from .model import GPT, GPTConfig
 from .optim import AdamW
 from .inputs import UsageError, check_inputs
-from .progress import read_metrics
+from .progress import read_log, read_metrics
 
 MAX_ELAPSED_S = 1e9            # seconds a run can have trained for (31 years): more is a lie
 SHAPE_FLAGS = ("n_layer", "n_head", "n_embd", "block_size")   # fixed by a checkpoint
@@ -172,6 +172,7 @@ class Run:
     best: float = math.inf                     # best val loss so far
     last_eval: int = -1                        # iteration of the latest eval
     records: list = field(default_factory=list)    # one dict per eval (metrics.jsonl)
+    log: list = field(default_factory=list)        # one dict per log line (log.jsonl)
     elapsed0: float = 0.0                      # seconds spent by earlier (resumed) runs
     t0: float = 0.0                            # time.perf_counter() at the start of this process
     comm: object = field(default_factory=Solo)     # dist.world(): this rank's place among N
@@ -252,6 +253,7 @@ def restore(run, ck, device):
     else:                                      # a device generator or rank > 0's: reseeded
         run.dropout_rng = default_rng(xp, run.comm.seed(run.args.seed + 1 + run.it))
     run.records = read_metrics(run.path("metrics.jsonl"), run.it)
+    run.log = read_log(run.path("log.jsonl"), run.it)
     print(f"resuming {run.path('ckpt.npz')} at iter {run.it} (best val loss {run.best:.4f})")
 
 

@@ -2,6 +2,7 @@
 
     python -m minigpt.sample --ckpt out/ckpt.npz --prompt "ROMEO:" --top-k 200 --seed 1
     python -m minigpt.sample --pretrained path/to/gpt2 --prompt "Hello, I'm a language model,"
+    python -m minigpt.sample --ckpt out/ckpt.npz --interactive     # a prompt per line (minigpt.chat)
 
 Each step turns the last position's logits into probabilities (temperature,
 then top-k, then top-p), draws the next token with a host-side NumPy
@@ -9,6 +10,13 @@ Generator, and feeds it back. With the cache (minigpt.kvcache) a step costs
 one position's work; without it the whole context is recomputed. The text is
 printed as it is generated.
 """
+
+if __name__ == "__main__" and not __package__:    # `python minigpt/sample.py`: run it as a module
+    import os, runpy, sys                           # noqa: E401 (before any relative import)
+    sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    runpy.run_module("minigpt.sample", run_name="__main__", alter_sys=True)
+    sys.exit(0)
+
 import argparse
 import math
 import os
@@ -209,6 +217,10 @@ def build_parser():
                      "model.safetensors, vocab.json + merges.txt)")
     p.add_argument("--prompt", default="", help="text to continue (default: <|endoftext|> for "
                    "GPT-2 tokenizers, a newline otherwise)")
+    p.add_argument("--interactive", action="store_true",
+                   help="load the model once, then read one prompt per line from standard input (a "
+                        "terminal or a pipe) and stream each answer with these settings; an empty line "
+                        "or end of input (Ctrl-D) ends")
     p.add_argument("--max-new-tokens", type=_checked(int, lambda v: 1 <= v <= 10**9, "in 1..10**9"),
                    default=500, help="tokens to generate per sample (default 500)")
     p.add_argument("--temperature", type=_checked(float, lambda v: 0 <= v < math.inf, "0 or more"),
@@ -263,10 +275,17 @@ def _load(args):
     model.to(device)
     eot = eot_id(tokenizer)
     end = eot if eot is not None or not isinstance(marker, str) else _single_id(tokenizer, marker)
-    if args.prompt:
+    return model, tokenizer, encode_prompt(tokenizer, args.prompt), end
+
+
+def encode_prompt(tokenizer, prompt):
+    """The ids of a prompt (special tokens allowed where the tokenizer has <|endoftext|>); an
+    empty prompt starts from <|endoftext|>, else from a newline. ValueError if it cannot."""
+    eot = eot_id(tokenizer)
+    if prompt:
         try:
-            ids = (tokenizer.encode(args.prompt, allowed_special="all") if eot is not None
-                   else tokenizer.encode(args.prompt))
+            ids = (tokenizer.encode(prompt, allowed_special="all") if eot is not None
+                   else tokenizer.encode(prompt))
         except (KeyError, ValueError) as e:
             raise ValueError(f"the prompt cannot be encoded by this model's tokenizer ({e})") from None
     elif eot is not None:
@@ -278,7 +297,7 @@ def _load(args):
             raise ValueError("give a --prompt: this tokenizer has no newline to start from") from None
     if not ids:
         raise ValueError("the prompt encodes to no tokens")
-    return model, tokenizer, ids, end
+    return ids
 
 
 def _single_id(tokenizer, text):
@@ -308,22 +327,47 @@ def _sample(args):
     """Load, then print each sample as it is generated; returns the exit status."""
     if sys.stdout is None:
         raise ValueError("standard output is closed: there is nowhere to print the sample")
+    if args.interactive and (args.prompt or sys.stdin is None):
+        raise ValueError("--interactive reads its prompts from standard input: drop --prompt" if
+                         args.prompt else "standard input is closed: there are no prompts to read")
     model, tokenizer, ids, end = _load(args)
-    temperature = 0.0 if args.greedy else args.temperature
-    eot = None if args.ignore_eot else end
-    rng = np.random.default_rng(args.seed)
-    out = sys.stdout
+    write = Writer(args, model, tokenizer, end)
     try:
-        for n in range(args.num_samples):
+        if args.interactive:
+            from .chat import session
+            return session(lambda line: write(encode_prompt(tokenizer, line)), sys.stdin, sys.stdout)
+        write(ids, echo=args.prompt)
+    except KeyboardInterrupt:
+        sys.stdout.write("\n")
+        return 130
+    except BrokenPipeError:                        # e.g. piped into `head`: stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    return 0
+
+
+class Writer:
+    """Prints --num-samples samples after prompt ids, token by token, with the flags' settings
+    (kept for every prompt of an interactive session, one random generator for all)."""
+
+    def __init__(self, args, model, tokenizer, end, out=None):
+        self.args, self.model, self.tokenizer, self.out = args, model, tokenizer, out or sys.stdout
+        self.temperature = 0.0 if args.greedy else args.temperature
+        self.eot = None if args.ignore_eot else end
+        self.rng = np.random.default_rng(args.seed)
+
+    def __call__(self, ids, echo=""):
+        a, out = self.args, self.out
+        for n in range(a.num_samples):
             if n:
                 out.write("\n" + "-" * 16 + "\n")
-            out.write(args.prompt)
+            out.write(echo)
             out.flush()
-            stream = TextStream(tokenizer, args.stop)
-            for nxt in generate_tokens(model, np.array([ids]), args.max_new_tokens, temperature,
-                                       args.top_k, args.top_p, rng, use_cache=not args.no_cache,
-                                       vocab_size=tokenizer.vocab_size):
-                if eot is not None and int(nxt[0]) == eot:
+            stream = TextStream(self.tokenizer, a.stop)
+            for nxt in generate_tokens(self.model, np.array([ids]), a.max_new_tokens, self.temperature,
+                                       a.top_k, a.top_p, self.rng, use_cache=not a.no_cache,
+                                       vocab_size=self.tokenizer.vocab_size):
+                if self.eot is not None and int(nxt[0]) == self.eot:
                     break
                 out.write(stream.push(nxt[0]))
                 out.flush()
@@ -331,13 +375,6 @@ def _sample(args):
                     break
             out.write(stream.finish() + "\n")
             out.flush()
-    except KeyboardInterrupt:
-        out.write("\n")
-        return 130
-    except BrokenPipeError:                        # e.g. piped into `head`: stop quietly
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
-    return 0
 
 
 if __name__ == "__main__":

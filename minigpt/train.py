@@ -10,6 +10,13 @@ Exit status: 0 done, 1 the loss became NaN or infinite, 2 bad input (one line on
 130 interrupted by Ctrl-C, 143 by SIGTERM, 129 by SIGHUP, 141 standard output closed (`| head`)
 (each saves a checkpoint that --resume continues).
 """
+
+if __name__ == "__main__" and not __package__:    # `python minigpt/train.py`: run it as a module
+    import os, runpy, sys                           # noqa: E401 (before any relative import)
+    sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    runpy.run_module("minigpt.train", run_name="__main__", alter_sys=True)
+    sys.exit(0)
+
 import contextlib
 import math
 import os
@@ -24,7 +31,7 @@ from .backend import DeviceError
 from .checkpoint import CheckpointError
 from .fileio import FileError, claim_dir
 from .optim import clip_grad_norm, lr_schedule
-from .progress import TimeBudget, flops_and_peak, fmt_time, log_line, plot_losses, write_metrics
+from .progress import EvalSchedule, TimeBudget, flops_and_peak, fmt_time, log_line, plot_losses, write_metrics
 from .inputs import check_inputs, start_afresh
 from .run import PipeGuard, StopOnSignal, UsageError, handling, make_run, save
 from .train_flags import check_args, check_start, parse_args
@@ -73,16 +80,17 @@ def _rows(run, batch):
     return x, y, (run.comm.size * counted / total if total and counted != total / run.comm.size else 1.0)
 
 
-def estimate_loss(run, tokens):
-    """Mean loss over args.eval_iters fixed batches (the same ones at every eval; each rank
-    takes its rows of every batch)."""
+def estimate_loss(run, tokens, n_batches=None):
+    """Mean loss over args.eval_iters (or n_batches) fixed batches (the same ones at every
+    eval; each rank takes its rows of every batch)."""
     args, rng = run.args, np.random.default_rng([run.args.seed, 7])
+    n_batches = n_batches or args.eval_iters
     total = 0.0
-    for _ in range(args.eval_iters):
+    for _ in range(n_batches):
         x, y, share = _rows(run, data.get_batch(tokens, args.batch_size * run.comm.size, args.block_size, rng))
         _, loss, _ = run.model.forward(run.xp.asarray(x), run.xp.asarray(y), train=False)
         total = total + loss * share
-    return float(run.comm.mean(total)) / args.eval_iters
+    return float(run.comm.mean(total)) / n_batches
 
 
 def sample_text(run, n_tokens, seed):
@@ -97,39 +105,63 @@ def sample_text(run, n_tokens, seed):
     return run.tokenizer.decode(ids[0, 1:].tolist())
 
 
-def evaluate(run, lr, tok_per_s, budget):
-    """Train and val loss, metrics.jsonl, loss.png, the checkpoint, and a short sample."""
-    t = time.perf_counter()
-    train_loss, val_loss = estimate_loss(run, run.train_tokens), estimate_loss(run, run.val_tokens)
+START_SHARE = EvalSchedule.START_SHARE      # the eval before the first step: a tenth of the batches
+
+
+def evaluate(run, lr, tok_per_s, budget, share=1.0):
+    """Train and val loss, metrics.jsonl, loss.png, the checkpoint, and a short sample.
+
+    share < 1 (the eval at step 0, where the loss is that of a random model): that share of
+    the batches and held-out examples, no sample, and budget.eval_s is left to its estimate
+    until a whole eval is timed."""
+    t, a = time.perf_counter(), run.args
+    batches = max(1, round(share * a.eval_iters))
+    train_loss, val_loss = estimate_loss(run, run.train_tokens, batches), estimate_loss(run, run.val_tokens, batches)
     for loss in (train_loss, val_loss):
         if not math.isfinite(loss):
             raise Diverged(f"the eval loss is {loss} at iter {run.it}")
     run.best = min(run.best, val_loss)
     record, scored = {"iter": run.it, "train_loss": train_loss, "val_loss": val_loss, "lr": lr,
                       "elapsed_s": round(run.elapsed(), 2), "tokens_per_s": round(tok_per_s)}, None
+    if batches != a.eval_iters:
+        record["eval_iters"] = batches
     if isinstance(run.val_tokens, task.Examples):         # a task: score greedy answers too
-        accuracy, scored = task.exact_match(run.model, run.val_tokens, run.args.eval_examples, run.tokenizer)
+        accuracy, scored = task.exact_match(run.model, run.val_tokens, max(1, round(share * a.eval_examples)),
+                                            run.tokenizer)
         record.update(exact_match=accuracy, eval_examples=len(scored))
         record.update(task_metrics.scores(run.args.task_metric, scored))
     run.records.append(record)
     save(run)                                  # first: metrics.jsonl never runs ahead of it
     if run.comm.is_root:                       # rank 0 owns the files
         write_metrics(run.path("metrics.jsonl"), run.records)
-        plot_losses(run.path("loss.png"), run.records)
+        write_metrics(run.path("log.jsonl"), run.log)
+        plot_losses(run.path("loss.png"), run.records, run.log)
     run.last_eval = run.it
     print(f"eval iter {run.it}: train {train_loss:.4f}, val {val_loss:.4f} (best {run.best:.4f}) "
-          f"over {run.args.eval_iters} batches"
+          f"over {batches} batches"
           + (f"; exact match {100 * accuracy:.1f}% of {len(scored)} held out" if scored else "")
           + "".join(f", {k.replace('_', ' ')} {100 * v:.1f}%" for k, v in record.items() if k in task_metrics.KEYS)
           + f"; saved {run.path('ckpt.npz')}")
-    n = min(run.args.sample_tokens, 100) if run.comm.is_root else 0
+    n = min(run.args.sample_tokens, 100) if run.comm.is_root and share == 1 else 0
     if scored and n:
         print("\n".join("  | " + line for line in task.format_answers(scored, 3)))
     elif n:
         ts = time.perf_counter()
         print("  | " + sample_text(run, n, run.args.seed).replace("\n", "\n  | "))
         budget.sample_s_per_token = (time.perf_counter() - ts) / n
-    budget.eval_s = time.perf_counter() - t
+    if share == 1:                             # a part eval (step 0's) says little about a whole one
+        budget.eval_s = time.perf_counter() - t
+    if budget.schedule is not None:
+        budget.schedule.evaluated(time.perf_counter())
+
+
+def save_only(run, budget):
+    """A scheduled eval the time cannot afford: the checkpoint and log.jsonl alone."""
+    save(run)
+    if run.comm.is_root:
+        write_metrics(run.path("log.jsonl"), run.log)
+    print(f"saved {run.path('ckpt.npz')} at iter {run.it} (no eval: at {budget.eval_seconds():.1f} s "
+          f"each, evals keep to a twentieth of the time)")
 
 
 WARMUP_STEPS = 5               # timed steps (after the first) that the time budget plans from
@@ -142,8 +174,11 @@ def _log_line(run, budget, total, lr, window_loss, window_n, dt, mfu):
         raise Diverged(f"the training loss is {mean_loss} at iter {run.it}")
     a, n = run.args, run.comm.size             # n ranks: n times the tokens (and the peak: mfu)
     line, tok_per_s = log_line(run.it, total, mean_loss, lr, dt, window_n,
-                               a.batch_size * a.block_size * a.grad_accum * n, mfu, budget.eta(run.it, total))
+                               a.batch_size * a.block_size * a.grad_accum * n, mfu,
+                               budget.eta(run.it, total, time.perf_counter()))
     print(line, flush=True)
+    run.log.append({"iter": run.it, "loss": mean_loss, "lr": lr, "ms_per_iter": round(1000 * dt / window_n, 2),
+                    "elapsed_s": round(run.elapsed(), 2), "tokens_per_s": round(tok_per_s)})
     return tok_per_s
 
 
@@ -151,16 +186,22 @@ def train_loop(run, budget, stop):
     """Step, log, eval and checkpoint until the planned iterations or the time run out.
 
     With a deadline, the plan is made after a short warm-up (WARMUP_STEPS timed steps)
-    and refitted at each log line; a plan the budget cuts short has its warm-up cut to a
-    fifth of it, so the cosine reaches --min-lr by the end on any budget. Returns 128 + the signal number if stopped
+    and refitted smoothly at each log line (TimeBudget.refit); a plan the budget cuts short
+    has its warm-up cut to a fifth of it, so the cosine reaches --min-lr at the planned end.
+    Evals follow budget.schedule (at the start and each tenth of the run to the 8th, or every
+    --eval-interval steps) and end the run. Returns 128 + the signal number if stopped
     by SIGINT or SIGTERM (after saving), else 0."""
-    args = run.args
+    args, schedule = run.args, budget.schedule
     mfu = flops_and_peak(run.model.config, run.comm.size)
     timed = not math.isinf(budget.deadline)
-    total = plan.planned_total(run, budget)    # every plan, refit and stop: rank 0's (plan.decide)
     lr, loss, tok_per_s, first_it, warm_t = args.lr, None, 0.0, run.it, None
-    window_t, window_n, window_loss = time.perf_counter(), 0, 0.0
     stop.armed = True                          # from here to exit, a signal stops the run with a save
+    schedule.begin(run.it, time.perf_counter(), budget.deadline)
+    if schedule.at_start() and run.last_eval != run.it:   # the curve starts at step 0
+        evaluate(run, lr_schedule(run.it, args.lr, args.min_lr, args.warmup_iters, args.max_iters or 1),
+                 tok_per_s, budget, share=START_SHARE)
+    total = plan.planned_total(run, budget)    # every plan, refit, eval and stop: rank 0's (plan.decide)
+    window_t, window_n, window_loss = time.perf_counter(), 0, 0.0
     # under MPI every rank must take the same branches: rank 0 decides the time, any rank a stop
     while run.it < total and not run.comm.any(stop.requested):
         if run.it > first_it and not plan.another_fits(run, budget):
@@ -185,12 +226,17 @@ def train_loop(run, budget, stop):
             dt = time.perf_counter() - window_t
             budget.observe(window_n, dt)
             if run.it < total:                 # refit the plan, but never past its end
-                total = max(run.it, plan.planned_total(run, budget))
+                total = max(run.it, plan.refitted_total(run, budget, total))
             tok_per_s = _log_line(run, budget, total, lr, window_loss, window_n, dt, mfu)
             window_t, window_n, window_loss = time.perf_counter(), 0, 0.0
-        if run.it % args.eval_interval == 0 and not run.comm.any(stop.requested):
-            evaluate(run, lr, tok_per_s, budget)
-            window_t += budget.eval_s              # the log window times training steps only
+        due = plan.eval_due(run, budget, total)    # by --eval-interval, or the clock at log lines
+        if due and not run.comm.any(stop.requested):
+            t = time.perf_counter()
+            if due == "eval":
+                evaluate(run, lr, tok_per_s, budget)
+            else:
+                save_only(run, budget)
+            window_t += time.perf_counter() - t        # the log window times training steps only
     stopped = run.comm.any(stop.requested)
     if window_n and not stopped:               # the budget ended the run between log lines
         tok_per_s = _log_line(run, budget, run.it, lr, window_loss, window_n,
@@ -269,7 +315,8 @@ def _train(args, explicit, t0, stop):
     print(batch_line(args, run.comm))
     budget_s = args.max_time * 60 - (run.elapsed0 if args.resume and "max_time" not in explicit else 0)
     budget = TimeBudget(t0 + budget_s if args.max_time else math.inf, args.eval_interval,
-                        args.eval_iters, args.grad_accum, args.sample_tokens)
+                        args.eval_iters, args.grad_accum, args.sample_tokens,
+                        schedule=EvalSchedule(args.eval_interval))
     if isinstance(run.val_tokens, task.Examples):     # keep time for the final eval's answers
         budget.margin_s += task.answer_time(run, args.eval_examples + 8)
     plan.check_budget_holds(run, budget, refuse=not (args.resume and "max_time" not in explicit))

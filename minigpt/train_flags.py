@@ -66,8 +66,10 @@ def build_parser():
                    help="clip the global gradient norm to this; 0: no clipping" + d)
     g = p.add_argument_group("logging, evaluation and checkpoints")
     g.add_argument("--log-interval", type=int, default=200, metavar="N", help="steps between log lines" + d)
-    g.add_argument("--eval-interval", type=int, default=2500, metavar="N",
-                   help="steps between evals (each saves the checkpoint); the run also ends with one" + d)
+    g.add_argument("--eval-interval", type=int, metavar="N",
+                   help="steps between evals (each saves the checkpoint and redraws loss.png); the run "
+                        "also ends with one (default: at the start and at each tenth of the run up to the "
+                        "eighth, by time or by iterations, whichever is further)")
     g.add_argument("--eval-iters", type=int, default=100, metavar="N",
                    help="batches per split that each eval averages the loss over" + d)
     g.add_argument("--eval-examples", type=int, default=100, metavar="N",
@@ -101,8 +103,8 @@ def check_args(args):
     """UsageError for any flag value that cannot work."""
     check_types(args, build_parser())
     positive = ("n_layer", "n_head", "n_embd", "block_size", "batch_size", "grad_accum",
-                "log_interval", "eval_interval", "eval_iters", "eval_examples")
-    optional = tuple(n for n in ("max_iters", "lr_decay_iters") if getattr(args, n) is not None)
+                "log_interval", "eval_iters", "eval_examples")
+    optional = tuple(n for n in ("max_iters", "lr_decay_iters", "eval_interval") if getattr(args, n) is not None)
     for name in positive + optional:
         if getattr(args, name) < 1:
             raise UsageError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")

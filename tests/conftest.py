@@ -36,3 +36,27 @@ def pipe_path():
     yield make
     for r in readers:
         os.close(r)
+
+
+REFERENCES = {"torch": "pip install torch==2.13.0", "transformers": 'pip install -e ".[test]"',
+              "tiktoken": 'pip install -e ".[test]"', "safetensors": 'pip install -e ".[test]"'}
+
+
+def missing_references(skipped):
+    """{module: how to install it} for the optional references that skip reports name."""
+    found = {}
+    for report in skipped:
+        reason = str(report.longrepr[-1]) if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        for name, how in REFERENCES.items():
+            if f"could not import '{name}'" in reason:
+                found[name] = how
+    return found
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Say, at the end, which reference checks were skipped and how to run them."""
+    missing = missing_references(terminalreporter.stats.get("skipped", []))
+    if missing:
+        hows = " and ".join(sorted(set(missing.values())))
+        terminalreporter.write_line(f"reference checks skipped: {', '.join(sorted(missing))} not installed "
+                                    f"(to run them: {hows})")

@@ -137,7 +137,7 @@ def test_two_ranks_of_batch_6_end_with_the_weights_of_one_process_of_batch_12(
     assert r.stdout.count("eval iter 20:") == 1 and r.stdout.count("--- sample") == 1   # rank 0 alone
     assert [(tmp_path / f"status{i}").read_text() for i in range(2)] == ["0", "0"]
     assert sorted(p.name for p in tmp_path.iterdir() if not p.name[:3] in ("pid", "sta")) == \
-        [LOCK_NAME, "ckpt.npz", "loss.png", "metrics.jsonl", "tokens.bin", "tokens.json"]   # rank 0's lock
+        [LOCK_NAME, "ckpt.npz", "log.jsonl", "loss.png", "metrics.jsonl", "tokens.bin", "tokens.json"]   # rank 0's lock
     assert load_checkpoint(tmp_path / "ckpt.npz")["train_args"]["ranks"] == 2
 
 
@@ -287,15 +287,31 @@ def test_a_task_file_trains_on_two_ranks_as_on_one_process_of_twice_the_batch(mp
     assert record["eval_examples"] == 4 and 0 <= record["exact_match"] <= 1
 
 
+@pytest.mark.parametrize("schedule", ["--eval-interval 10", "the eval schedule"])
 def test_the_time_budget_under_mpi_is_rank_0s_plan_when_the_ranks_time_themselves_differently(
-        mpiexec, corpus, tmp_path):
-    r = train_job(mpiexec, 2, corpus, tmp_path, "--batch-size", "6", "--max-time", "0.15", "--log-interval", "10",
-                  env={"MINIGPT_TEST_CLOCK": "3"})
+        mpiexec, corpus, tmp_path, schedule):
+    # Rank 1's clock runs 3x fast: its own plan, refits, stop and (without --eval-interval) its
+    # own evals by the clock would differ from rank 0's; every save checks that the weights agree.
+    flags = ["--batch-size", "6", "--max-time", "0.15", "--log-interval", "10"]
+    if schedule == "the eval schedule":                # the default: no --eval-interval given
+        cmd = [str(corpus), "--out-dir", str(tmp_path), *_without(TINY, "--eval-interval"), *flags]
+        r = launch(mpiexec, 2, "-c", WRAPPER, *cmd, env={"MINIGPT_TEST_CLOCK": "3"})
+    else:
+        r = train_job(mpiexec, 2, corpus, tmp_path, *flags, env={"MINIGPT_TEST_CLOCK": "3"})
     assert r.returncode == 0, r.stderr
     assert "plan:" in r.stdout and "differ" not in r.stderr
     assert [(tmp_path / f"status{k}").read_text() for k in (0, 1)] == ["0", "0"]
     done = int(r.stdout.split("done: ")[1].split()[0])
     assert load_checkpoint(tmp_path / "ckpt.npz")["iter_num"] == done > 6
+    its = [json.loads(line)["iter"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert its[-1] == done and (its[0] == 0) == (schedule == "the eval schedule")   # the curve from step 0
+    assert (tmp_path / "log.jsonl").is_file()
+
+
+def _without(flags, name):
+    """flags with `name VALUE` taken out."""
+    i = flags.index(name)
+    return flags[:i] + flags[i + 2:]
 
 
 def test_weights_that_differ_at_a_save_keep_rank_0s_checkpoint_and_resume(mpiexec, corpus, tmp_path):

@@ -1,7 +1,11 @@
 """minigpt installs as a package: pyproject.toml ships every module, subpackage and data file."""
 import fnmatch
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "minigpt"
@@ -60,3 +64,20 @@ def test_no_two_modules_import_each_other():
     circles = sorted({tuple(sorted((a, b))) for a in graph for b in graph[a]
                       if a in graph.get(b, ()) and "minigpt" not in (a, b)})
     assert not circles, circles
+
+
+@pytest.mark.parametrize("script, prog", [("minigpt/train.py", "minigpt.train"), ("minigpt/sample.py", "minigpt.sample"),
+                                          ("minigpt/attention.py", "minigpt.attention"),
+                                          ("minigpt/gradcheck.py", "minigpt.gradcheck"),
+                                          ("minigpt/coursework", "minigpt.coursework")])
+def test_a_command_run_as_a_file_runs_as_its_module(script, prog, tmp_path):
+    done = subprocess.run([sys.executable, str(ROOT / script), "--help"], capture_output=True, text=True,
+                          cwd=tmp_path, timeout=120)
+    assert done.returncode == 0 and f"usage: python -m {prog}" in done.stdout, done.stderr
+    assert "ImportError" not in done.stderr
+
+
+def test_a_file_run_keeps_the_modules_exit_status_and_one_line_errors(tmp_path):
+    done = subprocess.run([sys.executable, str(ROOT / "minigpt" / "train.py"), str(tmp_path / "none.txt")],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1 and "Traceback" not in done.stderr

@@ -93,3 +93,67 @@ def test_mfu_never_passes_100_percent_when_the_start_up_peak_was_measured_low():
     line, _ = log_line(2, 10, 2.0, 1e-3, 1.0, 1, 1500, mfu)    # half as fast, against the raised peak
     assert "MFU 50.0%" in line
     assert Utilization(1e6, 1e10).percent(2000) == 20.0        # an honest peak is left alone
+
+
+def test_schedule_evaluates_at_each_tenth_of_the_time_or_of_the_plan_whichever_is_further():
+    from minigpt.progress import EvalSchedule
+    s = EvalSchedule()
+    s.begin(it=0, now=0.0, deadline=100.0)
+    assert s.at_start() and s.left() == 8
+    assert not s.due(50, 5.0, 1000, eval_s=0.1)          # 5% of the time, 5% of the plan
+    assert s.due(60, 10.0, 1000, eval_s=0.1) == "eval"   # a tenth of the time
+    assert not s.due(80, 12.0, 1000, eval_s=0.1)         # the same tenth: once
+    assert s.due(210, 12.0, 1000, eval_s=0.1) and s.done == 2     # a slow clock: by the plan
+    assert s.due(220, 45.0, 1000, eval_s=0.1) and s.done == 4     # a slow machine: by the clock
+    assert s.left() == 4 and not s.due(950, 91.0, 1000, eval_s=0.1)     # the end's eval is near
+    untimed = EvalSchedule()
+    untimed.begin(it=100, now=0.0, deadline=math.inf)     # resumed at 100, no deadline: by iterations
+    assert [it for it in range(100, 201, 5) if untimed.due(it, 1e6, 200, eval_s=50.0)] == list(range(110, 190, 10))
+
+
+def test_schedule_keeps_evals_to_a_tenth_of_the_time_on_a_short_budget():
+    from minigpt.progress import EvalSchedule
+    s = EvalSchedule()
+    s.begin(it=0, now=0.0, deadline=60.0)
+    s.evaluated(2.0)                                     # the start's eval took 2 s
+    assert s.due(100, 18.0, 1000, eval_s=2.0) == "save"  # 3/10 of the time, but 16 s < 19 evals
+    assert s.due(110, 19.0, 1000, eval_s=2.0) is None    # the same tenth: once
+    assert s.due(200, 40.0, 1000, eval_s=2.0) == "eval"
+    s.evaluated(42.0)
+    assert s.left(now=42.0, eval_s=2.0) == 0             # 18 s left: no room for another
+    assert s.left(now=0.0, eval_s=2.0) == 1              # 60 s: room for one in 20 evals' time
+    assert EvalSchedule(interval=5).left() == 0 and EvalSchedule(interval=5).due_by_iter(10)
+    assert not EvalSchedule(interval=5).at_start()
+
+
+def test_plan_keeps_time_for_the_scheduled_evals_still_to_come():
+    from minigpt.progress import EvalSchedule
+    s = EvalSchedule()
+    s.begin(0, 0.0, 1000.0)
+    b = TimeBudget(1000.0, None, 30, 1, 0, margin_s=0.0, schedule=s)   # 8 evals to come
+    b.observe(10, 1.0)
+    b.eval_s = 2.0
+    assert b.plan(10, 0.0) == 10 + int((1000.0 - 2.0 - 8 * 2.0) / 0.1)
+
+
+def test_a_refit_moves_a_quarter_of_the_way_up_all_the_way_down_never_below_the_iterations_done():
+    b = _budget(deadline=100.0, eval_interval=10 ** 9)
+    b.observe(10, 1.0)                                   # 0.1 s per step
+    b.eval_s, b.sample_s_per_token, b.margin_s = 0.0, 0.0, 0.0
+    fit = b.plan(10, 40.0)
+    assert fit == 10 + 600
+    assert b.refit(410, 10, 40.0) == 410 + round(0.25 * (fit - 410))     # more fits: smoothly
+    assert b.refit(1010, 10, 40.0) == fit                # less fits: at once, before the deadline
+    assert b.refit(math.inf, 10, 40.0) == fit            # the first plan is taken whole
+    assert b.refit(20, 500, 99.9) == 500 and b.refit(300, 10, 40.0, max_iters=350) == 300 + round(0.25 * 50)
+    assert b.refit(410, 10, 40.0, interval=100) == 410 + round(0.25 * (fit - 410))   # 6 lines left
+    assert b.refit(410, 10, 40.0, interval=300) == 410 + round(0.5 * (fit - 410))    # 2 lines left
+    assert b.refit(410, 10, 40.0, interval=1000) == fit                              # the last one
+
+
+def test_loss_plot_draws_the_log_line_train_loss_when_given(tmp_path):
+    fig = plot_losses(tmp_path / "loss.png", [{"iter": 10, "train_loss": 2.0, "val_loss": 2.2}],
+                      [{"iter": i, "loss": 4.0 / i} for i in (1, 2, 5, 10)])
+    labels = [line.get_label() for line in fig.axes[0].get_lines()]
+    assert labels == ["train (each log line)", "train (eval)", "val (eval)"]
+    assert list(fig.axes[0].get_lines()[0].get_xdata()) == [1, 2, 5, 10]

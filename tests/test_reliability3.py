@@ -101,6 +101,18 @@ def test_a_signal_during_the_final_sample_exits_143_with_the_whole_run_saved(cor
     assert "after the final save" in err and load_checkpoint(tmp_path / "ckpt.npz")["iter_num"] == 6
 
 
+def test_a_signal_during_the_eval_at_step_0_saves_a_checkpoint_that_resume_continues(corpus, tmp_path, capsys,
+                                                                                     monkeypatch):
+    _kill_self_on(monkeypatch, train_module, "estimate_loss", signal.SIGTERM)    # the eval schedule's first
+    status = train(corpus, tmp_path, "--max-iters", 6)                          # (no --eval-interval)
+    err = capsys.readouterr().err
+    assert status == 143 and "Traceback" not in err, err
+    assert "interrupted at iter 0 (SIGTERM)" in err and load_checkpoint(tmp_path / "ckpt.npz")["iter_num"] == 0
+    monkeypatch.undo()
+    assert train(corpus, tmp_path, "--resume", "--max-iters", 6) == 0
+    assert load_checkpoint(tmp_path / "ckpt.npz")["iter_num"] == 6
+
+
 def test_a_sigterm_during_start_up_exits_143_not_130(corpus, tmp_path, capsys, monkeypatch):
     _kill_self_on(monkeypatch, run_module, "load_data", signal.SIGTERM)
     err = one_line(capsys, train(corpus, tmp_path, "--max-iters", 6), 143)
@@ -111,7 +123,7 @@ def test_a_sigterm_during_start_up_exits_143_not_130(corpus, tmp_path, capsys, m
 
 def test_a_typo_in_the_input_with_overwrite_touches_none_of_the_last_runs_files(trained, tmp_path, capsys):
     before = {p.name: p.read_bytes() for p in trained.iterdir() if p.is_file()}
-    assert {"metrics.jsonl", "loss.png", "ckpt.npz"} <= set(before)
+    assert {"metrics.jsonl", "log.jsonl", "loss.png", "ckpt.npz"} <= set(before)
     for extra in (["--overwrite"], []):              # without --overwrite: not "already exists" first
         status = main([str(tmp_path / "shakespear.txt"), "--out-dir", str(trained), *TINY, "--max-iters", "2",
                        *extra])
@@ -131,7 +143,7 @@ def test_a_missing_input_from_another_folder_creates_no_out_dir_and_no_lock(corp
 
 # ---------------------------------------------------------------- links and FIFOs
 
-@pytest.mark.parametrize("name", [fileio.LOCK_NAME, "ckpt.npz", "metrics.jsonl", "loss.png"])
+@pytest.mark.parametrize("name", [fileio.LOCK_NAME, "ckpt.npz", "metrics.jsonl", "log.jsonl", "loss.png"])
 def test_a_planted_symlink_in_the_out_dir_is_refused_and_its_target_untouched(corpus, tmp_path, capsys, name):
     victim = tmp_path / "someone_elses.txt"
     victim.write_text("precious\n")
@@ -261,6 +273,17 @@ def test_a_budget_that_cannot_hold_one_step_and_the_final_eval_is_refused_at_the
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert "the time budget cannot hold" in r.stderr and flag in r.stderr
     assert not (tmp_path / "ckpt.npz").exists()
+
+
+def test_a_refused_budget_with_overwrite_keeps_the_last_runs_history(corpus, trained):
+    before = {p.name: p.read_bytes() for p in trained.iterdir() if p.is_file()}
+    cmd = [sys.executable, "-m", "minigpt.train", str(corpus), "--out-dir", str(trained), *TINY,
+           "--max-time", "0.1", "--eval-iters", "3000000", "--overwrite"]
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=60,
+                       env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert r.returncode == 2 and "the time budget cannot hold" in r.stderr, r.stderr
+    after = {p.name: p.read_bytes() for p in trained.iterdir() if p.is_file() and p.name != fileio.LOCK_NAME}
+    assert "log.jsonl" in before and after == {k: v for k, v in before.items() if k != fileio.LOCK_NAME}
 
 
 @pytest.mark.parametrize("flag, value", [("--max-new-tokens", str(10**400)), ("--num-samples", str(10**12)),

@@ -284,7 +284,50 @@ def test_default_model_and_flags_are_what_the_training_docs_say():
 def test_a_nan_loss_in_an_overwrite_run_does_not_point_at_the_previous_runs_checkpoint(corpus, tmp_path, capsys):
     assert train(corpus, tmp_path, "--max-iters", "5", "--eval-interval", "5") == 0
     capsys.readouterr()
-    status = train(corpus, tmp_path, "--overwrite", "--max-iters", "30", "--lr", "1e30", "--grad-clip", "0")
+    status = train(corpus, tmp_path, "--overwrite", "--max-iters", "30", "--lr", "1e30", "--grad-clip", "0",
+                   "--eval-interval", "100")             # no eval at the start: nothing saved
     err = capsys.readouterr().err
     assert status == 1 and len(err.strip().splitlines()) == 1, err
     assert "this run saved no checkpoint" in err and "last good" not in err, err
+
+
+def test_without_an_eval_interval_the_curve_starts_at_step_0_with_an_eval_each_tenth(corpus, tmp_path, capsys):
+    assert train(corpus, tmp_path, "--max-iters", "40", "--log-interval", "4") == 0
+    evals = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["iter"] for r in evals] == [*range(0, 33, 4), 40]   # the start, each tenth to the 8th, the end
+    assert evals[0]["val_loss"] > evals[-1]["val_loss"]
+    assert evals[0]["eval_iters"] == 1 and "eval_iters" not in evals[1]   # step 0: a tenth of the batches
+    log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert [r["iter"] for r in log] == list(range(4, 41, 4))    # every log line's train loss
+    assert all(r["loss"] > 0 and r["lr"] > 0 for r in log)
+    assert "eval iter 0: train" in capsys.readouterr().out
+    # a resumed run starts from its checkpoint's eval and keeps the log lines up to it
+    assert train(corpus, tmp_path, "--max-iters", "48", "--log-interval", "4", "--resume") == 0
+    evals = [json.loads(line)["iter"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert evals[:10] == [*range(0, 33, 4), 40] and evals.count(40) == 1 and evals[-1] == 48
+    log = [json.loads(line)["iter"] for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert log == list(range(4, 49, 4))
+
+
+def test_loss_png_draws_the_log_lines_train_loss_beside_the_evals(corpus, tmp_path, monkeypatch):
+    from minigpt import train as train_module
+    drawn = []
+    real = train_module.plot_losses
+    monkeypatch.setattr(train_module, "plot_losses", lambda *a: drawn.append(real(*a)) or drawn[-1])
+    assert train(corpus, tmp_path, "--max-iters", "12", "--log-interval", "2", "--eval-interval", "6") == 0
+    lines = {line.get_label(): line for line in drawn[-1].axes[0].get_lines()}
+    assert list(lines["train (each log line)"].get_xdata()) == [2, 4, 6, 8, 10, 12]
+    assert list(lines["val (eval)"].get_xdata()) == [6, 12]
+
+
+def test_a_tenth_whose_eval_the_time_cannot_afford_still_saves_the_checkpoint(corpus, tmp_path, capsys, monkeypatch):
+    from minigpt import progress
+    from minigpt import train as train_module
+    monkeypatch.setattr(progress.EvalSchedule, "GAP", 10 ** 9)    # every eval too dear for the budget
+    saved, real = [], train_module.save
+    monkeypatch.setattr(train_module, "save", lambda run: saved.append(run.it) or real(run))
+    assert train(corpus, tmp_path, "--max-iters", "40", "--log-interval", "4", "--max-time", "5") == 0
+    assert saved == [*range(0, 33, 4), 40]                        # a checkpoint at each tenth
+    evals = [json.loads(line)["iter"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert evals == [0, 40]                                       # evals only at the start and the end
+    assert f"saved {tmp_path / 'ckpt.npz'} at iter 4 (no eval" in capsys.readouterr().out

@@ -1,4 +1,11 @@
 """`python -m minigpt.coursework release|grade ...`: the command line (see __init__.py)."""
+
+if __name__ == "__main__" and not __package__:    # `python minigpt/coursework`: run it as a module
+    import os, runpy, sys                           # noqa: E401 (before any relative import)
+    sys.path[0] = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    runpy.run_module("minigpt.coursework", run_name="__main__", alter_sys=True)
+    sys.exit(0)
+
 import argparse
 import json
 import sys
