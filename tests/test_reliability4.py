@@ -205,3 +205,15 @@ def test_an_out_dir_that_is_a_dangling_or_looping_link_is_named_so(corpus, tmp_p
         out.symlink_to(tmp_path / "lb")
     err = one_line(capsys, train(corpus, out, "--max-iters", 2))
     assert "symbolic link that leads to no folder" in err and "is a file" not in err, err
+
+
+# ---------------------------------------------------------------- a GPT-2 vocabulary with an extra entry
+
+def test_a_gpt2_vocab_json_with_an_entry_no_merge_makes_is_refused_naming_it(tmp_path):
+    from minigpt.bpe_gpt2 import GPT2_ASSETS
+    from minigpt.tokenizer import BPETokenizer
+    vocab = json.loads((GPT2_ASSETS / "encoder.json").read_text(encoding="utf-8"))
+    vocab["NEWTOKEN"] = len(vocab)
+    (tmp_path / "vocab.json").write_text(json.dumps(vocab), encoding="utf-8")
+    with pytest.raises(ValueError, match="'NEWTOKEN' is 50257, which nothing makes"):
+        BPETokenizer.from_gpt2(tmp_path / "vocab.json", GPT2_ASSETS / "vocab.bpe")
