@@ -217,3 +217,20 @@ def test_a_gpt2_vocab_json_with_an_entry_no_merge_makes_is_refused_naming_it(tmp
     (tmp_path / "vocab.json").write_text(json.dumps(vocab), encoding="utf-8")
     with pytest.raises(ValueError, match="'NEWTOKEN' is 50257, which nothing makes"):
         BPETokenizer.from_gpt2(tmp_path / "vocab.json", GPT2_ASSETS / "vocab.bpe")
+
+
+def test_the_positions_figure_never_writes_into_a_file_a_hard_link_shares(tmp_path, capsys):
+    from minigpt import incontext
+    from minigpt.checkpoint import save_checkpoint
+    from minigpt.tokenizer import CharTokenizer
+    text = tmp_path / "t.txt"
+    text.write_text("to be or not to be, that is the question. " * 40)
+    tok = CharTokenizer(text.read_text())
+    save_checkpoint(tmp_path / "c.npz", GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=8, n_layer=1,
+                                                      n_head=2, n_embd=16), seed=0), tokenizer=tok)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("PRECIOUS\n")
+    os.link(victim, tmp_path / "p.png")
+    assert incontext.main(["positions", "--ckpt", str(tmp_path / "c.npz"), "--text", str(text),
+                           "--windows", "4", "--out", str(tmp_path / "p.png")]) == 0
+    assert victim.read_text() == "PRECIOUS\n" and (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
