@@ -16,6 +16,7 @@ from minigpt.checkpoint import load_checkpoint
 from minigpt.dist import Solo
 from minigpt.model import GPT, GPTConfig
 from minigpt.progress import TimeBudget
+from minigpt.tokenizer import build_tokenizer
 from minigpt.train import main
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -144,14 +145,9 @@ def test_a_failed_claim_keeps_a_lock_it_did_not_make(tmp_path):
 
 
 def test_a_rank_other_than_0_never_writes_the_token_cache(corpus, tmp_path):
-    tokens, tok, cached, _ = data.load_corpus(corpus, tmp_path / "c", lambda text: data_tokenizer(text),
-                                              {"kind": "char"}, write_cache=False)
+    make = lambda text: build_tokenizer("char", text, None)      # noqa: E731
+    tokens, _, cached, _ = data.load_corpus(corpus, tmp_path / "c", make, {"kind": "char"}, write_cache=False)
     assert len(tokens) and not cached and not (tmp_path / "c").exists()
-
-
-def data_tokenizer(text):
-    from minigpt.tokenizer import build_tokenizer
-    return build_tokenizer("char", text, None)
 
 
 # ---------------------------------------------------------------- the text's SHA-256 in a checkpoint
