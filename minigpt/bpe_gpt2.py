@@ -61,6 +61,12 @@ def read_gpt2_files(encoder_json=None, vocab_bpe=None):
         char_of = bytes_to_unicode()
         byte_ids = [encoder[char_of[b]] for b in range(N_BYTES)]
         special_tokens = {ENDOFTEXT: encoder[ENDOFTEXT]}
+        known = set(byte_ids) | set(merges.values()) | set(special_tokens.values())
+        extra = next(((k, v) for k, v in encoder.items() if v not in known), None)
+        if extra is not None:                  # an id no byte, merge or <|endoftext|> makes
+            raise ValueError(f"{len(encoder)} entries, but the bytes, the {len(merges)} merges and "
+                             f"{ENDOFTEXT} make {len(known)} tokens ({extra[0]!r:.40} is "
+                             f"{extra[1]!r:.20}, which nothing makes)")
     except (KeyError, ValueError, TypeError, AttributeError) as e:
         raise ValueError(f"{encoder_json} and {vocab_bpe} are not GPT-2 tokenizer files "
                          f"({type(e).__name__}: {e})") from None

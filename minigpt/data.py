@@ -149,7 +149,7 @@ def get_batch(data, batch_size, block_size, rng):
     return chunk[:, :-1], chunk[:, 1:]
 
 
-def load_corpus(path, cache_dir, make_tokenizer=None, key=None, tokenizer=None):
+def load_corpus(path, cache_dir, make_tokenizer=None, key=None, tokenizer=None, write_cache=True):
     """Read (once), tokenize and cache a text file; a second call on the same file reuses
     the cache instead of tokenizing the text or building the tokenizer again.
 
@@ -159,7 +159,8 @@ def load_corpus(path, cache_dir, make_tokenizer=None, key=None, tokenizer=None):
     SHA-256). The cache is `<cache_dir>/tokens.bin` (raw ids) plus `tokens.json`,
     which records the text's SHA-256, the key, the tokenizer that made the ids
     and the SHA-256 of tokens.bin; a cache whose tokens.bin does not match it,
-    or holds an id outside the vocabulary, is rebuilt, never trusted.
+    or holds an id outside the vocabulary, is rebuilt, never trusted. write_cache=False
+    (an MPI rank other than 0, which owns the out-dir) reads a cache but never writes one.
     """
     raw = read_raw(path)
     ident = {"version": CACHE_VERSION, "sha256": hashlib.sha256(raw).hexdigest()}
@@ -173,6 +174,8 @@ def load_corpus(path, cache_dir, make_tokenizer=None, key=None, tokenizer=None):
     if tokenizer is None:
         tokenizer = make_tokenizer(text)
     tokens = encode(text, tokenizer)
+    if not write_cache:
+        return tokens, tokenizer, False, ident["sha256"]
     os.makedirs(cache_dir, exist_ok=True)
     atomic_write(bin_path, tokens.tofile)
     meta = dict(ident, key=key, dtype=tokens.dtype.name, count=int(len(tokens)),

@@ -102,21 +102,35 @@ def remove_stale_temporaries(folder):
                 pass
 
 
-@contextmanager
-def claim_dir(folder):
-    """Make folder (if needed), check it is writable, lock it for the duration, and remove
-    stale temporary files. A second claim, by any process, is a FileError until released."""
-    folder = os.fspath(folder)
-    if os.path.exists(folder) and not os.path.isdir(folder):
+def check_folder(folder):
+    """FileError if folder names something other than a folder or nothing: a file, or a symbolic
+    link that leads nowhere (dangling, or a loop), which makedirs could not create."""
+    if os.path.islink(folder) and not os.path.exists(folder):
+        raise FileError(f"{folder} is a symbolic link that leads to no folder (dangling, or a loop): "
+                        f"remove it, or give another --out-dir")
+    if os.path.lexists(folder) and not os.path.isdir(folder):
         raise FileError(f"{folder} is a file, not a folder: give another --out-dir")
+
+
+@contextmanager
+def claim_dir(folder, scratch=()):
+    """Make folder (if needed), check it is writable, lock it for the duration, and remove
+    stale temporary files. A second claim, by any process, is a FileError until released.
+
+    If the body fails (an exception), what the claim made goes again: the lock file, if it
+    made it, and the folder, if it made it and nothing but the files named in `scratch` (a
+    cache) is in it, so a bad input found late leaves no new folder and no lock behind."""
+    folder = os.fspath(folder)
+    check_folder(folder)
+    made_folder = not os.path.isdir(folder)
     try:
         os.makedirs(folder, exist_ok=True)
     except OSError as e:
         raise FileError(f"cannot create the folder {folder} ({_reason(e)})") from None
-    _probe_writable(folder)
-    lock_path = os.path.join(folder, LOCK_NAME)
-    lock = _open_lock(lock_path)
+    lock_path, lock, made_lock = os.path.join(folder, LOCK_NAME), None, False
     try:
+        _probe_writable(folder)
+        lock, made_lock = _open_lock(lock_path)
         if fcntl is not None:
             try:
                 fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -131,8 +145,34 @@ def claim_dir(folder):
         lock.flush()
         remove_stale_temporaries(folder)
         yield folder
+    except BaseException:
+        _undo_claim(folder, lock_path if made_lock else None, made_folder, scratch)
+        raise
     finally:
-        lock.close()                               # closing the file releases the lock
+        if lock is not None:
+            lock.close()                           # closing the file releases the lock
+
+
+def _undo_claim(folder, lock_path, made_folder, scratch):
+    """Remove the lock file a failed claim made (while still holding it) and the folder it made,
+    if only `scratch` files and minigpt's temporaries are left in it."""
+    for path in [lock_path] * (lock_path is not None):
+        try:
+            os.remove(path)
+        except OSError:
+            pass
+    if not made_folder:
+        return
+    try:
+        names = os.listdir(folder)
+        if all(n in scratch or n.startswith(TMP_PREFIX) for n in names):
+            for n in names:
+                path = os.path.join(folder, n)
+                if os.path.isfile(path) and not os.path.islink(path):
+                    os.remove(path)
+            os.rmdir(folder)
+    except OSError:
+        pass
 
 
 def _no_duplicate_keys(pairs):
@@ -172,21 +212,33 @@ def loads_json(text, **kwargs):
 
 
 def _open_lock(lock_path):
-    """The lock file, opened read-write without following a symbolic link, without waiting on
-    a FIFO and without truncating anything; FileError unless it is a regular file."""
-    flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) \
+    """(the lock file, True if this call created it), opened read-write without following a
+    symbolic link, without waiting on a FIFO and without truncating anything; FileError unless it is a regular file with one name
+    (a hard link planted there would make the pid overwrite a file outside the folder)."""
+    flags = os.O_RDWR | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) \
         | getattr(os, "O_CLOEXEC", 0)
+    made = True
     try:
-        fd = os.open(lock_path, flags, 0o644)
+        try:
+            fd = os.open(lock_path, flags | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:                # a stale lock, or another run's
+            made = False
+            fd = os.open(lock_path, flags)
     except OSError as e:
         if os.path.islink(lock_path):
             raise FileError(f"{lock_path} is a symbolic link: minigpt never writes through one; "
                             f"remove it, or give another --out-dir") from None
         raise FileError(f"cannot write {lock_path} ({_reason(e)}): give a writable --out-dir") from None
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
         os.close(fd)
         raise FileError(f"{lock_path} is not a regular file: remove it, or give another --out-dir")
-    return os.fdopen(fd, "r+")
+    if st.st_nlink != 1:                       # a hard link: writing the pid would change another name's file
+        os.close(fd)
+        raise FileError(f"{lock_path} has {st.st_nlink} names (a hard link to a file elsewhere?): "
+                        f"minigpt never writes into a file that is also another; remove it, or give "
+                        f"another --out-dir")
+    return os.fdopen(fd, "r+"), made
 
 
 def refuse_link(path, what="file"):

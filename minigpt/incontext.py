@@ -195,8 +195,16 @@ def _positions(args):
                                   if t < len(curve)))
     fig = plot_positions(curve, f"{args.ckpt} on the held-out tenth of {os.path.basename(args.text)}, "
                                f"{args.windows} windows of {len(curve)} tokens")
-    fig.savefig(args.out, dpi=100)
+    _write_figure(fig, args.out)
     print(f"wrote {args.out}")
+
+
+def _write_figure(fig, path):
+    """Save a figure by atomic_write (a rename): never into a file that a link there leads to."""
+    import os
+    from .fileio import atomic_write
+    kind = os.path.splitext(path)[1][1:].lower() or "png"
+    atomic_write(path, lambda f: fig.savefig(f, format=kind, dpi=100))
 
 
 def _fewshot(args):
@@ -223,11 +231,11 @@ def _fewshot(args):
           f"the earlier substitutes (per head: {np.round(scores, 2).tolist()})")
     os.makedirs(args.out_dir, exist_ok=True)
     title = f"{args.n_layer} layers x {args.n_embd} wide, {args.steps} steps ({took / 60:.1f} min)"
-    plot_fewshot(by_k, title).savefig(os.path.join(args.out_dir, "fewshot_accuracy.png"), dpi=100)
+    _write_figure(plot_fewshot(by_k, title), os.path.join(args.out_dir, "fewshot_accuracy.png"))
     i = max(range(min(200, len(val))), key=lambda i: len(induction_targets(val.prompts[i])))
     ids = val.ids[i][:val.n_prompt[i]]
-    plot_attention(model, val.prompts[i], ids, layer, head).savefig(
-        os.path.join(args.out_dir, "induction_head.png"), dpi=100)
+    _write_figure(plot_attention(model, val.prompts[i], ids, layer, head),
+                  os.path.join(args.out_dir, "induction_head.png"))
     print(f"wrote {args.out_dir}/fewshot_accuracy.png and induction_head.png")
     if args.save:
         from .checkpoint import save_checkpoint

@@ -11,14 +11,15 @@ import os
 
 from . import data
 from .checkpoint import CheckpointError
-from .fileio import LOCK_NAME, FileError, refuse_link, require_regular_file
+from .fileio import LOCK_NAME, FileError, check_folder, refuse_link, require_regular_file
 
 
 class UsageError(ValueError):
     """A flag or a combination of flags that cannot work; the message says what to do."""
 
 
-OUTPUTS = ("ckpt.npz", "metrics.jsonl", "log.jsonl", "loss.png", "tokens.bin", "tokens.json")   # what a run writes
+CACHE = ("tokens.bin", "tokens.json")          # the token cache: a failed fresh run may remove it
+OUTPUTS = ("ckpt.npz", "metrics.jsonl", "log.jsonl", "loss.png") + CACHE   # what a run writes
 
 
 def check_inputs(args):
@@ -38,8 +39,7 @@ def check_inputs(args):
         raise UsageError(f"cannot load GPT-2 weights from {args.init_from_pretrained}: it is not a "
                          f"directory (give a folder with GPT-2's config.json, model.safetensors, "
                          f"vocab.json and merges.txt)")
-    if os.path.lexists(args.out_dir) and not os.path.isdir(args.out_dir):
-        raise FileError(f"{args.out_dir} is a file, not a folder: give another --out-dir")
+    check_folder(args.out_dir)
     for name in OUTPUTS + (LOCK_NAME,):
         path = os.path.join(args.out_dir, name)
         refuse_link(path)

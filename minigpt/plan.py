@@ -15,6 +15,7 @@ result to every rank (one broadcast); one process decides for itself. The state
 these decisions keep (the EvalSchedule's tenths done and last eval's time) is
 therefore rank 0's alone: no other rank reads it.
 """
+import math
 import time
 
 import numpy as np
@@ -57,31 +58,47 @@ def another_fits(run, budget):
     return decide(run, lambda: budget.fits_another(time.perf_counter()))
 
 
-def _probe(run):
+PROBE_TRIES = 3                # timings of each kind at the start; the fastest is the estimate
+
+
+def _fastest(fn, tries):
+    """Seconds of fn()'s fastest call of `tries`, after one untimed call (which allocates).
+    The fastest, not the last: on a busy machine one call can be caught by the scheduler and
+    take several times longer, and a budget refused on such a sample is refused for nothing."""
+    fn()
+    best = math.inf
+    for _ in range(tries):
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def _probe(run, tries=PROBE_TRIES):
     """Seconds of one training micro-batch (forward and backward) and of one eval batch
-    (forward), each timed on its second try. The model, the optimizer and the run's random
-    streams are left untouched, so a resumed run continues exactly."""
+    (forward), each the fastest of `tries` timings, the eval batch never above the micro-batch
+    (a forward pass is part of one). The model, the optimizer and the run's random streams are
+    left untouched, so a resumed run continues exactly."""
     args, xp, model = run.args, run.xp, run.model
     rng, dropout = np.random.default_rng([args.seed, 11]), default_rng(xp, args.seed + 11)
     x, y = run.comm.shard(*data.get_batch(run.train_tokens, args.batch_size * run.comm.size,
                                            args.block_size, rng))
     x, y = xp.asarray(x), xp.asarray(y)
-    for _ in range(2):
-        t = time.perf_counter()
+
+    def micro():
         _, loss, cache = model.forward(x, y, train=True, rng=dropout)
         model.backward(cache)
         float(loss)
-        micro_s = time.perf_counter() - t
-    for _ in range(2):
-        t = time.perf_counter()
-        float(model.forward(x, y, train=False)[1])
-        eval_batch_s = time.perf_counter() - t
-    return micro_s, eval_batch_s
+
+    micro_s = _fastest(micro, tries)
+    eval_batch_s = _fastest(lambda: float(model.forward(x, y, train=False)[1]), tries)
+    return micro_s, min(eval_batch_s, micro_s)
 
 
 def budget_verdict(args, budget, micro_s, eval_batch_s, now):
     """None if one optimizer step and the final eval (and, on the eval schedule, the start's
-    tenth of one) fit before the deadline, else the reason."""
+    tenth of one) fit before the deadline, else the reason. The timings are the fastest seen,
+    so a refusal means the budget cannot hold even then."""
     step_s = args.grad_accum * micro_s
     evals = 1 + (budget.schedule.START_SHARE if budget.schedule and budget.schedule.at_start() else 0)
     eval_s = 2 * args.eval_iters * eval_batch_s * evals       # the final eval (and the one at the start)
@@ -89,9 +106,12 @@ def budget_verdict(args, budget, micro_s, eval_batch_s, now):
     if step_s + eval_s <= left:
         return None
     minutes = args.max_time
+    if left <= 0:
+        return (f"the time budget cannot hold: start-up alone (reading the data, building the model) "
+                f"used all of --max-time {minutes:g}: raise --max-time")
     return (f"the time budget cannot hold: one step of --grad-accum {args.grad_accum} micro-batches "
             f"takes about {step_s:.1f} s and the final eval of --eval-iters {args.eval_iters} batches "
-            f"per split about {eval_s:.1f} s (measured now), more than the {max(left, 0):.1f} s left of "
+            f"per split about {eval_s:.1f} s (measured now), more than the {left:.1f} s left of "
             f"--max-time {minutes:g}: lower --grad-accum or --eval-iters, or raise --max-time")
 
 

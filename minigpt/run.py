@@ -8,6 +8,7 @@ a resumed run continues exactly as if it had never stopped (on the CPU).
 import argparse
 import math
 import os
+import re
 import signal
 import threading
 import time
@@ -18,7 +19,7 @@ import numpy as np
 
 from . import data, flops, task
 from .backend import default_rng, enable_tf32, resolve_device, xp_for
-from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from .checkpoint import CheckpointError, _short, load_checkpoint, save_checkpoint
 from .dist import RanksDiverged, Solo, world
 from .model import GPT, GPTConfig
 from .optim import AdamW
@@ -54,7 +55,7 @@ def check_types(args, parser):
         else:
             ok, kind = isinstance(v, str), "a string"
         if not ok:
-            raise UsageError(f"{name} must be {kind}, got {v!r}")
+            raise UsageError(f"{name} must be {kind}, got {_short(v)}")
 
 
 def _check_same(given, explicit, found, source):
@@ -90,6 +91,10 @@ def start_state(args, explicit, ckpt_path, check=lambda args: None):
         if missing:
             raise CheckpointError(f"{ckpt_path}: damaged checkpoint: train_args has no {', '.join(missing)} "
                                   f"(needed to continue the run exactly)")
+        sha = saved.pop("text_sha256", None)   # not a flag: compared with FILE's once it is read
+        if not (isinstance(sha, str) and re.fullmatch(r"[0-9a-f]{64}", sha)):
+            raise CheckpointError(f"{ckpt_path}: damaged checkpoint: train_args.text_sha256 must be the "
+                                  f"training text's SHA-256 (64 hex digits), got {_short(sha)}")
         saved.update({k: getattr(ck["model"].config, k) for k in SHAPE_FLAGS})   # the weights' shape
         try:
             check(_merge_saved(argparse.Namespace(**vars(args)), saved))
@@ -130,16 +135,19 @@ def _load_pretrained(directory):
         raise UsageError(f"cannot load GPT-2 weights from {directory}: {e}") from None
 
 
-def load_data(args, tokenizer):
-    """Tokens of FILE (cached in OUT_DIR) and the tokenizer; train/val splits checked for length."""
+def load_data(args, tokenizer, write_cache=True):
+    """Tokens of FILE (cached in OUT_DIR, by rank 0 alone) and the tokenizer; train/val splits
+    checked for length."""
     from .tokenizer import build_tokenizer
     t = time.perf_counter()
     if tokenizer is None:
         key = {"kind": args.tokenizer, "vocab_size": args.vocab_size}
         make = lambda text: build_tokenizer(args.tokenizer, text, args.vocab_size)  # noqa: E731
-        tokens, tokenizer, cached, digest = data.load_corpus(args.file, args.out_dir, make, key)
+        tokens, tokenizer, cached, digest = data.load_corpus(args.file, args.out_dir, make, key,
+                                                             write_cache=write_cache)
     else:
-        tokens, tokenizer, cached, digest = data.load_corpus(args.file, args.out_dir, tokenizer=tokenizer)
+        tokens, tokenizer, cached, digest = data.load_corpus(args.file, args.out_dir, tokenizer=tokenizer,
+                                                             write_cache=write_cache)
     data.check_length(tokens, args.block_size, args.file)
     how = "read from the cache" if cached else f"encoded in {time.perf_counter() - t:.1f} s"
     print(f"data: {args.file}: {len(tokens):,} tokens, vocabulary {tokenizer.vocab_size} ({how})")
@@ -148,8 +156,8 @@ def load_data(args, tokenizer):
 
 def _check_same_text(args, ck, digest):
     """UsageError if --resume is given a text other than the one the checkpoint trained on."""
-    saved = (ck["train_args"] or {}).get("text_sha256")
-    if saved is not None and saved != digest:
+    saved = ck["train_args"]["text_sha256"]    # present and well-formed: checked by start_state
+    if saved != digest:
         ckpt = os.path.join(args.out_dir, "ckpt.npz")
         raise UsageError(f"--resume: {args.file} has changed since {ckpt} was saved at iter {ck['iter_num']} "
                          f"(SHA-256 {digest[:12]}..., the run trained on {str(saved)[:12]}...): restore "
@@ -202,7 +210,7 @@ def make_run(args, explicit, t0, check=lambda args: None):
         source = args.init_from or args.init_from_pretrained or (args.resume and os.path.join(args.out_dir, "ckpt.npz"))
         tokens, tokenizer, digest = task.load_task(args, tokenizer, model, source, resumed=ck is not None)
     else:                                      # rank 0 writes the token cache, then the others read it
-        tokens, tokenizer, digest = comm.root_first(lambda: load_data(args, tokenizer))
+        tokens, tokenizer, digest = comm.root_first(lambda: load_data(args, tokenizer, comm.is_root))
     if ck is not None:
         _check_same_text(args, ck, digest)
     _check_memory(args, tokenizer.vocab_size if model is None else model.config.vocab_size)

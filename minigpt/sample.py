@@ -94,14 +94,15 @@ def _next_logits(model, seq, cache):
 
 
 def generate_tokens(model, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None,
-                    rng=None, use_cache=True, vocab_size=None):
+                    rng=None, use_cache=True, vocab_size=None, stop=None):
     """Yield max_new_tokens next tokens, one step at a time, each a host (B,) int64 array.
 
     idx: (B, T) integer ids in 0..V-1, T >= 1 (host or device; only the last
     block_size are seen). rng: a numpy Generator (host side). use_cache: False
     recomputes the whole context each step (same tokens, slower). vocab_size:
     draw only ids below it (a tokenizer smaller than the model's padded
-    vocabulary cannot decode the others).
+    vocabulary cannot decode the others). stop: a function of no arguments; once it returns
+    True no more tokens are drawn (a run asked to stop by a signal ends its sample at once).
     """
     seq = to_numpy(idx)
     if seq.ndim != 2 or seq.shape[1] == 0:
@@ -111,6 +112,8 @@ def generate_tokens(model, idx, max_new_tokens, temperature=1.0, top_k=None, top
     rng = rng if rng is not None else np.random.default_rng()
     cache = KVCache(model, seq.shape[0]) if use_cache else None
     for _ in range(max_new_tokens):
+        if stop is not None and stop():
+            return
         logits = _next_logits(model, seq, cache)[:, :vocab_size]
         nxt = sample_next(logits, temperature, top_k, top_p, rng)
         seq = np.concatenate([seq, nxt[:, None]], axis=1)
@@ -118,11 +121,12 @@ def generate_tokens(model, idx, max_new_tokens, temperature=1.0, top_k=None, top
 
 
 def generate(model, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, rng=None,
-             use_cache=True, vocab_size=None):
-    """Append max_new_tokens sampled tokens to idx (B, T); returns host int64 (B, T + new)."""
+             use_cache=True, vocab_size=None, stop=None):
+    """Append max_new_tokens sampled tokens to idx (B, T); returns host int64 (B, T + new),
+    fewer new ones if stop() (see generate_tokens) became True first."""
     out = [np.array(to_numpy(idx), dtype=np.int64)]
     for nxt in generate_tokens(model, idx, max_new_tokens, temperature, top_k, top_p, rng, use_cache,
-                               vocab_size):
+                               vocab_size, stop):
         out.append(nxt[:, None])
     return np.concatenate(out, axis=1)
 

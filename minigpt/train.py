@@ -32,7 +32,7 @@ from .checkpoint import CheckpointError
 from .fileio import FileError, claim_dir
 from .optim import clip_grad_norm, lr_schedule
 from .progress import EvalSchedule, TimeBudget, flops_and_peak, fmt_time, log_line, plot_losses, write_metrics
-from .inputs import check_inputs, start_afresh
+from .inputs import CACHE, check_inputs, start_afresh
 from .run import PipeGuard, StopOnSignal, UsageError, handling, make_run, save
 from .train_flags import check_args, check_start, parse_args
 
@@ -93,15 +93,16 @@ def estimate_loss(run, tokens, n_batches=None):
     return float(run.comm.mean(total)) / n_batches
 
 
-def sample_text(run, n_tokens, seed):
-    """n_tokens of text sampled after a newline (or after the first validation token)."""
+def sample_text(run, n_tokens, seed, stop=None):
+    """n_tokens of text sampled after a newline (or after the first validation token); fewer
+    if stop() becomes True (see sample.generate_tokens)."""
     from .sample import generate
     try:
         start = run.tokenizer.encode("\n")[-1:] or [int(run.val_tokens[0])]
     except (KeyError, ValueError):
         start = [int(run.val_tokens[0])]
     ids = generate(run.model, np.array([start]), n_tokens, temperature=0.8, top_k=200,
-                   rng=np.random.default_rng(seed), vocab_size=run.tokenizer.vocab_size)
+                   rng=np.random.default_rng(seed), vocab_size=run.tokenizer.vocab_size, stop=stop)
     return run.tokenizer.decode(ids[0, 1:].tolist())
 
 
@@ -293,7 +294,7 @@ def train(args, explicit, t0):
         comm.agree(lambda: _check_flags(args, explicit))     # every rank, or none, refuses
         comm.check_same_flags(shared_flags(args, explicit))
         # rank 0 owns the out-dir, locked for the run; a refusal there stops every rank
-        comm.agree(lambda: held.enter_context(claim_dir(args.out_dir)) if comm.is_root else None)
+        comm.agree(lambda: held.enter_context(claim_dir(args.out_dir, CACHE)) if comm.is_root else None)
         out = held.enter_context(contextlib.redirect_stdout(PipeGuard(sys.stdout, stop)))
         status = _train(args, explicit, t0, stop)
         return status or (128 + stop.signum if out.broken or stop.requested else 0)   # the end was not seen
@@ -338,7 +339,7 @@ def _train(args, explicit, t0, stop):
         print("--- greedy answers to 8 held-out prompts ---\n" + "\n".join(task.format_answers(scored, 8)))
     elif args.sample_tokens and run.comm.is_root:
         print(f"--- sample ({args.sample_tokens} tokens) ---")
-        print(sample_text(run, args.sample_tokens, args.seed + 1))
+        print(sample_text(run, args.sample_tokens, args.seed + 1, stop=lambda: stop.requested))
     if stop.requested:                         # a signal (or a closed stdout) after the final save
         print(f"interrupted ({signal.Signals(stop.signum).name}) after the final save: "
               f"{run.path('ckpt.npz')} holds the whole run", file=sys.stderr)

@@ -7,6 +7,7 @@ that turn a flag that cannot work into one line and exit status 2.
 import argparse
 import math
 
+from .checkpoint import _short
 from .run import UsageError, check_types
 
 MAX_COUNT = 10**12             # no count flag (steps, batches, tokens, layers) can sensibly exceed this
@@ -107,10 +108,10 @@ def check_args(args):
     optional = tuple(n for n in ("max_iters", "lr_decay_iters", "eval_interval") if getattr(args, n) is not None)
     for name in positive + optional:
         if getattr(args, name) < 1:
-            raise UsageError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+            raise UsageError(f"--{name.replace('_', '-')} must be at least 1, got {_short(getattr(args, name))}")
     for name in positive + optional + ("warmup_iters", "sample_tokens") + ("vocab_size",) * (args.vocab_size is not None):
         if getattr(args, name) > MAX_COUNT:
-            raise UsageError(f"--{name.replace('_', '-')} must be at most {MAX_COUNT:,}, got {getattr(args, name)}")
+            raise UsageError(f"--{name.replace('_', '-')} must be at most {MAX_COUNT:,}, got {_short(getattr(args, name))}")
     if getattr(args, "task_metric", "exact") != "exact" and not args.file.lower().endswith(".jsonl"):
         raise UsageError(f"--task-metric {args.task_metric} scores the answers of a .jsonl task, "
                          f"and {args.file} is text")
@@ -125,7 +126,7 @@ def check_args(args):
         raise UsageError(f"need --lr > 0 and 0 <= --min-lr <= --lr (got {args.lr} and {args.min_lr})")
     for name in ("lr", "min_lr", "max_time", "weight_decay", "grad_clip", "beta2", "dropout"):
         if not math.isfinite(getattr(args, name)):
-            raise UsageError(f"--{name.replace('_', '-')} must be a finite number, got {getattr(args, name)}")
+            raise UsageError(f"--{name.replace('_', '-')} must be a finite number, got {_short(getattr(args, name))}")
     if args.max_time < 0 or args.warmup_iters < 0 or args.sample_tokens < 0:
         raise UsageError("--max-time, --warmup-iters and --sample-tokens cannot be negative")
     if args.weight_decay < 0 or args.grad_clip < 0:
@@ -133,9 +134,9 @@ def check_args(args):
     if not 0.0 <= args.beta2 < 1.0:
         raise UsageError(f"--beta2 must be in [0, 1), got {args.beta2}")
     if not 0 <= args.seed <= MAX_SEED:
-        raise UsageError(f"--seed must be 0 or more, and below 2**63, got {args.seed}")
+        raise UsageError(f"--seed must be 0 or more, and below 2**63, got {_short(args.seed)}")
     if args.max_time > MAX_MINUTES:
-        raise UsageError(f"--max-time must be at most {MAX_MINUTES:,} minutes, got {args.max_time}")
+        raise UsageError(f"--max-time must be at most {MAX_MINUTES:,} minutes, got {_short(args.max_time)}")
     if not args.out_dir or not args.file:
         raise UsageError("FILE and --out-dir cannot be empty")
     if not args.max_time and args.max_iters is None:
