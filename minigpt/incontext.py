@@ -1,7 +1,7 @@
 """Learning in context: what a GPT learns from its prompt, with no weight changed.
 
     curve = loss_by_position(model, val_ids, 200)            # (T,): the loss at each position
-    model, log = train_fewshot(examples, GPTConfig(...), 3000)  # letter substitution, prompt loss on
+    model, log = train_fewshot(examples, GPTConfig(...), 4500)  # letter substitution, prompt loss on
     by_k = accuracy_by_k(val, next_token_right(model, val))  # {k: (accuracy, shown fraction, n)}
     layer, head, score = induction_head(model, val)        # the head that looks back for the letter
 
