@@ -1,7 +1,7 @@
 """Learning in context: what a GPT learns from its prompt, with no weight changed.
 
     curve = loss_by_position(model, val_ids, 200)            # (T,): the loss at each position
-    model, log = train_fewshot(examples, GPTConfig(...), 3000)  # letter substitution, prompt loss on
+    model, log = train_fewshot(examples, GPTConfig(...), 4500)  # letter substitution, prompt loss on
     by_k = accuracy_by_k(val, next_token_right(model, val))  # {k: (accuracy, shown fraction, n)}
     layer, head, score = induction_head(model, val)        # the head that looks back for the letter
 
@@ -63,7 +63,7 @@ def train_fewshot(examples, config, steps, lr=2e-3, batch_size=32, seed=0, log_e
 
 
 def pairs_shown(prompt):
-    """(k, shown): the number of 'xY ' pairs before the asked letter, and whether it was among them."""
+    """(k, shown): the number of pairs ('xY ' or 'xYx ') before the asked letter, and whether it was among them."""
     *pairs, asked = prompt.split(" ")
     return len(pairs), any(p[0] == asked[0] for p in pairs)
 
@@ -96,8 +96,9 @@ def accuracy_by_k(examples, right):
 
 def induction_targets(prompt):
     """Positions a look-back head should attend to from the last prompt position (the
-    asked letter): the substitute after each earlier occurrence of that letter."""
-    return [j + 1 for j in range(len(prompt) - 1) if prompt[j] == prompt[-1]]
+    asked letter): the substitute (an upper-case letter) after each earlier occurrence of
+    that letter; the space after a repeated letter ('xYx ') is not one."""
+    return [j + 1 for j in range(len(prompt) - 1) if prompt[j] == prompt[-1] and prompt[j + 1].isupper()]
 
 
 def induction_head(model, examples, n=200):
@@ -259,7 +260,7 @@ def main(argv=None):
     f = sub.add_parser("fewshot", help="train on few-shot prompts, then accuracy against k and the look-back head")
     f.add_argument("file", help="a few-shot task, e.g. notebooks/data/letter_substitution.jsonl")
     f.add_argument("--out-dir", default="out-fewshot", help="folder for the figures (default: %(default)s)")
-    f.add_argument("--steps", type=int, default=4000, help="optimizer steps (default: %(default)s)")
+    f.add_argument("--steps", type=int, default=4500, help="optimizer steps (default: %(default)s)")
     f.add_argument("--n-layer", type=int, default=2, help="blocks (default: %(default)s)")
     f.add_argument("--n-head", type=int, default=2, help="heads per block (default: %(default)s)")
     f.add_argument("--n-embd", type=int, default=32, help="width (default: %(default)s)")

@@ -28,6 +28,13 @@ def test_pairs_shown_and_the_look_back_targets_hand_checked():
     assert induction_targets("cF aB d") == []
 
 
+def test_look_back_targets_of_repeated_pairs_are_the_substitutes_only():
+    assert pairs_shown("cFc aBa cFc eDe a") == (4, True)
+    #                   01234567890123456
+    assert induction_targets("cFc aBa cFc eDe c") == [1, 9]      # not the spaces at 3 and 11
+    assert induction_targets("cFc aBa cFc eDe a") == [5]
+
+
 def _examples(rows):
     pairs = [(i + 1, p, c) for i, (p, c) in enumerate(rows)]
     tok = CharTokenizer(task.task_text(pairs))

@@ -4,7 +4,15 @@ Each line draws a new letter substitution (a random permutation of a-f onto
 A-F), shows k pairs of it in the prompt, and asks for one more letter; the
 completion is its substitute:
 
-    {"prompt": "cF aB cF eD a", "completion": "B", "k": 4}
+    {"prompt": "cFc aBa cFc eDe a", "completion": "B", "k": 4}
+
+Each pair is written letter, substitute, letter again ("cFc"). The repeat is
+the help that lets a small model learn the look-up in minutes: predicting it
+needs only a head that attends to the token just before (from F, one back to
+c), and once that previous-token head exists, the second layer can find
+"the position whose previous token is the asked letter" and copy the
+substitute there. Without the repeat (pairs "cF"), 2-layer models stayed at
+chance for 9,000 steps (docs/applications.md).
 
 The pairs are drawn with replacement, so a letter can come back, and the
 asked letter is any of the six. Since the substitution is new in every line,
@@ -32,7 +40,7 @@ def example(rng, k):
     sub = dict(zip(LETTERS, rng.sample(LETTERS.upper(), len(LETTERS))))
     shown = [rng.choice(LETTERS) for _ in range(k)]
     asked = rng.choice(LETTERS)
-    prompt = "".join(f"{a}{sub[a]} " for a in shown) + asked
+    prompt = "".join(f"{a}{sub[a]}{a} " for a in shown) + asked
     return {"prompt": prompt, "completion": sub[asked], "k": k}
 
 
