@@ -1,7 +1,12 @@
 """The baselines beside a task's score: trivial answers, hand-checked, and the command."""
 import json
+from pathlib import Path
+
+import pytest
 
 from minigpt import task_baselines
+from minigpt.data import split
+from minigpt.task import read_examples
 from minigpt.task_baselines import score, trivial_answers
 
 
@@ -39,3 +44,21 @@ def test_the_command_refuses_a_bad_file_in_one_line(tmp_path, capsys):
     assert task_baselines.main([str(_write(tmp_path / "c.jsonl", [("x: ", "1+1"), ("y: ", "II")])),
                                 "--task-metric", "value"]) == 2
     assert "c.jsonl:2" in capsys.readouterr().err
+
+
+DATA = Path(__file__).resolve().parents[1] / "notebooks" / "data"
+# Each line of the few-shot file draws its own substitution and asks about it, so a short
+# prompt (k = 0, "b") recurs by chance with another answer: nothing there to remember.
+# It is scored by incontext.fewshot at each k, not by the held-out exact match of minigpt.train.
+NEW_MAPPING_PER_LINE = {"letter_substitution.jsonl"}
+
+
+@pytest.mark.parametrize("path", sorted(DATA.glob("*.jsonl")), ids=lambda p: p.name)
+def test_no_held_out_prompt_of_a_shipped_task_is_a_training_prompt(path):
+    """The held-out split tests the rule, not memory: none of its prompts was trained on."""
+    if path.name in NEW_MAPPING_PER_LINE:
+        pytest.skip("a new mapping in every line; scored by incontext.fewshot")
+    train, held_out = split(read_examples(path))
+    seen = {prompt for _, prompt, _ in train}
+    repeated = [(n, prompt) for n, prompt, _ in held_out if prompt in seen]
+    assert not repeated, f"{len(repeated)} of {len(held_out)} held-out prompts are training prompts: {repeated[:3]}"
