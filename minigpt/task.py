@@ -226,7 +226,9 @@ def answer_time(run, n):
 
 
 def format_answers(results, k=3):
-    """Up to k scored answers as lines: 'prompt -> answer (right)' or '... (wrong: completion)'."""
+    """Up to k scored answers as lines: "'prompt' -> 'answer' right" or "... wrong, expected 'completion'".
+
+    An answer that never reached the end marker (None) is shown as (no end marker)."""
     lines = []
     for prompt, completion, answer, right in results[:k]:
         shown = "(no end marker)" if answer is None else repr(answer)

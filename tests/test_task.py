@@ -233,3 +233,10 @@ def test_a_resumed_task_run_equals_an_uninterrupted_one(tmp_path):
     assert run_train(path, tmp_path / "b", "--max-iters", "4", "--resume", *flags) == 0
     a, b = (load_checkpoint(tmp_path / d / "ckpt.npz")["model"].params for d in "ab")
     assert all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def test_format_answers_writes_what_its_docstring_says():
+    results = [("x: ", "II", "II", True), ("y: ", "IV", "VI", False), ("z: ", "V", None, False)]
+    assert task.format_answers(results, 3) == ["'x: ' -> 'II' right", "'y: ' -> 'VI' wrong, expected 'IV'",
+                                               "'z: ' -> (no end marker) wrong, expected 'V'"]
+    assert len(task.format_answers(results, 2)) == 2
