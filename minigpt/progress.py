@@ -267,17 +267,18 @@ def plot_losses(path, records, log=()):
     if any("exact_match" in r for r in records):      # a task run: its held-out accuracy too
         acc = [(r["iter"], 100 * r["exact_match"]) for r in records if "exact_match" in r]
         ax2 = ax.twinx()
-        ax2.plot(*zip(*acc), "^-", color="tab:green", label="exact match (held out)")
         for key, color in (("value_match", "tab:purple"), ("rouge_l", "tab:red")):   # --task-metric
             points = [(r["iter"], 100 * r[key]) for r in records
                       if isinstance(r.get(key), (int, float)) and not isinstance(r[key], bool)]
-            if points:
-                ax2.plot(*zip(*points), "v-",
-                         color=color, label=key.replace("_", " ") + " (held out)")
+            if points:           # large hollow rings under exact match, so an equal score hides neither
+                ax2.plot(*zip(*points), "o--", color=color, markersize=10, markerfacecolor="none",
+                         label=key.replace("_", " ") + " (held out)")
+        ax2.plot(*zip(*acc), "^-", color="tab:green", markersize=5, label="exact match (held out)")
         ax2.set_ylim(-2, 102)
         ax2.set_ylabel("held-out score (%)")
-        ax2.legend(loc="upper center")
-    ax.legend()
+    handles = [h for a in fig.axes for h in a.get_lines()]
+    fig.legend(handles, [h.get_label() for h in handles], loc="lower center", ncol=3, fontsize=8)
+    fig.subplots_adjust(bottom=0.26)     # the legend below the axes, never on the points
     atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=100))
     return fig
 

@@ -157,3 +157,14 @@ def test_loss_plot_draws_the_log_line_train_loss_when_given(tmp_path):
     labels = [line.get_label() for line in fig.axes[0].get_lines()]
     assert labels == ["train (each log line)", "train (eval)", "val (eval)"]
     assert list(fig.axes[0].get_lines()[0].get_xdata()) == [1, 2, 5, 10]
+
+
+def test_loss_plot_of_a_task_keeps_equal_scores_visible_and_the_legend_off_the_points(tmp_path):
+    records = [{"iter": i, "train_loss": 2.0, "val_loss": 2.2, "exact_match": 0.5, "value_match": 0.5}
+               for i in (0, 10)]
+    fig = plot_losses(tmp_path / "loss.png", records)
+    assert all(a.get_legend() is None for a in fig.axes) and len(fig.legends) == 1   # below the axes
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert labels[-2:] == ["value match (held out)", "exact match (held out)"]
+    value, exact = fig.axes[1].get_lines()
+    assert value.get_markerfacecolor() == "none" and value.get_markersize() > exact.get_markersize()
