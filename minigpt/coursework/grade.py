@@ -4,16 +4,13 @@
     report = grade_functions({"gelu_forward": f, ...})      # in this process (tests, trusted code)
     print(report.table()); report.results_json()            # Gradescope's results.json
 
-One child process per layer (two at a time) runs the student's code under a time
-limit; it gets its inputs as .npz files and hands back .npz and JSON lines, read
-here without pickle. A function that uses minigpt's own code (seen in the
-source, or caught calling into minigpt's files at run time) earns nothing.
+One child process per layer runs the student's code (sandbox.py: as its own user
+when the grader is root, under limits, killed by the wall clock); it gets its
+inputs as .npz files and hands back .npz and JSON lines, read here without
+pickle and checked before use. A function that uses minigpt's own code (seen in
+the source, or caught calling into minigpt's files at run time) earns nothing.
 """
 import json
-import os
-import signal
-import subprocess
-import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -22,9 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
-from . import runner
+from . import guard, runner, sandbox
 from .cases import FUNCTIONS, LAYERS, POINTS, builtin_cases
 from .guard import CappedOutput
+from .sandbox import STEP_SLACK, Job, Sandbox, last_call, read_results
 from .judge import judge_backward, judge_forward
 from .source_check import uses_minigpt
 
@@ -40,6 +38,8 @@ class Test:
     max_score: float
     status: str                 # pass, fail, not implemented, not graded
     output: str = ""
+    printed: str = ""           # what the student's code printed during this test (its first characters)
+    hidden: bool = False        # a case from --extra-cases
 
 
 @dataclass
@@ -47,6 +47,11 @@ class Report:
     tests: list = field(default_factory=list)
     seconds: float = 0.0
     note: str = ""              # about the whole run, e.g. what the student's code printed
+    printed: str = ""           # how that began: in the table (the grader's stdout) only
+    visibility: str = "after_published"     # Gradescope's, for the tests of hidden cases
+    stdout_visibility: str = "hidden"       # Gradescope's, for the grader's stdout (the table)
+    printed_in_tests: bool = True           # each test's output shows what was printed during it
+    notes: list = field(default_factory=list)   # for the instructor only (near-copies of minigpt)
 
     @property
     def score(self):
@@ -67,7 +72,8 @@ class Report:
             statuses = {t.status for t in tests}
             status = ("pass" if statuses == {"pass"} else "not implemented"
                       if statuses <= {"not implemented", "not graded"} else "fail")
-            why = f"{first.name.split(': ', 1)[1]}: {first.output}" if first and status == "fail" else \
+            where = "a hidden case" if first and first.hidden else first.name.split(": ", 1)[1] if first else ""
+            why = f"{where}: {first.output}" if first and status == "fail" else \
                 (first.output if first else "")
             if status == "pass" and sum(t.score for t in tests) < sum(t.max_score for t in tests):
                 why = tests[0].output                  # the model, with some of the layers
@@ -90,7 +96,8 @@ class Report:
                      f"({sum(r[2] == 'pass' for r in rows.values())} of {len(rows)} pass; "
                      f"graded in {self.seconds:.1f} s)")
         if self.note:
-            lines.append(self.note.lstrip("; "))
+            lines.append(self.note.lstrip("; ") + self.printed)
+        lines += [f"note for the instructor: {n}" for n in self.notes]
         return "\n".join(lines)
 
     def results_json(self):
@@ -105,25 +112,36 @@ class Report:
             maxes[mine[-1]] = round(total - sum(maxes[i] for i in mine[:-1]), 4)
         if maxes:
             maxes[-1] = self.max_score - sum(maxes[:-1])
+        printed = lambda t: (f"\nyour code printed here: {t.printed!r}"   # noqa: E731
+                             if t.printed and self.printed_in_tests else "")
+        tests = [{"name": t.name, "max_score": most,
+                  "score": most if t.score == t.max_score else round(t.score, 4),
+                  "status": "passed" if t.status == "pass" else "failed",
+                  "output": (t.output or "passed") + printed(t),
+                  **({"visibility": self.visibility} if t.hidden else {})}
+                 for t, most in zip(self.tests, maxes)]
+        if self.notes:                            # seen by the instructor alone
+            tests.append({"name": "note for the instructor", "score": 0.0, "max_score": 0.0,
+                          "status": "passed", "output": "\n".join(self.notes), "visibility": "hidden"})
         return {"score": round(self.score, 4), "execution_time": round(self.seconds, 2),
                 "output": f"{self.score:.1f} of {self.max_score:.1f} points" + self.note,
-                "tests": [{"name": t.name, "max_score": most,
-                           "score": most if t.score == t.max_score else round(t.score, 4),
-                           "status": "passed" if t.status == "pass" else "failed",
-                           "output": t.output or "passed",
-                           **({"visibility": "after_due_date"} if ": hidden: " in t.name else {})}
-                          for t, most in zip(self.tests, maxes)]}
+                "stdout_visibility": self.stdout_visibility, "tests": tests}
 
 
-def grade_file(path, extra_cases=(), timeout=10.0, workers=2):
-    """Grade the file at `path`, its code running in child processes."""
+def grade_file(path, extra_cases=(), timeout=10.0, workers=2, sandbox=None, private=()):
+    """Grade the file at `path`, its code running in child processes.
+    sandbox: how they run (sandbox.Sandbox; by default as the next free... its defaults);
+    private: files the student's code must not read (the hidden-cases files), besides
+    minigpt's package."""
     path = Path(path).resolve()
     try:
         flagged = uses_minigpt(path.read_text(encoding="utf-8"))
     except SyntaxError:
         flagged = {}                        # the child reports it, with its line
+    box = sandbox or Sandbox.for_this_process()
     base = dict(student=str(path), watch=[], root=str(PACKAGE_DIR.parent), package=str(PACKAGE_DIR))
-    return _grade(base, None, flagged, extra_cases, timeout, workers)
+    with box.hidden([PACKAGE_DIR, *private]):
+        return _grade(base, None, flagged, extra_cases, timeout, 1 if box.isolated else workers, box)
 
 
 def grade_functions(functions, extra_cases=(), timeout=10.0, source=None):
@@ -133,22 +151,22 @@ def grade_functions(functions, extra_cases=(), timeout=10.0, source=None):
     watch = [str(PACKAGE_DIR)] if source else []
     return _grade(dict(student=str(source) if source else None, watch=watch, root=str(PACKAGE_DIR.parent)),
                   functions, flagged,
-                  extra_cases, timeout, 1)
+                  extra_cases, timeout, 1, None)
 
 
-def _grade(base, functions, flagged, extra_cases, timeout, workers):
+def _grade(base, functions, flagged, extra_cases, timeout, workers, box):
     with np.errstate(all="ignore"):          # comparing a student's inf or NaN prints nothing
-        return _grade_quietly(base, functions, flagged, extra_cases, timeout, workers)
+        return _grade_quietly(base, functions, flagged, extra_cases, timeout, workers, box)
 
 
-def _grade_quietly(base, functions, flagged, extra_cases, timeout, workers):
+def _grade_quietly(base, functions, flagged, extra_cases, timeout, workers, box):
     t0 = time.perf_counter()
     cases = builtin_cases() + list(extra_cases)
     report = Report()
     with tempfile.TemporaryDirectory(prefix="minigpt-grade-") as tmp:
         jobs = [(layer, [c for c in cases if c.layer == layer]) for layer in LAYERS]
         skip = sorted(n for n in flagged if n in FUNCTIONS)
-        run = lambda item: _run_layer(tmp, base, functions, skip, timeout, *item)   # noqa: E731
+        run = lambda item: _run_layer(tmp, base, functions, skip, timeout, box, *item)   # noqa: E731
         if workers > 1:
             with ThreadPoolExecutor(workers) as pool:
                 outcomes = list(pool.map(run, jobs))
@@ -158,24 +176,37 @@ def _grade_quietly(base, functions, flagged, extra_cases, timeout, workers):
         for (layer, layer_cases), (records, import_error) in zip(jobs, outcomes):
             printed += records.pop("printed", [])
             report.tests += _layer_tests(layer, layer_cases, records, import_error, flagged, timeout)
-        report.tests.append(_model_test(tmp, base, functions, report, timeout))
+        report.tests.append(_model_test(tmp, base, functions, report, timeout, box))
     report.seconds = time.perf_counter() - t0
     if printed:
         count = sum(n for n, _ in printed)
         head = " ".join(" ".join(h.split()) for _, h in printed)
         report.note = (f"; your code printed {count:,} characters (the grader keeps the first "
-                       f"{CappedOutput.KEEP:,} of each process; they began: {head[:300]!r})")
+                       f"{CappedOutput.KEEP:,} of each process)")
+        report.printed = f"; they began: {head[:300]!r}"
     return report
 
 
-def _run_layer(tmp, base, functions, skip, timeout, layer, layer_cases):
+def _job(tmp, base, box, name):
+    """(Job, job.json's base) for one child: its inbox holds copies of the runner, the guard
+    and the student's file (the child reads nothing of the grader's own)."""
+    if box is None:                           # in this process: one folder
+        folder = Path(tmp) / name
+        folder.mkdir()
+        return Job(folder, folder), dict(base)
+    job = box.job(tmp, name, [runner.__file__, guard.__file__, sandbox.__file__, base["student"]])
+    return job, dict(base, student=str(job.inbox / Path(base["student"]).name))
+
+
+def _run_layer(tmp, base, functions, skip, timeout, box, layer, layer_cases):
     """Write one layer's job, run it, and read back {case id: (record, arrays)}."""
-    job_dir = Path(tmp) / layer
-    job_dir.mkdir()
+    job_dir, base = _job(tmp, base, box, layer)
     job = dict(base, kind="layer", forward=f"{layer}_forward", backward=f"{layer}_backward",
                timeout=timeout, skip=skip, cases=[])
+    sizes = {str(i): {g: case.arrays[case.args[g][1]].size for g in case.grad_args if case.args[g][0] == "array"}
+             for i, case in enumerate(layer_cases)}
     for i, case in enumerate(layer_cases):
-        np.savez(job_dir / f"in_{i}.npz", **case.arrays)
+        np.savez(job_dir.inbox / f"in_{i}.npz", **case.arrays)
         job["cases"].append(dict(id=str(i), args=case.args, arg_names=case.arg_names,
                                  grad_args=case.grad_args, dout=case.dout,
                                  fd=case.fd))
@@ -183,15 +214,16 @@ def _run_layer(tmp, base, functions, skip, timeout, layer, layer_cases):
     pending, crashed = list(all_cases), {}               # case id -> (function, why)
     for _ in range(2 * len(all_cases) + 1):
         job["cases"] = pending
-        killed, code = _execute(job_dir, job, functions, limit=timeout * (len(pending) + 1) + 10)
-        records, import_error = _read_results(job_dir)
+        killed, code = _execute(job_dir, job, functions, box, limit=timeout * (len(pending) + 1) + 10,
+                                step=timeout + STEP_SLACK, steps=len(pending) + 1)
+        records, import_error = read_results(job_dir, sizes, _trusted(job_dir))
         pending = [c for c in all_cases if c["id"] not in records]
         if import_error or not pending:
             break
         # the process died (or was killed) in the middle of a case: blame the call it was in,
         # and run the rest again (that case's forward alone, when its backward was the culprit)
         culprit = pending[0]
-        function = _last_call(job_dir, culprit["id"]) or job["forward"]
+        function = last_call(job_dir, culprit["id"]) or job["forward"]
         why = "timeout" if killed else f"exit status {code}"
         crashed[culprit["id"]] = (function, why)
         if function == job["forward"] or culprit.get("skip_backward"):
@@ -199,77 +231,32 @@ def _run_layer(tmp, base, functions, skip, timeout, layer, layer_cases):
             pending = pending[1:]
         else:
             culprit["skip_backward"] = True
-    records, import_error = _read_results(job_dir)
+    records, import_error = read_results(job_dir, sizes, _trusted(job_dir))
     for case_id, (function, why) in crashed.items():
         if function == job["backward"] and case_id in records:
             records[case_id][0]["backward"] = {"status": "crashed", "why": why}
     return records, import_error
 
 
-def _last_call(job_dir, case_id):
-    """The student function the child process was in when it stopped, from its progress file."""
-    path = job_dir / "progress.txt"
-    lines = path.read_text(encoding="utf-8", errors="replace").split() if path.exists() else []
-    calls = list(zip(lines[::2], lines[1::2]))
-    return calls[-1][1] if calls and calls[-1][0] == case_id else None
-
-
 def _append(job_dir, record):
-    with open(job_dir / "results.jsonl", "a", encoding="utf-8") as f:
+    """A record of the grader's own (a case that crashed), kept in the inbox the child cannot write."""
+    with open(job_dir.inbox / "grader.jsonl", "a", encoding="utf-8") as f:
         f.write(json.dumps(record) + "\n")
 
 
-def _execute(job_dir, job, functions, limit):
-    (job_dir / "job.json").write_text(json.dumps(job), encoding="utf-8")
+def _trusted(job_dir):
+    path = job_dir.inbox / "grader.jsonl"
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()] if path.exists() else []
+
+
+def _execute(job_dir, job, functions, box, limit, step=None, steps=0):
+    (job_dir.inbox / "job.json").write_text(json.dumps(job), encoding="utf-8")
     if functions is not None:
-        runner.run_job(str(job_dir), functions)
+        runner.run_job(str(job_dir.inbox), functions, out_dir=str(job_dir.outbox))
         return False, 0
-    env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    with open(job_dir / "student_output.txt", "wb") as log:
-        child = subprocess.Popen([sys.executable, "-I", runner.__file__, str(job_dir)], cwd=job_dir,
-                                 stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env,
-                                 start_new_session=True)
-        killed = False
-        try:
-            child.wait(timeout=limit)
-        except subprocess.TimeoutExpired:
-            killed = True
-        finally:
-            if child.poll() is None:
-                os.killpg(child.pid, signal.SIGKILL)     # the student's code and anything it started
-                child.wait()
-    return killed, child.returncode
-
-
-def _read_results(job_dir):
-    """{case id: (record, arrays)} and the import error, if the file would not load."""
-    records, import_error = {}, None
-    path = job_dir / "results.jsonl"
-    lines = path.read_text(encoding="utf-8", errors="replace").splitlines() if path.exists() else []
-    for line in lines:
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if not isinstance(rec, dict):
-            continue
-        if rec.get("id") == "import":
-            import_error = str(rec.get("error"))
-            continue
-        if rec.get("id") == "printed":               # what the student's code printed: for the report
-            printed = records.setdefault("printed", [])
-            printed.append((int(rec.get("count", 0)), str(rec.get("head", ""))))
-            continue
-        arrays = {}
-        out = job_dir / f"out_{rec.get('id')}.npz"
-        if out.exists():
-            try:
-                with np.load(out, allow_pickle=False) as data:
-                    arrays = {k: data[k] for k in data.files}
-            except (OSError, ValueError):
-                arrays = {}
-        records[str(rec.get("id"))] = (rec, arrays)
-    return records, import_error
+    job["sandbox"] = box.spec(limit)
+    (job_dir.inbox / "job.json").write_text(json.dumps(job), encoding="utf-8")
+    return box.run(job_dir, limit, step, steps)
 
 
 def _layer_tests(layer, layer_cases, records, import_error, flagged, timeout):
@@ -291,26 +278,26 @@ def _layer_tests(layer, layer_cases, records, import_error, flagged, timeout):
             else:
                 fstatus = judge_forward(case, rec.get("forward", {}), arrays, timeout)[0]
                 status, why = judge_backward(case, rec.get("backward", {}), arrays, fstatus, timeout)
+            said = (rec or {}).get(way, {}).get("printed_text", "")
             tests.append(Test(f"{function}: {case.name}", function, share if status == "pass" else 0.0,
-                              share, status, why))
+                              share, status, why, printed=said, hidden=case.name.startswith("hidden: ")))
     return tests
 
 
-def _run_model(tmp, base, functions, swap, timeout, attempt):
+def _run_model(tmp, base, functions, swap, timeout, attempt, box):
     """One run of the whole-model job; its record (with "function": the student function it
     stopped in, when it did not finish)."""
-    job_dir = Path(tmp) / f"model{attempt or ''}"
-    job_dir.mkdir()
+    job_dir, base = _job(tmp, base, box, f"model{attempt or ''}")
     job = dict(base, kind="model", swap=swap, seed=0, timeout=timeout, skip=[])
-    _execute(job_dir, job, functions, limit=runner.model_time_limit(timeout) + 15)
-    records, _ = _read_results(job_dir)
+    _execute(job_dir, job, functions, box, limit=runner.model_time_limit(timeout) + 15)
+    records, _ = read_results(job_dir, {})
     rec = dict(records.get("model", ({}, {}))[0])
     if rec.get("status") != "ok" and not rec.get("function"):
-        rec["function"] = _last_call(job_dir, "model") or ""
+        rec["function"] = last_call(job_dir, "model") or ""
     return rec
 
 
-def _model_test(tmp, base, functions, report, timeout):
+def _model_test(tmp, base, functions, report, timeout, box):
     """The whole GPT, float64, with every forward/backward pair that passed all its tests
     swapped in; it earns a share of its points for each such layer when the gradients match.
     A pair that raises, hangs or ends the process in it is left out, and the model runs again."""
@@ -324,7 +311,7 @@ def _model_test(tmp, base, functions, report, timeout):
                     "not graded", "not graded yet: none of your functions passes its own tests")
     left_out = []                                   # (layer, why) of pairs that stopped the model
     while True:
-        rec = _run_model(tmp, base, functions, swap, timeout, len(left_out))
+        rec = _run_model(tmp, base, functions, swap, timeout, len(left_out), box)
         status = rec.get("status")
         if status == "ok":
             break

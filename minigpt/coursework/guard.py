@@ -31,6 +31,10 @@ import types
 PROCESS_EVENTS = ("subprocess.Popen", "os.system", "os.exec", "os.posix_spawn", "os.spawn", "os.fork",
                   "os.forkpty", "pty.spawn")
 GC_EVENTS = ("gc.get_objects", "gc.get_referrers", "gc.get_referents")
+INTERPRETER_EVENTS = ("cpython.PyInterpreterState_New",)   # a sub-interpreter has no audit hook
+BLOCKED_MODULES = frozenset({"_xxsubinterpreters", "_interpreters", "_xxinterpchannels", "_interpchannels",
+                             "_interpqueues", "_posixsubprocess", "_testcapi", "_testinternalcapi",
+                             "_testmultiphase", "_testsinglephase"})
 
 
 class CappedOutput:
@@ -38,14 +42,23 @@ class CappedOutput:
 
     KEEP = 4096
 
+    RECENT = 300                # and the first RECENT since mark(), for the test it was printed in
+
     def __init__(self, keep=KEEP):
         self.keep, self.kept, self.count = keep, [], 0
+        self.recent = []
+
+    def mark(self):
+        self.recent = []
 
     def write(self, text):
         text = str(text)
         room = self.keep - sum(map(len, self.kept))
         if room > 0:
             self.kept.append(text[:room])
+        room = self.RECENT - sum(map(len, self.recent))
+        if room > 0:
+            self.recent.append(text[:room])
         self.count += len(text)
         return len(text)
 
@@ -120,36 +133,51 @@ def install(package_dir, own_file=None, model=False):
     model: minigpt's GPT runs here too (the whole-model job), so ctypes stays (minigpt's
     backend uses it)."""
     hits = []
-    for name in [n for n in sys.modules if n == "minigpt" or n.startswith("minigpt.")]:
+    for name in [n for n in sys.modules if n == "minigpt" or n.startswith("minigpt.") or n in BLOCKED_MODULES]:
         del sys.modules[name]
     sys.modules["__main__"] = types.ModuleType("__main__")
     sys.meta_path.insert(0, _Finder(hits))
-    root = os.path.join(os.path.realpath(package_dir), "")
+    real_root = os.path.realpath(package_dir)
+    root, name = os.path.join(real_root, ""), os.path.basename(real_root)
     own = os.path.realpath(own_file) if own_file else None
-    blocked = PROCESS_EVENTS + GC_EVENTS + (() if model else ("ctypes.",))
+    blocked = PROCESS_EVENTS + GC_EVENTS + INTERPRETER_EVENTS + (() if model else ("ctypes.",))
+    modules = BLOCKED_MODULES | (frozenset() if model else frozenset({"_ctypes", "ctypes"}))
     # everything the hook uses is bound here: student code may rebind os.path or builtins
-    realpath, isabs, fsdecode, basename = os.path.realpath, os.path.isabs, os.fsdecode, os.path.basename
-    str_, int_, type_ = str, int, type
-    denied, append, seen = PermissionError, hits.append, {}
+    realpath, isabs, fsdecode, basename, sep = os.path.realpath, os.path.isabs, os.fsdecode, os.path.basename, os.sep
+    str_, int_, type_, any_ = str, int, type, any
+    denied, append = PermissionError, hits.append
+
+    def touches(path):
+        """Does path lead into minigpt's package, to it, or to a folder above it? Decided
+        afresh at every call (a path checked once may be swapped later). A relative path
+        may be meant for a directory descriptor (openat), so it may not climb (..) nor
+        name the package's folder at all."""
+        if type_(path) is int_:
+            return False
+        try:
+            key = fsdecode(path)
+        except (TypeError, ValueError):
+            return False
+        if not isabs(key):
+            parts = str_.split(key, sep)
+            if any_(p == ".." or p == name for p in parts):
+                return True
+        real = realpath(key)
+        return real != own and (str_.startswith(real, root) or str_.startswith(root, real + sep)
+                                or real + sep == root or real == sep)
 
     def hook(event, args):
-        if event == "open" or event == "os.link":
-            path = args[0]
-            if type_(path) is int_:
-                return
-            try:
-                key = fsdecode(path)
-            except (TypeError, ValueError):
-                return
-            inside = seen.get(key)
-            if inside is None:
-                real = realpath(key)
-                inside = str_.startswith(real, root) and real != own
-                if isabs(key):
-                    seen[key] = inside
-            if inside:
-                append(basename(key))
-                raise denied(f"{basename(key)} is minigpt's own code, which student code may not read")
+        if event == "open" or event == "os.link" or event == "os.rename" or event == "os.symlink":
+            paths = args[:2] if event != "open" else args[:1]
+            if event == "os.symlink":
+                raise denied("the grader does not allow os.symlink in student code")
+            for path in paths:
+                if touches(path):
+                    append(basename(fsdecode(path)))
+                    raise denied(f"{basename(fsdecode(path))} is minigpt's own code, which student code may not read")
+        elif event == "import":
+            if args[0] in modules:
+                raise denied(f"the grader does not allow the module {args[0]} in student code")
         elif str_.startswith(event, blocked):
             raise denied(f"the grader does not allow {event} in student code")
 

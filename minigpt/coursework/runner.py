@@ -1,17 +1,19 @@
 """Runs a student's functions on the grader's cases, in a process of its own.
 
-    python -I runner.py JOB_DIR        (started by grade.py, one process per layer)
+    python -I runner.py JOB_DIR OUT_DIR   (started by sandbox.py, one process per layer)
 
 JOB_DIR/job.json names the student's file, the functions and the cases; each
 case's inputs are in JOB_DIR/in_<id>.npz. For every case this writes the
-outputs and gradients to JOB_DIR/out_<id>.npz and one JSON line to
-JOB_DIR/results.jsonl, flushed at once, so that what finished survives a
+outputs and gradients to OUT_DIR/out_<id>.npz and one JSON line to
+OUT_DIR/results.jsonl, flushed at once, so that what finished survives a
 crash or a kill. Nothing here judges a result: grade.py compares, reading
-only JSON and npz (no pickle).
+only JSON and npz (no pickle), through sandbox.py's checks.
 
 The file imports only the standard library and NumPy, so the process can
 start with minigpt off the path; the whole-model job alone imports minigpt
 (model_check.py), and computes minigpt's answers before the student's file loads.
+Then, started by the grader's sandbox, it becomes the student's user under the
+limits (sandbox.enter), before it opens anything in OUT_DIR.
 Then guard.py hides minigpt from the student's code (see there), and only then is
 the student's file executed. Each case runs under a time limit (SIGALRM). In this
 process (tests, trusted code) a profile hook notes calls into minigpt's files instead.
@@ -80,11 +82,11 @@ class Student:
             sys.setprofile(old)
 
 
-def load_guard():
-    """guard.py, loaded by its path (and kept out of sys.modules)."""
-    spec = importlib.util.spec_from_file_location("minigpt_grader_guard",
+def load_guard(name="guard"):
+    """guard.py (or sandbox.py), loaded by its path from the runner's folder (and kept out of sys.modules)."""
+    spec = importlib.util.spec_from_file_location(f"minigpt_grader_{name}",
                                                   os.path.join(os.path.dirname(os.path.realpath(__file__)),
-                                                               "guard.py"))
+                                                               f"{name}.py"))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -233,6 +235,8 @@ def _run(student, rec, name, call_args, args, originals, case):
         student.progress.flush()
     t0 = time.perf_counter()
     printed = student.printed.count if student.printed else 0
+    if student.printed:
+        student.printed.mark()
     result, error = None, None
     try:
         result = student.call(name, *call_args)
@@ -241,6 +245,7 @@ def _run(student, rec, name, call_args, args, originals, case):
     rec["seconds"] = round(time.perf_counter() - t0, 4)
     if student.printed and student.printed.count > printed:
         rec["printed"] = student.printed.count - printed
+        rec["printed_text"] = "".join(student.printed.recent)
     if student.hit:                          # first: a call into minigpt may be caught and raised anew
         rec.update(status="uses_minigpt", file=os.path.basename(student.hit))
     elif isinstance(error, NotImplementedError):
@@ -288,18 +293,22 @@ def _finite_differences(student, fwd, args, dout, case, arrays, h=1e-5, picks=24
         pass
 
 
-def run_job(job_dir, functions=None, watch=None):
-    """Run job_dir/job.json; functions (in-process use) replaces loading the student's file."""
+def run_job(job_dir, functions=None, watch=None, out_dir=None):
+    """Run job_dir/job.json, writing into out_dir (default job_dir); functions (in-process use)
+    replaces loading the student's file."""
+    out_dir = out_dir or job_dir
     with open(os.path.join(job_dir, "job.json"), encoding="utf-8") as f:
         job = json.load(f)
     reference = None
     if job["kind"] == "model":                  # minigpt's answers first, before any student code runs
         if job.get("root") and job["root"] not in sys.path:
-            sys.path.append(job["root"])
+            sys.path.insert(0, job["root"])
         from minigpt.coursework.model_check import ModelCheck
         reference = ModelCheck(job["seed"])
-    with open(os.path.join(job_dir, "results.jsonl"), "a", encoding="utf-8") as results, \
-            open(os.path.join(job_dir, "progress.txt"), "a", encoding="utf-8") as progress:
+    if job.get("sandbox"):                      # the student's user and limits, from here on
+        load_guard("sandbox").enter(job["sandbox"])
+    with open(os.path.join(out_dir, "results.jsonl"), "a", encoding="utf-8") as results, \
+            open(os.path.join(out_dir, "progress.txt"), "a", encoding="utf-8") as progress:
         def emit(rec):
             results.write(json.dumps(rec) + "\n")
             results.flush()
@@ -329,7 +338,7 @@ def run_job(job_dir, functions=None, watch=None):
                         rec = run_layer_case(student, job, case, inputs, arrays)
                 except TimeLimit:                 # between two student calls
                     rec = {"id": case["id"], "forward": {"status": "timeout"}}
-                np.savez(os.path.join(job_dir, f"out_{case['id']}.npz"), **arrays)
+                np.savez(os.path.join(out_dir, f"out_{case['id']}.npz"), **arrays)
                 emit(rec)
         finally:
             if printed is not None and printed.count:
@@ -359,4 +368,4 @@ def _model_job(student, job, reference):
 
 if __name__ == "__main__":
     sys.setrecursionlimit(10_000)
-    run_job(sys.argv[1])
+    run_job(sys.argv[1], out_dir=sys.argv[2] if len(sys.argv) > 2 else None)

@@ -1,0 +1,456 @@
+"""The grader's security boundary: the student's process, its user and limits, the one channel back.
+
+    box = Sandbox.for_this_process(user="65533", memory_mb=768)   # SandboxError: one line
+    with box.hidden([package_dir, "hidden_cases.json"]):          # as root: out of the student's reach
+        job = box.job(tmp, "gelu", [runner_py, guard_py])         # an inbox and an outbox
+        killed, code = box.run(job, limit=70, step=12)            # SIGKILL from here, by the wall clock
+        records, import_error = read_results(job, fd_sizes)       # checked before it is trusted
+
+Everything a student's code can reach passes through this file; verdicts, cases and the
+kit never touch it. What holds:
+
+- as root (Gradescope, a course's server): the child runs as its own user (`--user`, by
+  default uid and gid 65533, which no standard image gives an account), with no
+  supplementary groups, umask 077 and a session of its own. The grader's package and the
+  hidden-cases files lose their group and other permissions for the time of the grade,
+  so the student's user can neither read nor replace them by any route (directory
+  descriptors and symlinks included); the grader's memory is another user's
+  (/proc/PID/mem is refused), and so are its output folder and results.json, written
+  after every process of the student's user has been killed (kill(-1, SIGKILL) as that
+  user, after each job).
+- always: limits set in the child before it executes Python (address space `memory_mb`,
+  CPU time, file size `FILE_MB`, no new processes or threads: RLIMIT_NPROC is 1); the wall
+  clock is kept here and ends the child's process group with SIGKILL, per case (`step`)
+  and per job (`limit`), so no signal mask stretches a grade; the child's files are read
+  without following symlinks, refusing anything but a regular file, and arrays only after
+  their zip sizes and .npy headers (shape times itemsize) are under MAX_BYTES.
+- without root: the student's code runs as the grader's own user, so it can read and
+  write what the grader can (and signal it). docs/coursework.md says what that leaves.
+"""
+import io
+import json
+import math
+import os
+import pwd
+import grp
+import resource
+import secrets
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import time
+import zipfile
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+DEFAULT_USER = "65533"          # uid (and gid) 65533: no account in standard images; nobody is 65534
+MEMORY_MB = 768                 # Gradescope's default container memory
+FILE_MB = 64                    # the largest file the child may write
+MAX_BYTES = 64 << 20            # the most the grader reads back from one child file
+STEP_SLACK = 3.0                # seconds a case may run past --timeout before its process is killed
+CHILD_ENV = ("PATH", "LANG", "LC_ALL", "LD_LIBRARY_PATH", "SYSTEMROOT")
+
+
+class SandboxError(Exception):
+    """The grader cannot set up the student's process as asked: one line, exit status 2."""
+
+
+@dataclass
+class Job:
+    inbox: Path                 # the grader's: job.json, inputs, runner.py (the child reads)
+    outbox: Path                # the child's: results.jsonl, out_<id>.npz, progress.txt
+
+
+@dataclass
+class Sandbox:
+    uid: int = None             # None: not root, the child runs as the grader's own user
+    gid: int = None
+    memory_mb: int = MEMORY_MB
+
+    @classmethod
+    def for_this_process(cls, user=DEFAULT_USER, memory_mb=MEMORY_MB):
+        if not 64 <= memory_mb <= 1 << 20:
+            raise SandboxError(f"--memory must be between 64 and 1048576 MB, got {memory_mb}")
+        if os.geteuid() != 0:
+            return cls(None, None, memory_mb)
+        uid, gid = resolve_user(user)
+        busy = processes_of(uid)
+        if busy:
+            raise SandboxError(f"user {uid} already runs processes (pid {', '.join(map(str, busy[:5]))}); the "
+                               "grader kills every process of the student's user, so give --user one nothing "
+                               "else uses")
+        return cls(uid, gid, memory_mb)
+
+    @property
+    def isolated(self):
+        return self.uid is not None
+
+    @contextmanager
+    def hidden(self, paths):
+        """As root: the paths lose their group and other permissions while the grade runs."""
+        saved = []
+        try:
+            for path in paths if self.isolated else ():
+                st = os.stat(path)
+                if st.st_mode & 0o077:
+                    saved.append((path, stat.S_IMODE(st.st_mode)))
+                    os.chmod(path, stat.S_IMODE(st.st_mode) & 0o700)
+            yield
+        finally:
+            for path, mode in reversed(saved):
+                os.chmod(path, mode)
+
+    def job(self, tmp, name, files):
+        """An inbox (the grader's, readable) and an outbox (the child's) with names no one can
+        guess, in `tmp` (which others may cross but not list); `files` are copied to the inbox."""
+        os.chmod(tmp, 0o711)
+        tag = secrets.token_hex(8)
+        job = Job(Path(tmp) / f"{name}-in-{tag}", Path(tmp) / f"{name}-out-{tag}")
+        job.inbox.mkdir(mode=0o755)
+        job.outbox.mkdir(mode=0o700)
+        for f in files:
+            shutil.copyfile(f, job.inbox / Path(f).name)
+            os.chmod(job.inbox / Path(f).name, 0o644)
+        self.give(job.outbox)
+        return job
+
+    def give(self, path):
+        """Make path (and everything under it) the student's user's."""
+        if self.isolated:
+            for p in [path, *Path(path).rglob("*")]:
+                os.lchown(p, self.uid, self.gid)
+
+    def spec(self, limit):
+        """What the child is to become (job.json's "sandbox"): its user and its limits."""
+        return dict(uid=self.uid, gid=self.gid, memory=self.memory_mb << 20, cpu=int(math.ceil(limit)) + 1,
+                    fsize=FILE_MB << 20)
+
+    def run(self, job, limit, step=None, steps=0):
+        """Run the runner in the child (it calls enter() before it opens its outbox); SIGKILL after
+        `limit` seconds, or after `step` seconds in which results.jsonl did not grow (at most
+        `steps` times reset); then every process of the student's user. Returns (killed, code)."""
+        argv = [sys.executable, "-I", str(job.inbox / "runner.py"), str(job.inbox), str(job.outbox)]
+        env = {k: os.environ[k] for k in CHILD_ENV if k in os.environ}
+        env.update(HOME=str(job.outbox), TMPDIR=str(job.outbox), OPENBLAS_NUM_THREADS="1",
+                   OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+        with open(job.inbox / "output.txt", "wb") as log:
+            child = subprocess.Popen(argv, cwd=job.outbox, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                     env=env, start_new_session=True)
+            killed = self._watch(child, job.outbox / "results.jsonl", limit, step, steps)
+        self.kill_all()
+        return killed, child.returncode
+
+    @staticmethod
+    def _watch(child, results, limit, step, steps):
+        start = last = time.monotonic()
+        size, deadline = 0, start + limit
+        killed = False
+        try:
+            while child.poll() is None:
+                now = time.monotonic()
+                if step:
+                    grown = _size(results)
+                    if grown > size and steps > 0:
+                        size, last, steps = grown, now, steps - 1
+                    # the first step also covers starting Python and importing the file
+                    if now - last > step * (2 if last == start else 1):
+                        killed = True
+                        break
+                if now > deadline:
+                    killed = True
+                    break
+                time.sleep(0.02)
+        finally:
+            if child.poll() is None:
+                try:
+                    os.killpg(child.pid, signal.SIGKILL)    # the student's code and anything it started
+                except ProcessLookupError:
+                    pass
+                child.wait()
+        return killed
+
+    def kill_all(self):
+        """As root: SIGKILL every process of the student's user (a detached one too), from a
+        fork of this process that becomes that user (kill(-1) reaches exactly those)."""
+        if not self.isolated:
+            return
+        for _ in range(50):
+            pid = os.fork()
+            if pid == 0:                                # noqa: no Python code of the student's runs here
+                try:
+                    os.setgroups([])
+                    os.setgid(self.gid)
+                    os.setuid(self.uid)
+                    os.kill(-1, signal.SIGKILL)
+                finally:
+                    os._exit(0)
+            os.waitpid(pid, 0)
+            if not processes_of(self.uid):
+                return
+            time.sleep(0.02)
+
+
+# in the child, before the student's file: become the student's user, under the limits
+
+PRELOAD = ("math", "cmath", "itertools", "functools", "collections", "operator", "random", "statistics",
+           "typing", "dataclasses", "copy", "numbers", "fractions", "decimal", "string", "re", "warnings",
+           "contextlib", "zipfile", "encodings.cp437", "encodings.latin_1", "encodings.ascii", "encodings.utf_8",
+           "numpy", "numpy.linalg", "numpy.random", "numpy.fft", "numpy.lib.stride_tricks")
+
+
+def enter(spec):
+    """Called by the runner with job.json's "sandbox", before it opens anything the student's
+    code could have touched. As root: the modules a student may use are imported first (the
+    interpreter's own files may be unreadable to the student's user), then the process drops
+    to that user for good (real, effective and saved ids; no supplementary groups). Always: the
+    limits, hard and soft, which the student's code cannot raise again."""
+    import importlib
+    for name in PRELOAD:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            pass
+    if spec.get("uid") is not None:
+        os.setgroups([])
+        os.setresgid(spec["gid"], spec["gid"], spec["gid"])
+        os.setresuid(spec["uid"], spec["uid"], spec["uid"])
+        if os.getresuid() != (spec["uid"],) * 3 or os.getgroups():
+            os._exit(70)
+        os.umask(0o077)
+    resource.setrlimit(resource.RLIMIT_AS, (spec["memory"], spec["memory"]))
+    resource.setrlimit(resource.RLIMIT_CPU, (spec["cpu"], spec["cpu"] + 1))
+    resource.setrlimit(resource.RLIMIT_FSIZE, (spec["fsize"], spec["fsize"]))
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    resource.setrlimit(resource.RLIMIT_NPROC, (1, 1))          # no new process, and no thread either
+
+
+def resolve_user(spec):
+    """(uid, gid) for --user NAME, UID, NAME:GROUP or UID:GID (a number needs no account)."""
+    name, _, group = str(spec).partition(":")
+    try:
+        uid = int(name) if name.isdigit() else pwd.getpwnam(name).pw_uid
+        if group:
+            gid = int(group) if group.isdigit() else grp.getgrnam(group).gr_gid
+        else:
+            gid = uid if name.isdigit() else pwd.getpwnam(name).pw_gid
+    except KeyError:
+        raise SandboxError(f"--user {spec}: no such user or group") from None
+    if uid == 0 or gid == 0:
+        raise SandboxError(f"--user {spec}: student code must not run as root (uid or gid 0)")
+    if not (uid < 2**32 - 1 and gid < 2**32 - 1):
+        raise SandboxError(f"--user {spec}: not a valid uid:gid")
+    return uid, gid
+
+
+def processes_of(uid):
+    """Pids of the live processes whose real or effective uid is uid (zombies left out)."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/status", encoding="utf-8") as f:
+                fields = dict(line.split(":", 1) for line in f.read().splitlines() if ":" in line)
+        except OSError:
+            continue
+        uids = fields.get("Uid", "").split()
+        if str(uid) in uids[:2] and not fields.get("State", "").strip().startswith(("Z", "X")):
+            pids.append(int(entry))
+    return pids
+
+
+# the one channel back: read what the child wrote, trusting nothing
+
+
+def _size(path):
+    try:
+        return os.lstat(path).st_size
+    except OSError:
+        return 0
+
+
+def read_bytes(path, cap=MAX_BYTES):
+    """A regular file's bytes (no symlink, FIFO or device; at most cap), or None."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_size > cap:
+            return None
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            data = f.read(cap + 1)
+        return data if len(data) <= cap else None
+    finally:
+        os.close(fd)
+
+
+def read_arrays(path, cap=MAX_BYTES):
+    """{name: array} of an uncompressed or deflated .npz, with every size checked before any
+    array is made; {} for anything else (a forged header, a zip bomb, pickled objects)."""
+    data = read_bytes(path, cap)
+    if not data:
+        return {}
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+        members = archive.infolist()
+        if len(members) > 64 or sum(m.file_size for m in members) > cap:
+            return {}
+        arrays = {}
+        for m in members:
+            if not m.filename.endswith(".npy"):
+                return {}
+            raw = archive.read(m)
+            f = io.BytesIO(raw)
+            version = np.lib.format.read_magic(f)
+            read_header = {(1, 0): np.lib.format.read_array_header_1_0,
+                           (2, 0): np.lib.format.read_array_header_2_0}[version]
+            shape, _, dtype = read_header(f, max_header_size=10_000)
+            if dtype.hasobject or dtype.kind not in "biufc" or len(shape) > 8:
+                return {}
+            if math.prod(shape) * dtype.itemsize != len(raw) - f.tell():
+                return {}
+            f.seek(0)
+            arrays[m.filename[:-4]] = np.lib.format.read_array(f, allow_pickle=False)
+        return arrays
+    except Exception:                        # noqa: BLE001 (any malformed file is simply not read)
+        return {}
+
+
+def read_lines(path, cap=MAX_BYTES):
+    """The JSON objects of a JSON-lines file (others skipped)."""
+    data = read_bytes(path, cap)
+    out = []
+    for line in (data or b"").decode("utf-8", "replace").splitlines()[:10_000]:
+        try:
+            rec = json.loads(line) if len(line) < 1 << 20 else None
+        except (ValueError, RecursionError):
+            continue
+        if isinstance(rec, dict):
+            out.append(rec)
+    return out
+
+
+STATUSES = {"ok", "missing", "skipped", "not_implemented", "timeout", "error", "uses_minigpt", "bad_return",
+            "crashed"}
+
+
+def _text(v, n=300):
+    return v[:n] if isinstance(v, str) else None
+
+
+def _number(v, integer=False):
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return None
+    if integer:
+        return int(v) if isinstance(v, int) and 0 <= v < 2**53 else None
+    return float(v)
+
+
+def _value(v, arrays):
+    """A returned value's description, as runner.as_record makes it."""
+    kind = v.get("kind") if isinstance(v, dict) else None
+    if kind == "none":
+        return {"kind": "none"}
+    if kind == "array" and isinstance(v.get("key"), str) and v["key"] in arrays:
+        return {"kind": "array", "key": v["key"]}
+    out = {"kind": "other", "type": _text(v.get("type"), 40) or "unreadable value"} if kind == "other" else \
+        {"kind": "other", "type": "value the grader could not read"}
+    if kind == "other" and _number(v.get("length"), True) is not None:
+        out["length"] = v["length"]
+    return out
+
+
+def clean_call(d, arrays, way):
+    """A forward's or backward's record with only the keys and types the runner writes."""
+    if not isinstance(d, dict) or not d:
+        return {}
+    status = d.get("status")
+    if status not in STATUSES:
+        return {"status": "unreadable"}
+    out = {"status": status}
+    for key in ("file", "message", "type", "why"):
+        if _text(d.get(key)) is not None:
+            out[key] = _text(d[key])
+    for key, integer in (("seconds", False), ("printed", True), ("length", True)):
+        if _number(d.get(key), integer) is not None:
+            out[key] = _number(d[key], integer)
+    if isinstance(d.get("printed_text"), str):
+        out["printed_text"] = d["printed_text"][:300]
+    if isinstance(d.get("modified"), list):
+        out["modified"] = [m[:40] for m in d["modified"][:8] if isinstance(m, str)]
+    if way == "forward" and "out" in d:
+        out["out"] = _value(d["out"], arrays)
+    if way == "backward" and isinstance(d.get("grads"), list):
+        out["grads"] = [_value(g, arrays) for g in d["grads"][:8]]
+    if status == "ok" and ("out" if way == "forward" else "grads") not in out:
+        return {"status": "unreadable"}
+    return out
+
+
+def clean_model(rec):
+    """The whole-model record: status, the two losses and per-parameter errors, as numbers."""
+    out = {k: _text(rec.get(k)) for k in ("status", "function", "message", "file") if _text(rec.get(k))}
+    if out.get("status") == "ok":
+        loss, params = rec.get("loss"), rec.get("params")
+        ok = isinstance(loss, list) and len(loss) == 2 and all(_number(x) is not None for x in loss) \
+            and isinstance(params, dict) and 0 < len(params) <= 200 and all(
+                isinstance(k, str) and isinstance(v, list) and len(v) == 2 and all(_number(x) is not None for x in v)
+                for k, v in params.items())
+        if not ok:
+            return {"status": "unreadable"}
+        out.update(loss=[float(x) for x in loss], params={k[:80]: [float(x) for x in v] for k, v in params.items()})
+    return out
+
+
+def _fd_arrays(arrays, sizes):
+    """Keep fd_index_i / fd_value_i only as a pair of matching lengths with indices inside input i."""
+    for i, size in sizes.items():
+        index, value = arrays.get(f"fd_index_{i}"), arrays.get(f"fd_value_{i}")
+        if index is None and value is None:
+            continue
+        good = (index is not None and value is not None and index.ndim == value.ndim == 1
+                and index.dtype.kind in "iu" and value.dtype == np.float64 and index.shape == value.shape
+                and (index.size == 0 or (index.min() >= 0 and index.max() < size)))
+        if not good:
+            arrays.pop(f"fd_index_{i}", None)
+            arrays.pop(f"fd_value_{i}", None)
+    for key in list(arrays):
+        tail = key.rsplit("_", 1)[-1]
+        if key.startswith("fd_") and (not tail.isdigit() or int(tail) not in sizes):
+            arrays.pop(key)
+
+
+def read_results(job, fd_sizes, trusted=()):
+    """{case id: (record, arrays)}, the import error (or None): what the child wrote to its
+    outbox, each record cut down to what the runner writes, and `trusted` records of the
+    grader's own. fd_sizes: {case id: {input index: its size}}, the only case ids read."""
+    records, import_error = {}, None
+    for rec in read_lines(job.outbox / "results.jsonl") + list(trusted):
+        rid = rec.get("id")
+        if rid == "import":
+            import_error = _text(str(rec.get("error")), 500)
+        elif rid == "printed":                    # what the student's code printed: for the report
+            records.setdefault("printed", []).append((_number(rec.get("count"), True) or 0,
+                                                      _text(rec.get("head"), 4096) or ""))
+        elif rid == "model":
+            records["model"] = (clean_model(rec), {})
+        elif isinstance(rid, str) and rid in fd_sizes:
+            arrays = read_arrays(job.outbox / f"out_{rid}.npz")
+            _fd_arrays(arrays, fd_sizes[rid])
+            records[rid] = ({"id": rid, "forward": clean_call(rec.get("forward"), arrays, "forward"),
+                             "backward": clean_call(rec.get("backward"), arrays, "backward")}, arrays)
+    return records, import_error
+
+
+def last_call(job, case_id):
+    """The student function the child said it was in when it stopped (its progress file)."""
+    lines = (read_bytes(job.outbox / "progress.txt") or b"").decode("utf-8", "replace").split()
+    calls = list(zip(lines[::2], lines[1::2]))
+    return calls[-1][1] if calls and calls[-1][0] == case_id else None
