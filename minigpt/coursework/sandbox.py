@@ -52,7 +52,7 @@ DEFAULT_USER = "65533"          # uid (and gid) 65533: no account in standard im
 MEMORY_MB = 768                 # Gradescope's default container memory
 FILE_MB = 64                    # the largest file the child may write
 MAX_BYTES = 64 << 20            # the most the grader reads back from one child file
-STEP_SLACK = 3.0                # seconds a case may run past --timeout before its process is killed
+STEP_SLACK = 2.0                # seconds a case may run past --timeout before its process is killed
 CHILD_ENV = ("PATH", "LANG", "LC_ALL", "LD_LIBRARY_PATH", "SYSTEMROOT")
 
 

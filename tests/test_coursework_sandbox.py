@@ -1,0 +1,319 @@
+"""The grader's security boundary (minigpt/coursework/sandbox.py): each test performs an attack
+on the grader and checks that it fails, that results.json is written and well-formed, that
+the grader's files are as they were and that no process of the student's user survives.
+The attacks that need the student's own user run as root (CI runs the suite as root)."""
+import hashlib
+import inspect
+import json
+import os
+import re
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from minigpt.coursework import sandbox, solution
+from minigpt.coursework.__main__ import main
+from minigpt.coursework.grade import PACKAGE_DIR, Report
+from minigpt.coursework.grade import Test as Row
+from minigpt.coursework.near_copy import near_copies
+from minigpt.coursework.sandbox import (DEFAULT_USER, Sandbox, clean_call, clean_model, processes_of, read_arrays,
+                                        read_bytes, resolve_user)
+
+SOLUTION = inspect.getsource(solution)
+ROOT_ONLY = pytest.mark.skipif(os.geteuid() != 0, reason="running student code as its own user needs root "
+                               "(CI runs the suite as root, so these run there)")
+STUDENT_UID = resolve_user(DEFAULT_USER)[0]
+
+
+def attack_file(folder, module="", **bodies):
+    """solution.py with `module` code after its imports and code at the top of some functions."""
+    source = SOLUTION.replace("import numpy as np\n", "import numpy as np\n" + textwrap.dedent(module), 1)
+    for name, code in bodies.items():
+        head = re.search(rf"^def {name}\(.*\):\n", source, re.M).group(0)
+        source = source.replace(head, head + textwrap.indent(textwrap.dedent(code), "    "), 1)
+    path = Path(folder) / "student_layers.py"
+    path.write_text(source, encoding="utf-8")
+    return path
+
+
+def package_digest():
+    return {str(p): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(PACKAGE_DIR.rglob("*.py"))}
+
+
+def grade_json(path, *flags):
+    results = path.parent / "results.json"
+    status = main(["grade", str(path), "--json", str(results), *flags])
+    return status, json.loads(results.read_text(encoding="utf-8"))
+
+
+def rows(out):
+    return {line.split()[0]: line for line in out.splitlines()[1:] if line.strip()}
+
+
+def visible_text(data):
+    """Everything of results.json a student sees before the results are published."""
+    return data["output"] + "".join(t["name"] + t["output"] for t in data["tests"] if "visibility" not in t)
+
+
+@pytest.fixture
+def loot():
+    """A folder the student's user may write into: where the attacks leave what they got."""
+    folder = tempfile.mkdtemp(prefix="minigpt-loot-")
+    os.chmod(folder, 0o777)
+    yield Path(folder)
+    for p in Path(folder).iterdir():
+        p.unlink()
+    os.rmdir(folder)
+
+
+ATTACKS = '''
+import os, sys, threading, time
+LOOT, PKG, EXTRA, RESULTS = {loot!r}, {pkg!r}, {extra!r}, {results!r}
+
+def _note(name, outcome):
+    try:
+        with open(LOOT + "/" + name + "-" + str(os.getpid()), "w") as f:
+            f.write(outcome)
+    except OSError:
+        pass
+
+def _try(name, fn):
+    try:
+        _note(name, "got " + repr(fn())[:200])
+    except BaseException as e:
+        _note(name, "refused " + type(e).__name__)
+
+def _replace():
+    with open("judge.py", "w") as f:
+        f.write("raise SystemExit")
+    os.replace("judge.py", PKG + "/coursework/judge.py")
+
+def _dirfd():
+    fd = os.open("/proc/self", os.O_RDONLY)
+    return os.read(os.open("root" + PKG + "/layers.py", os.O_RDONLY, dir_fd=fd), 100)
+
+def _subinterpreter():
+    import _xxsubinterpreters as interpreters
+    interpreters.run_string(interpreters.create(), "open(%r).read()" % (PKG + "/layers.py"))
+
+_try("read package", lambda: open(PKG + "/layers.py").read(100))
+_try("dir fd", _dirfd)
+_try("replace", _replace)
+_try("parent memory", lambda: open("/proc/%d/mem" % os.getppid(), "rb").read(1))
+_try("extra cases", lambda: open(EXTRA).read())
+_try("kill parent", lambda: os.kill(os.getppid(), 9))
+_try("sub-interpreter", _subinterpreter)
+_try("thread", lambda: threading.Thread(target=time.sleep, args=(5,)).start())
+_try("fork", os.fork)
+_try("posixsubprocess", lambda: __import__("_posixsubprocess"))
+try:                                     # the whole-model job allows ctypes (minigpt's backend uses it)
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+except BaseException:
+    libc = None
+if libc is not None:                     # past every Python-level check: only the kernel says no
+    _try("libc open package", lambda: libc.open((PKG + "/layers.py").encode(), 0))
+    _try("libc open parent memory", lambda: libc.open(("/proc/%d/mem" % os.getppid()).encode(), 0))
+    _try("libc open extra cases", lambda: libc.open(EXTRA.encode(), 0))
+    _try("libc rename into package", lambda: libc.rename(b"/dev/null", (PKG + "/coursework/judge.py").encode()))
+    _try("libc kill parent", lambda: libc.kill(os.getppid(), 9))
+    pid = libc.fork()
+    if pid == 0:                         # a detached process that would rewrite results.json later
+        libc.setsid()
+        time.sleep(3)
+        with open(RESULTS, "w") as f:
+            f.write('{{"score": 100.0, "tests": []}}')
+        os._exit(0)
+    _note("libc fork", "got " + str(pid))
+'''
+
+
+@ROOT_ONLY
+def test_attacks_on_files_memory_processes_and_hidden_cases_all_fail_as_root(tmp_path, loot, capsys):
+    extra = tmp_path / "hidden.json"
+    extra.write_text(json.dumps({"cases": [{"layer": "gelu", "name": "xyzzy secret", "seed": 424242}]}))
+    results = tmp_path / "results.json"
+    module = ATTACKS.format(loot=str(loot), pkg=str(PACKAGE_DIR), extra=str(extra), results=str(results))
+    path = attack_file(tmp_path, module, gelu_backward="return dout\n",             # a wrong backward: 89.7 points
+                       gelu_forward="print('gelu_forward saw', x.shape)\n")
+    before, mode = package_digest(), extra.stat().st_mode
+    status, data = grade_json(path, "--extra-cases", str(extra))
+    out = capsys.readouterr()
+    assert status == 1 and "Traceback" not in out.out + out.err
+    assert data["score"] == pytest.approx(100 - 8 - 16 / 7, abs=1e-3), out.out
+    outcomes = {}
+    for p in loot.iterdir():
+        outcomes.setdefault(p.name.rsplit("-", 1)[0], set()).add(p.read_text())
+    expected = {"read package", "dir fd", "replace", "parent memory", "extra cases", "kill parent",
+                "sub-interpreter", "thread", "fork", "posixsubprocess", "libc open package",
+                "libc open parent memory", "libc open extra cases", "libc rename into package", "libc kill parent",
+                "libc fork"}
+    assert set(outcomes) == expected, outcomes
+    for name, seen in outcomes.items():
+        assert all(o.startswith("refused") or o == "got -1" for o in seen), (name, seen)
+    assert package_digest() == before and extra.stat().st_mode == mode
+    time.sleep(3.5)                                           # the detached process would have written by now
+    assert json.loads(results.read_text()) == data
+    assert processes_of(STUDENT_UID) == []
+    assert "xyzzy" not in visible_text(data) and "424242" not in visible_text(data)
+    hidden = [t for t in data["tests"] if "hidden" in t["name"]]
+    assert hidden and all(t["visibility"] == "after_published" for t in hidden)
+    assert data["stdout_visibility"] == "hidden"
+    shown = [t for t in data["tests"] if t["name"].startswith("gelu_forward")]
+    assert all("your code printed here: 'gelu_forward saw" in t["output"] for t in shown)
+    assert "gelu_forward saw" not in data["output"]
+
+
+@ROOT_ONLY
+def test_a_blocked_alarm_a_huge_allocation_and_forged_files_cost_their_own_tests_only(tmp_path, capsys):
+    path = attack_file(
+        tmp_path,
+        gelu_backward="""
+            import signal
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
+            while True:
+                pass
+        """,
+        layernorm_forward="""
+            big = np.ones(200_000_000)               # 1.6 GB
+        """,
+        cross_entropy_backward="""
+            import os, zipfile
+            for name in [n for n in os.listdir(".") if n.endswith(".npz")]:   # cases the grader reads later
+                header = b"{'descr': '<f8', 'fortran_order': False, 'shape': (1000000000000,), }"
+                header += b" " * (117 - len(header)) + b"\\n"
+                with zipfile.ZipFile(name, "w") as z:
+                    z.writestr("out.npy", b"\\x93NUMPY\\x01\\x00v\\x00" + header)
+            with open("results.jsonl", "a") as f:
+                f.write('{"id": "0", "forward": {"status": "ok"}}\\n')
+                f.write('{"id": "1", "forward": {"status": "ok", "out": {"kind": "array", "key": 3}}, '
+                        '"backward": {"status": "ok", "grads": 5}}\\n')
+                f.write('{"id": "model", "status": "ok", "loss": "low", "params": []}\\n')
+                f.write('[' * 100000 + '\\n')
+                f.write('{"id": "printed", "count": "many", "head": 7}\\n')
+        """)
+    before = package_digest()
+    t0 = time.perf_counter()
+    status, data = grade_json(path, "--timeout", "0.5")
+    seconds = time.perf_counter() - t0
+    out = capsys.readouterr()
+    assert status == 1 and "Traceback" not in out.out + out.err
+    table = rows(out.out)
+    assert "did not finish within 0.5 s" in table["gelu_backward"], table["gelu_backward"]
+    assert "MemoryError" in table["layernorm_forward"], table["layernorm_forward"]
+    assert float(table["cross_entropy_forward"].split()[1]) < 4.0 and "unreadable" in table["cross_entropy_forward"]
+    for name in ("embedding_forward", "linear_backward", "attention_backward", "dropout_backward"):
+        assert table[name].split()[1] == table[name].split()[2], table[name]
+    # 4 gelu cases, each stopped by the wall clock after 0.5 + STEP_SLACK s, not by the job's limit
+    assert seconds < 4 * (0.5 + sandbox.STEP_SLACK) * 2 + 30, seconds
+    assert {t["name"].split(":")[0] for t in data["tests"]} >= {"gelu_backward", "model"}
+    assert package_digest() == before and processes_of(STUDENT_UID) == []
+
+
+@ROOT_ONLY
+def test_a_detached_process_of_the_students_user_is_killed_after_its_job():
+    box = Sandbox.for_this_process()
+    pid = os.fork()
+    if pid == 0:                                      # became the student's user, then a session of its own
+        try:
+            os.setgroups([])
+            os.setgid(box.gid)
+            os.setuid(box.uid)
+            if os.fork() == 0:
+                os.setsid()
+                time.sleep(30)
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+    assert processes_of(box.uid)
+    with pytest.raises(sandbox.SandboxError, match="already runs processes"):
+        Sandbox.for_this_process()                    # a user that is not free is refused
+    box.kill_all()
+    assert processes_of(box.uid) == []
+
+
+@ROOT_ONLY
+def test_grading_as_root_hides_the_package_and_restores_its_permissions(tmp_path):
+    mode = PACKAGE_DIR.stat().st_mode
+    box = Sandbox.for_this_process()
+    with box.hidden([PACKAGE_DIR]):
+        assert PACKAGE_DIR.stat().st_mode & 0o077 == 0
+    assert PACKAGE_DIR.stat().st_mode == mode
+
+
+def test_forged_npz_files_symlinks_and_fifos_are_refused_before_anything_is_allocated(tmp_path):
+    np.savez(tmp_path / "good.npz", out=np.arange(6.0).reshape(2, 3))
+    assert read_arrays(tmp_path / "good.npz")["out"].shape == (2, 3)
+    import zipfile
+    header = b"{'descr': '<f8', 'fortran_order': False, 'shape': (1000000000000,), }"
+    header += b" " * (117 - len(header)) + b"\n"
+    with zipfile.ZipFile(tmp_path / "8tb.npz", "w") as z:       # declares 8 TB, holds nothing
+        z.writestr("out.npy", b"\x93NUMPY\x01\x00v\x00" + header)
+    assert read_arrays(tmp_path / "8tb.npz") == {}
+    np.savez(tmp_path / "objects.npz", out=np.array([{}], dtype=object))
+    assert read_arrays(tmp_path / "objects.npz") == {}
+    (tmp_path / "link.npz").symlink_to(tmp_path / "good.npz")
+    assert read_arrays(tmp_path / "link.npz") == {}
+    os.mkfifo(tmp_path / "fifo")                                 # would hang a plain open()
+    assert read_bytes(tmp_path / "fifo") is None
+
+
+def test_forged_records_are_cut_down_to_what_the_runner_writes():
+    arrays = {"out": np.zeros(3)}
+    assert clean_call({"status": "ok"}, arrays, "forward") == {"status": "unreadable"}
+    assert clean_call({"status": "ok", "out": {"kind": "array", "key": "nope"}}, arrays, "forward")["out"][
+        "kind"] == "other"
+    assert clean_call({"status": "ok", "grads": 5}, arrays, "backward") == {"status": "unreadable"}
+    assert clean_call({"status": "pass!", "message": 1}, arrays, "forward") == {"status": "unreadable"}
+    assert clean_call({"status": "error", "message": "x" * 10_000}, arrays, "forward")["message"] == "x" * 300
+    assert clean_model({"status": "ok", "loss": "low", "params": []}) == {"status": "unreadable"}
+    assert clean_model({"status": "ok", "loss": [1.0, 1.0], "params": {"wte.weight": [0.0, 0.0]}})["loss"] == [1.0,
+                                                                                                          1.0]
+
+
+def test_the_grader_writes_results_json_even_when_it_fails_itself(tmp_path, capsys, monkeypatch):
+    import minigpt.coursework.grade as grade
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("something the grader did not foresee")
+    monkeypatch.setattr(grade, "grade_file", broken)
+    path = attack_file(tmp_path)
+    status, data = grade_json(path)
+    err = capsys.readouterr().err
+    assert status == 2 and err.count("\n") == 1 and "the grader failed: RuntimeError" in err
+    assert data["score"] == 0 and "the grader failed" in data["output"]
+
+
+def test_bad_user_and_memory_flags_end_in_one_line(tmp_path, capsys):
+    path = attack_file(tmp_path)
+    assert main(["grade", str(path), "--memory", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--memory must be between 64 and" in err
+    with pytest.raises(SystemExit) as stop:
+        main(["grade", str(path), "--visibility", "soon"])
+    assert stop.value.code == 2 and "invalid choice" in capsys.readouterr().err
+    with pytest.raises(sandbox.SandboxError, match="must not run as root"):
+        resolve_user("0")
+    with pytest.raises(sandbox.SandboxError, match="no such user"):
+        resolve_user("no-such-user-of-minigpt")
+    assert resolve_user("1234:99") == (1234, 99)
+
+
+def test_a_near_copy_of_minigpts_layer_is_noted_for_the_instructor_alone():
+    from minigpt import layers
+    copied = inspect.getsource(layers.attention_backward)
+    for old, new in (("dy", "grad_out"), ("cache", "saved"), ("    ", "  ")):     # renamed, respaced
+        copied = copied.replace(old, new)
+    copied = "import numpy as np\nimport math\n" + re.sub(r'"""[^"]*"""', "", copied, count=1)
+    notes = near_copies(copied)
+    assert len(notes) == 1 and notes[0].startswith("attention_backward is ") and "near-copy" in notes[0]
+    assert near_copies(SOLUTION) == []                  # an independent solution is not one
+    report = Report(tests=[Row("gelu_forward: 3-D input", "gelu_forward", 4.0, 4.0, "pass")], notes=notes)
+    data = report.results_json()
+    assert data["score"] == 4.0 and notes[0] in data["tests"][-1]["output"]
+    assert data["tests"][-1]["visibility"] == "hidden" and data["tests"][-1]["max_score"] == 0.0
+    assert notes[0] not in visible_text(data)
