@@ -317,3 +317,14 @@ def test_a_near_copy_of_minigpts_layer_is_noted_for_the_instructor_alone():
     assert data["score"] == 4.0 and notes[0] in data["tests"][-1]["output"]
     assert data["tests"][-1]["visibility"] == "hidden" and data["tests"][-1]["max_score"] == 0.0
     assert notes[0] not in visible_text(data)
+
+
+def test_without_root_the_child_runs_as_the_graders_user_under_the_same_limits(tmp_path):
+    from minigpt.coursework.grade import grade_file
+    path = attack_file(tmp_path, linear_forward="""
+        import resource
+        assert resource.getrlimit(resource.RLIMIT_NPROC) == (1, 1), "no limit on processes"
+        assert resource.getrlimit(resource.RLIMIT_AS)[0] == 768 << 20, "no limit on memory"
+    """)
+    report = grade_file(path, sandbox=Sandbox(), workers=2)       # what a student's own laptop runs
+    assert report.score == pytest.approx(100.0), report.table()

@@ -130,9 +130,9 @@ class Report:
 
 def grade_file(path, extra_cases=(), timeout=10.0, workers=2, sandbox=None, private=()):
     """Grade the file at `path`, its code running in child processes.
-    sandbox: how they run (sandbox.Sandbox; by default as the next free... its defaults);
+    sandbox: how they run (a sandbox.Sandbox; by default Sandbox.for_this_process());
     private: files the student's code must not read (the hidden-cases files), besides
-    minigpt's package."""
+    minigpt's package and, in a checkout, its notebooks."""
     path = Path(path).resolve()
     try:
         flagged = uses_minigpt(path.read_text(encoding="utf-8"))
@@ -140,7 +140,8 @@ def grade_file(path, extra_cases=(), timeout=10.0, workers=2, sandbox=None, priv
         flagged = {}                        # the child reports it, with its line
     box = sandbox or Sandbox.for_this_process()
     base = dict(student=str(path), watch=[], root=str(PACKAGE_DIR.parent), package=str(PACKAGE_DIR))
-    with box.hidden([PACKAGE_DIR, *private]):
+    course = [PACKAGE_DIR.parent / "notebooks"] if (PACKAGE_DIR.parent / "pyproject.toml").is_file() else []
+    with box.hidden([PACKAGE_DIR, *course, *private]):         # the course notebook holds solutions too
         return _grade(base, None, flagged, extra_cases, timeout, 1 if box.isolated else workers, box)
 
 
@@ -215,8 +216,10 @@ def _run_layer(tmp, base, functions, skip, timeout, box, layer, layer_cases):
     for _ in range(2 * len(all_cases) + 1):
         job["cases"] = pending
         killed, code = _execute(job_dir, job, functions, box, limit=timeout * (len(pending) + 1) + 10,
-                                step=timeout + STEP_SLACK, steps=len(pending) + 1)
+                                step=timeout + STEP_SLACK, steps=len(pending) + 2)
         records, import_error = read_results(job_dir, sizes, _trusted(job_dir))
+        if killed and not records.get("loaded") and not import_error:   # a signal mask held the import up
+            import_error = "importing it did not finish within the time limit"
         pending = [c for c in all_cases if c["id"] not in records]
         if import_error or not pending:
             break
@@ -231,7 +234,8 @@ def _run_layer(tmp, base, functions, skip, timeout, box, layer, layer_cases):
             pending = pending[1:]
         else:
             culprit["skip_backward"] = True
-    records, import_error = read_results(job_dir, sizes, _trusted(job_dir))
+    records, import_error = read_results(job_dir, sizes, _trusted(job_dir))[0], import_error
+    records.pop("loaded", None)
     for case_id, (function, why) in crashed.items():
         if function == job["backward"] and case_id in records:
             records[case_id][0]["backward"] = {"status": "crashed", "why": why}

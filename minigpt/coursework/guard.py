@@ -13,16 +13,22 @@ Three layers, each enough on its own for the common routes:
   functions that call it lose their points;
 - an audit hook (sys.addaudithook: Python code cannot remove one, and it sees every thread)
   refuses to open any file in minigpt's package, so the real modules cannot be loaded even
-  with the finder removed or the files' paths given directly; it also refuses to start
-  processes, to walk the garbage collector's objects and (but in the whole-model job,
-  where minigpt's backend needs it) to use ctypes, the ways around the rest;
+  with the finder removed or the files' paths given directly; deciding afresh each time
+  (a path may be swapped after a check), it also refuses the package's folder and those
+  above it (no directory descriptor to openat from), relative paths that climb or name the
+  package's folder, symlinks, renames into the package, sub-interpreters (which have no
+  audit hook) and their modules; and it refuses to start processes, to walk the garbage
+  collector's objects and (but in the whole-model job, where minigpt's backend needs it)
+  to use ctypes, the ways around the rest;
 - what the runner calls is not reachable from sys.modules["__main__"] (a blank module).
 
 In the whole-model job minigpt's GPT runs in the same process, around the student's
 functions: there its objects stay reachable by introspection (object.__subclasses__,
 frames). What that job can be cheated of is its own 16 points at most, and only for
 layers whose functions passed their own tests, which run with no minigpt at all.
-It is not a security sandbox: run untrusted submissions in a container as well.
+This is a guard, not the boundary: without root a determined student gets round it. As
+root, sandbox.py makes the package unreadable to the student's user, and the kernel
+refuses what this hook does not see.
 """
 import os
 import sys

@@ -15,7 +15,8 @@ start with minigpt off the path; the whole-model job alone imports minigpt
 Then, started by the grader's sandbox, it becomes the student's user under the
 limits (sandbox.enter), before it opens anything in OUT_DIR.
 Then guard.py hides minigpt from the student's code (see there), and only then is
-the student's file executed. Each case runs under a time limit (SIGALRM). In this
+the student's file executed. Each case runs under a time limit (SIGALRM; the grader's
+wall clock backs it with SIGKILL). In this
 process (tests, trusted code) a profile hook notes calls into minigpt's files instead.
 """
 import importlib.util
@@ -322,6 +323,7 @@ def run_job(job_dir, functions=None, watch=None, out_dir=None):
             if error:
                 emit({"id": "import", "error": error})
                 return
+            emit({"id": "loaded"})              # for the grader's wall clock: the cases start now
         student = Student(functions, job.get("student"), job.get("watch", []) if watch is None else watch)
         student.progress, student.guard, student.printed = progress, guard, printed
         try:

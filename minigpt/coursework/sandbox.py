@@ -53,6 +53,7 @@ MEMORY_MB = 768                 # Gradescope's default container memory
 FILE_MB = 64                    # the largest file the child may write
 MAX_BYTES = 64 << 20            # the most the grader reads back from one child file
 STEP_SLACK = 2.0                # seconds a case may run past --timeout before its process is killed
+STARTUP_SLACK = 5.0             # and the seconds Python and NumPy may take to start, before the file's import
 CHILD_ENV = ("PATH", "LANG", "LC_ALL", "LD_LIBRARY_PATH", "SYSTEMROOT")
 
 
@@ -133,7 +134,9 @@ class Sandbox:
     def run(self, job, limit, step=None, steps=0):
         """Run the runner in the child (it calls enter() before it opens its outbox); SIGKILL after
         `limit` seconds, or after `step` seconds in which results.jsonl did not grow (at most
-        `steps` times reset); then every process of the student's user. Returns (killed, code)."""
+        `steps` times reset; the first step, up to the runner's "loaded" line, covers the
+        import and STARTUP_SLACK more); then every process of the student's user.
+        Returns (killed, code)."""
         argv = [sys.executable, "-I", str(job.inbox / "runner.py"), str(job.inbox), str(job.outbox)]
         env = {k: os.environ[k] for k in CHILD_ENV if k in os.environ}
         env.update(HOME=str(job.outbox), TMPDIR=str(job.outbox), OPENBLAS_NUM_THREADS="1",
@@ -157,8 +160,8 @@ class Sandbox:
                     grown = _size(results)
                     if grown > size and steps > 0:
                         size, last, steps = grown, now, steps - 1
-                    # the first step also covers starting Python and importing the file
-                    if now - last > step * (2 if last == start else 1):
+                    # before the first line ("loaded"): starting Python and importing the file
+                    if now - last > (step if size else step + STARTUP_SLACK):
                         killed = True
                         break
                 if now > deadline:
@@ -439,6 +442,8 @@ def read_results(job, fd_sizes, trusted=()):
         elif rid == "printed":                    # what the student's code printed: for the report
             records.setdefault("printed", []).append((_number(rec.get("count"), True) or 0,
                                                       _text(rec.get("head"), 4096) or ""))
+        elif rid == "loaded":
+            records["loaded"] = True
         elif rid == "model":
             records["model"] = (clean_model(rec), {})
         elif isinstance(rid, str) and rid in fd_sizes:
