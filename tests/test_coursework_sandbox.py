@@ -328,3 +328,20 @@ def test_without_root_the_child_runs_as_the_graders_user_under_the_same_limits(t
     """)
     report = grade_file(path, sandbox=Sandbox(), workers=2)       # what a student's own laptop runs
     assert report.score == pytest.approx(100.0), report.table()
+
+
+def test_the_table_and_results_json_keep_hidden_names_and_printing_where_the_instructor_allows():
+    tests = [Row("gelu_forward: 3-D input", "gelu_forward", 2.0, 2.0, "pass", printed="hello"),
+             Row("gelu_forward: hidden: xyzzy", "gelu_forward", 0.0, 2.0, "fail", "out (2, 5): wrong", hidden=True,
+                 printed="from a hidden case")]
+    report = Report(tests=tests)
+    assert report.functions()["gelu_forward"][3] == "a hidden case: out (2, 5): wrong"
+    assert "xyzzy" not in report.table()
+    data = report.results_json()
+    assert data["tests"][1]["visibility"] == "after_published" and "visibility" not in data["tests"][0]
+    assert "your code printed here: 'hello'" in data["tests"][0]["output"]
+    assert "from a hidden case" in data["tests"][1]["output"] and "from a hidden case" not in visible_text(data)
+    report.visibility, report.printed_in_tests, report.stdout_visibility = "after_due_date", False, "visible"
+    data = report.results_json()
+    assert data["tests"][1]["visibility"] == "after_due_date" and data["stdout_visibility"] == "visible"
+    assert "hello" not in json.dumps(data)
