@@ -2,6 +2,7 @@
 points lost exactly where a classic bug is, student code kept at arm's length."""
 import inspect
 import json
+import os
 
 import nbformat
 import numpy as np
@@ -387,9 +388,12 @@ def test_minigpt_reached_by_any_route_in_the_child_scores_zero_for_that_function
     assert main(["grade", str(path)]) == 1
     rows = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()[1:]}
     for name in routes:
-        thread_refused = name == "layernorm_backward" and "can't start new thread" in rows[name]   # RLIMIT_NPROC
-        assert rows[name].split()[1] == "0.0" and ("calls minigpt's own code" in rows[name] or thread_refused), \
-            rows[name]
+        # the kernel refuses some routes before the guard sees them: no thread (RLIMIT_NPROC), and as
+        # root minigpt's package cannot even be listed by the student's user (glob finds nothing)
+        kernel = {"layernorm_backward": "can't start new thread"} | (
+            {"embedding_backward": "raised IndexError"} if os.geteuid() == 0 else {})
+        refused = name in kernel and kernel[name] in rows[name]
+        assert rows[name].split()[1] == "0.0" and ("calls minigpt's own code" in rows[name] or refused), rows[name]
     lost = {name for name, row in rows.items() if name in FUNCTIONS + ["model"] and row.split()[1] != row.split()[2]}
     assert lost == set(routes) | {"model"}
 

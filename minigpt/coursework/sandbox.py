@@ -202,8 +202,10 @@ class Sandbox:
 
 PRELOAD = ("math", "cmath", "itertools", "functools", "collections", "operator", "random", "statistics",
            "typing", "dataclasses", "copy", "numbers", "fractions", "decimal", "string", "re", "warnings",
-           "contextlib", "zipfile", "encodings.cp437", "encodings.latin_1", "encodings.ascii", "encodings.utf_8",
-           "numpy", "numpy.linalg", "numpy.random", "numpy.fft", "numpy.lib.stride_tricks")
+           "contextlib", "glob", "fnmatch", "pathlib", "heapq", "bisect", "array", "struct", "textwrap",
+           "time", "datetime", "enum", "io", "json", "zipfile", "encodings.cp437", "encodings.latin_1",
+           "encodings.ascii", "encodings.utf_8", "numpy", "numpy.linalg", "numpy.random", "numpy.fft",
+           "numpy.lib.stride_tricks")
 
 
 def enter(spec):
