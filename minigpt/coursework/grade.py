@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import guard, runner, sandbox
+from . import runner
 from .cases import FUNCTIONS, LAYERS, POINTS, builtin_cases
 from .guard import CappedOutput
 from .sandbox import STEP_SLACK, Job, Sandbox, last_call, read_results
@@ -195,7 +195,8 @@ def _job(tmp, base, box, name):
         folder = Path(tmp) / name
         folder.mkdir()
         return Job(folder, folder), dict(base)
-    job = box.job(tmp, name, [runner.__file__, guard.__file__, sandbox.__file__, base["student"]])
+    here = Path(runner.__file__).parent
+    job = box.job(tmp, name, [here / "runner.py", here / "guard.py", here / "sandbox.py", base["student"]])
     return job, dict(base, student=str(job.inbox / Path(base["student"]).name))
 
 
