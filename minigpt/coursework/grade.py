@@ -178,7 +178,7 @@ def _run_layer(tmp, base, functions, skip, timeout, layer, layer_cases):
         np.savez(job_dir / f"in_{i}.npz", **case.arrays)
         job["cases"].append(dict(id=str(i), args=case.args, arg_names=case.arg_names,
                                  grad_args=case.grad_args, dout=case.dout,
-                                 fd=case.fd))
+                                 fd=case.fd, again=case.again_args))
     all_cases = job["cases"]
     pending, crashed = list(all_cases), {}               # case id -> (function, why)
     for _ in range(2 * len(all_cases) + 1):
@@ -287,10 +287,10 @@ def _layer_tests(layer, layer_cases, records, import_error, flagged, timeout):
                 status, why = "fail", (f"did not finish within {timeout:g} s, or ended the grader's process "
                                        "(an endless loop? sys.exit?)")
             elif way == "forward":
-                status, why = judge_forward(case, rec.get("forward", {}), arrays, timeout)
+                status, why = judge_forward(case, rec.get("forward", {}), arrays, timeout, rec.get("again"))
             else:
-                fstatus = judge_forward(case, rec.get("forward", {}), arrays, timeout)[0]
-                status, why = judge_backward(case, rec.get("backward", {}), arrays, fstatus, timeout)
+                fstatus, fwhy = judge_forward(case, rec.get("forward", {}), arrays, timeout, rec.get("again"))
+                status, why = judge_backward(case, rec.get("backward", {}), arrays, fstatus, timeout, fwhy)
             tests.append(Test(f"{function}: {case.name}", function, share if status == "pass" else 0.0,
                               share, status, why))
     return tests
