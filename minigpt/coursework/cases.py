@@ -338,7 +338,7 @@ def _attention(s, rng, dtype):
     features = (("rng none",) if s["p_drop"] > 0 else ()) + (("large",) if s["scale"] > 4 else ())
     return Case("attention", "", s, args, ["qkv", "n_head", "p_drop", "rng"],
                 dict(qkv=qkv, dout=dout), [0], ["dqkv"], ("array", "dout"),
-                out, [L.attention_backward(up(dout), cache)], fd=s["scale"] <= 4, features=features)
+                out, [L.attention_backward(up(dout), cache)], features=features)
 
 
 def _attention_dropout(s, rng, dtype):

@@ -47,6 +47,7 @@ class Report:
     tests: list = field(default_factory=list)
     seconds: float = 0.0
     note: str = ""              # about the whole run, e.g. what the student's code printed
+    import_error: str = ""      # the one line that says why the file would not load
 
     @property
     def score(self):
@@ -57,7 +58,8 @@ class Report:
         return round(sum(t.max_score for t in self.tests), 9)
 
     def functions(self):
-        """{function: (points, max, status, first failure)} in the contract's order, then model."""
+        """{function: (points, max, status, first failure)} in the contract's order, then model.
+        A function's line begins "k of n cases pass" (with how many of them are hidden)."""
         rows = {}
         for name in FUNCTIONS + ["model"]:
             tests = [t for t in self.tests if t.function == name]
@@ -71,6 +73,11 @@ class Report:
                 (first.output if first else "")
             if status == "pass" and sum(t.score for t in tests) < sum(t.max_score for t in tests):
                 why = tests[0].output                  # the model, with some of the layers
+            if name != "model" and status != "not implemented" and not self.import_error:
+                hidden = sum(": hidden: " in t.name for t in tests)
+                count = (f"{sum(t.status == 'pass' for t in tests)} of {len(tests)} cases pass"
+                         + (f" ({hidden} hidden)" if hidden else ""))
+                why = f"{count}; {why}" if why else count
             rows[name] = (sum(t.score for t in tests), sum(t.max_score for t in tests), status,
                           why.split("\n")[0])
         return rows
@@ -84,11 +91,16 @@ class Report:
         rows = self.functions()
         width = max(len(n) for n in rows)
         lines = [f"{'function':<{width}}  {'points':>6}  {'max':>5}  first failure"]
+        if self.import_error:                       # one line, not one per function
+            lines = [f"student file: {self.import_error}"]
         for name, (points, most, status, why) in rows.items():
-            lines.append(f"{name:<{width}}  {points:>6.1f}  {most:>5.1f}  {why}".rstrip())
+            if not self.import_error:
+                lines.append(f"{name:<{width}}  {points:>6.1f}  {most:>5.1f}  {why}".rstrip())
+        hidden = sum(": hidden: " in t.name for t in self.tests if t.function.endswith("_forward"))
         lines.append(f"{'total':<{width}}  {self.score:>6.1f}  {self.max_score:>5.1f}  "
                      f"({sum(r[2] == 'pass' for r in rows.values())} of {len(rows)} pass; "
-                     f"graded in {self.seconds:.1f} s)")
+                     + (f"{hidden} hidden cases from --extra-cases ran; " if hidden else "")
+                     + f"graded in {self.seconds:.1f} s)")
         if self.note:
             lines.append(self.note.lstrip("; "))
         return "\n".join(lines)
@@ -104,9 +116,12 @@ class Report:
             total = round(sum(self.tests[i].max_score for i in mine), 9)
             maxes[mine[-1]] = round(total - sum(maxes[i] for i in mine[:-1]), 4)
         if maxes:
-            maxes[-1] = self.max_score - sum(maxes[:-1])
+            maxes[-1] = round(self.max_score - sum(maxes[:-1]), 4)      # 16.0, never 16.00000000000007
+        head = f"{self.score:.1f} of {self.max_score:.1f} points"
+        if self.import_error:
+            head += f"; student file: {self.import_error}"
         return {"score": round(self.score, 4), "execution_time": round(self.seconds, 2),
-                "output": f"{self.score:.1f} of {self.max_score:.1f} points" + self.note,
+                "output": head + self.note,
                 "tests": [{"name": t.name, "max_score": most,
                            "score": most if t.score == t.max_score else round(t.score, 4),
                            "status": "passed" if t.status == "pass" else "failed",
@@ -157,6 +172,8 @@ def _grade_quietly(base, functions, flagged, extra_cases, timeout, workers):
         printed = []
         for (layer, layer_cases), (records, import_error) in zip(jobs, outcomes):
             printed += records.pop("printed", [])
+            if import_error and not report.import_error:
+                report.import_error = import_line(import_error, timeout)
             report.tests += _layer_tests(layer, layer_cases, records, import_error, flagged, timeout)
         report.tests.append(_model_test(tmp, base, functions, report, timeout))
     report.seconds = time.perf_counter() - t0
@@ -166,6 +183,19 @@ def _grade_quietly(base, functions, flagged, extra_cases, timeout, workers):
         report.note = (f"; your code printed {count:,} characters (the grader keeps the first "
                        f"{CappedOutput.KEEP:,} of each process; they began: {head[:300]!r})")
     return report
+
+
+AVAILABLE = "the grader's Python has its standard library and numpy, nothing else is sure to be there"
+
+
+def import_line(error, timeout):
+    """The one line for a file that would not load: why, and what to do about it."""
+    if error.startswith("importing it did not finish"):
+        return (f"importing it took longer than the {timeout:g} s limit (--timeout): code at the top level of "
+                'the file runs on import, so put self-tests under `if __name__ == "__main__":`')
+    if error.startswith("it does not import: ") and ("ModuleNotFoundError" in error or "ImportError" in error):
+        return f"{error}; {AVAILABLE} (use NumPy and math)"
+    return error
 
 
 def _run_layer(tmp, base, functions, skip, timeout, layer, layer_cases):
@@ -280,7 +310,7 @@ def _layer_tests(layer, layer_cases, records, import_error, flagged, timeout):
         for i, case in enumerate(layer_cases):
             rec, arrays = records.get(str(i), (None, {}))
             if import_error:
-                status, why = "fail", f"student file: {import_error}"
+                status, why = "fail", "not graded: your file does not import (the first line says why)"
             elif function in flagged:
                 status, why = "fail", f"uses minigpt's own code ({flagged[function]}): it earns no points"
             elif rec is None:
@@ -296,12 +326,12 @@ def _layer_tests(layer, layer_cases, records, import_error, flagged, timeout):
     return tests
 
 
-def _run_model(tmp, base, functions, swap, timeout, attempt):
+def _run_model(tmp, base, functions, swap, timeout, attempt, fd=True):
     """One run of the whole-model job; its record (with "function": the student function it
-    stopped in, when it did not finish)."""
+    stopped in, when it did not finish). fd False: no finite differences (a quick run)."""
     job_dir = Path(tmp) / f"model{attempt or ''}"
     job_dir.mkdir()
-    job = dict(base, kind="model", swap=swap, seed=0, timeout=timeout, skip=[])
+    job = dict(base, kind="model", swap=swap, seed=0, timeout=timeout, skip=[], fd=fd)
     _execute(job_dir, job, functions, limit=runner.model_time_limit(timeout) + 15)
     records, _ = _read_results(job_dir)
     rec = dict(records.get("model", ({}, {}))[0])
@@ -310,13 +340,40 @@ def _run_model(tmp, base, functions, swap, timeout, attempt):
     return rec
 
 
-def _model_test(tmp, base, functions, report, timeout):
+def _culprits(tmp, base, functions, swap, timeout):
+    """{layer: why} for each of the student's pairs that, alone in minigpt's GPT, makes its loss or
+    gradients differ from minigpt's (no finite differences: minigpt's gradient is the reference)."""
+    found = {}
+    for layer in dict.fromkeys(f.rsplit("_", 1)[0] for f in swap):
+        rec = _run_model(tmp, base, functions, [f"{layer}_forward", f"{layer}_backward"], timeout,
+                         f"alone_{layer}", fd=False)
+        loss, ref_loss = rec.get("loss", [np.nan, 0.0])
+        wrong = [(k, ref) for k, (_, ref) in rec.get("params", {}).items() if not ref <= MODEL_TOLERANCE[1]]
+        if rec.get("status") != "ok":
+            found[layer] = "it stops the model"
+        elif not abs(loss - ref_loss) <= 1e-9 * max(1.0, abs(ref_loss)):
+            found[layer] = f"the loss is {loss:.6f}, minigpt's {ref_loss:.6f}"
+        elif wrong:
+            found[layer] = f"{wrong[0][0]}: relative error {wrong[0][1]:.1e} against minigpt's gradient"
+    return found
+
+
+def _blame(culprits):
+    return "; ".join(f"your {layer} pair breaks the model alone ({why}): it passes its own cases, so look for "
+                     "state kept outside the cache, or a shape the cases do not have" for layer, why in
+                     culprits.items()) + f" (no share for {', '.join(culprits)})"
+
+
+def _model_test(tmp, base, functions, report, timeout, swap=None, blamed=()):
     """The whole GPT, float64, with every forward/backward pair that passed all its tests
     swapped in; it earns a share of its points for each such layer when the gradients match.
-    A pair that raises, hangs or ends the process in it is left out, and the model runs again."""
+    A pair that raises, hangs or ends the process in it is left out, and the model runs again.
+    When the gradients are wrong, each pair runs alone in the model, to name the layer that
+    breaks it; the model runs again without it, and the others keep their share."""
     rows = report.functions()
-    swap = [f"{layer}_{way}" for layer in LAYERS for way in ("forward", "backward")
-            if rows[f"{layer}_forward"][2] == rows[f"{layer}_backward"][2] == "pass"]   # caches are private
+    if swap is None:
+        swap = [f"{layer}_{way}" for layer in LAYERS for way in ("forward", "backward")
+                if rows[f"{layer}_forward"][2] == rows[f"{layer}_backward"][2] == "pass"]   # caches are private
     pairs = len(swap) // 2
     name = f"model: one GPT forward and backward with your {pairs} of {len(LAYERS)} passing layers"
     if not swap:
@@ -324,7 +381,7 @@ def _model_test(tmp, base, functions, report, timeout):
                     "not graded", "not graded yet: none of your functions passes its own tests")
     left_out = []                                   # (layer, why) of pairs that stopped the model
     while True:
-        rec = _run_model(tmp, base, functions, swap, timeout, len(left_out))
+        rec = _run_model(tmp, base, functions, swap, timeout, f"{len(left_out)}{'b' * len(blamed)}")
         status = rec.get("status")
         if status == "ok":
             break
@@ -354,6 +411,18 @@ def _model_test(tmp, base, functions, report, timeout):
         k, fd, ref = bad[0]
         why = (f"{k}: relative error {fd:.1e} against finite differences, {ref:.1e} against minigpt's "
                f"gradient ({len(bad)} of {len(params)} parameters wrong)")
+    if bad and not blamed:
+        culprits = _culprits(tmp, base, functions, swap, timeout)
+        if culprits and len(culprits) < len(swap) // 2:   # the others may still earn their share
+            swap = [f for f in swap if f.rsplit("_", 1)[0] not in culprits]
+            rest = _model_test(tmp, base, functions, report, timeout, swap, blamed=culprits)
+            rest.output = f"{_blame(culprits)}; then {rest.output}"
+            rest.status = "fail"                        # a layer of the file is wrong
+            return rest
+        if culprits:
+            why = f"{_blame(culprits)}: {why}"
+        else:
+            why += " (no single layer of yours breaks it alone: two of them together do)"
     if bad:
         return Test(name, "model", 0.0, POINTS["model"], "fail", why + "\n" + "\n".join(lines))
     earned = POINTS["model"] * pairs / len(LAYERS)           # a share for each layer that works in it
