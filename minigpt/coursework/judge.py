@@ -351,15 +351,14 @@ def _attention_dropout_forward(case, rec, arrays):
 
 def _dropout_backward(case, rec, arrays):
     """dx must be dout through the mask the student's own forward drew (x has no zeros), and that
-    must be a dropout mask: each entry 0 or 1 / (1 - p), and not every one 0."""
+    must be a dropout mask: each entry 0, 1 / (1 - p) or 1 (kept unscaled: the identity), not every one 0."""
     x, dout, p = case.arrays["x"], case.arrays["dout"], case.spec["p"]
     out = arrays.get("out")
     if out is None or out.shape != x.shape:
         return "fail", "not graded: dropout_forward gave no usable output on this case"
     mask = out.astype(np.float64) / x
     tol = TOLERANCE[case.spec["dtype"]][0]
-    keep = 1.0 if case.spec["rng"] == "none" else 1.0 - p            # rng None: the identity
-    valid = (np.abs(mask) <= tol) | (np.abs(mask * keep - 1.0) <= tol)
+    valid = (np.abs(mask) <= tol) | (np.abs(mask * (1.0 - p) - 1.0) <= tol) | (np.abs(mask - 1.0) <= tol)
     if not valid.all() or not mask.any():
         return "fail", ("not graded: your dropout_forward's output is not x through a dropout mask (each entry 0 "
                         "or x / (1 - p), some kept), so there is no mask to pass dout through: a forward that "
