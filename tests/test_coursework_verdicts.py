@@ -188,3 +188,22 @@ def test_the_contract_arguments_are_keys_of_hidden_cases(tmp_path):
         rows = {t.name: t for t in grade_here(path, extra_cases=extra).tests}
         hidden = [t for name, t in rows.items() if name.startswith(function + ": hidden")]
         assert any(t.status == "fail" for t in hidden), (function, [t.output for t in hidden])
+
+
+def test_a_correct_file_in_another_style_gets_full_marks_in_child_processes():
+    """dict caches, einsum, float64 inside, another mask expression: the second forward call, the
+    same-seed check and the contract's cases accept any correct style."""
+    from minigpt.coursework.grade import grade_file
+    report = grade_file(HERE / "coursework_bugs" / "other_style.py")
+    assert report.score == pytest.approx(FULL), report.table()
+
+
+def test_a_pair_that_passes_its_cases_but_breaks_the_model_is_named_and_the_rest_keep_their_share(tmp_path):
+    old = "    return dout * slope\n"
+    path = bug_file(tmp_path, old, "    return dout * slope * (1.5 if x.shape[-1] == 48 else 1.0)\n")
+    report = grade_here(path)                                # the model's MLP is 4 * 12 = 48 wide
+    points, _, status, why = report.functions()["model"]
+    assert losers(report) == {"model"} and status == "fail", report.table()
+    assert points == pytest.approx(POINTS["model"] * 6 / 7)
+    assert "your gelu pair breaks the model alone (" in why and "(no share for gelu)" in why
+    assert report.exit_status() == 1
