@@ -20,68 +20,12 @@ When a backward is right (the rule):
 import numpy as np
 
 from ..gradcheck import rel_error
-from .cases import FEATURE_HINTS
+from .hints import DTYPE_HINT, HINTS, diagnose, hint
 
 TOLERANCE = {"float64": (1e-7, 1e-7), "float32": (1e-4, 1e-3)}     # (forward, backward)
 OWN_FORWARD_TOLERANCE = 1e-6    # a backward against centred differences of the student's own forward
 DEGENERATE = 0.1                # own-forward differences smaller than this (rms, against the true gradient's)
 #                                 mean a forward that does not depend on that input: they do not count
-
-HINTS = {
-    "embedding_forward": "x = wte[idx] + wpe[:T]",
-    "embedding_backward": "dwte adds each position's row of dx at its id (np.add.at); dwpe[:T] sums dx over the batch",
-    ("embedding_backward", "dwte"): "row v of dwte adds up dx at every position whose id is v (np.add.at)",
-    ("embedding_backward", "dwpe"): "row t of dwpe is dx summed over the batch at time t; rows t >= T are 0",
-    ("linear_backward", "dx"): "dx = dy @ w.T, reshaped to x's shape",
-    ("linear_backward", "dw"): "dw = x.T @ dy on the 2-D (N, in) views: (in, out)",
-    ("linear_backward", "db"): "db = dy summed over every row (all axes but the last)",
-    ("layernorm_backward", "dw"): "dw = sum of dout * xhat over every row (all axes but the last)",
-    ("layernorm_backward", "db"): "db = sum of dout over every row (all axes but the last)",
-    "linear_forward": "y = x @ w + b on the last axis",
-    "linear_backward": "on 2-D views: dx = dy @ w.T, dw = x.T @ dy (in, out), db = dy summed over the rows",
-    "layernorm_forward": "var is mean((x - mean)^2) (the biased variance); eps goes inside the sqrt",
-    "layernorm_backward": "x reaches xhat through the mean and the variance too: "
-                          "dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat))",
-    "gelu_forward": "0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))",
-    "gelu_backward": "du/dx = sqrt(2/pi) (1 + 3 * 0.044715 x^2); and the product rule gives two terms",
-    "dropout_forward": "inverted dropout: keep with probability 1 - p and scale the kept entries by 1 / (1 - p)",
-    "dropout_backward": "use the forward's mask from the cache (never a new one), scaled by 1 / (1 - p)",
-    "attention_forward": "scale by 1/sqrt(hs), set s[t, u] = -inf for u > t before the softmax, "
-                         "and split the heads as (B, T, nh, hs) -> (B, nh, T, hs)",
-    "attention_backward": "softmax backward: ds = att * (datt - sum(datt * att) over each row); "
-                          "dq and dk both carry the 1/sqrt(hs)",
-    "cross_entropy_forward": "mean over the counted positions of logsumexp(z) - z[target]",
-    "cross_entropy_backward": "dlogits = dloss * (probs - onehot(target)) / count, and 0 on ignored rows",
-}
-DTYPE_HINT = "float32 in, float32 out: make arrays with dtype=x.dtype, constants as Python floats"
-
-
-def hint(case, function, output=None, finite=True):
-    """The hint for `output` of `function` on this case: the case's own feature first, then the
-    function's; NaN or inf points to an overflow (or to log of an underflowed softmax)."""
-    if not finite and function in FEATURE_HINTS["large"]:
-        return FEATURE_HINTS["large"][function]
-    for feature in case.features:
-        hints = FEATURE_HINTS.get(feature, {})
-        for key in ((function, output), function):
-            if key in hints:
-                return hints[key]
-    return HINTS.get((function, output), HINTS[function])
-
-
-def diagnose(case, function, name, got, expected):
-    """A hint read off the error itself, where one bug explains it; else None."""
-    if function != "cross_entropy_backward":
-        return None
-    dloss = float(case.dout[1])
-    targets = np.asarray(case.arrays["targets"]).reshape(-1)
-    counted = targets != case.spec["ignore_index"]
-    rows = got.reshape(targets.size, -1).astype(np.float64)
-    if rel_error(rows[counted] * dloss, expected.reshape(targets.size, -1)[counted]) < 1e-6:
-        return f"multiply by dloss, the upstream gradient ({dloss:g} here, not always 1)"
-    if np.abs(rows[~counted]).max(initial=0.0) > 0:
-        return "ignored positions get a gradient of 0"
-    return None
 
 
 def _status_line(rec, function, timeout):
