@@ -59,7 +59,8 @@ def test_minigpt_own_layers_get_full_marks():
     assert report.score == pytest.approx(FULL) and losers(report) == set(), report.table()
     assert report.exit_status() == 0
     tests = report.results_json()["tests"]                  # parts of 4/3 and 8/5 add up exactly, in order
-    assert sum(t["max_score"] for t in tests) == sum(t["score"] for t in tests) == FULL
+    assert sum(t["max_score"] for t in tests) == pytest.approx(FULL, abs=1e-9)
+    assert sum(t["score"] for t in tests) == pytest.approx(FULL, abs=1e-9)
     assert report.results_json()["score"] == FULL
 
 
@@ -202,7 +203,7 @@ def test_a_classic_bug_loses_points_exactly_where_it_is(bug, tmp_path):
 def test_messages_name_the_output_shape_error_and_hint(tmp_path):
     old, new, _ = BUGS["layernorm backward without the mean term"]
     why = grade_here(bug_file(tmp_path, old, new)).functions()["layernorm_backward"][3]
-    assert why.startswith("3-D input: dx (2, 5, 8): relative error") and "hint: x reaches xhat" in why
+    assert why.startswith("0 of 7 cases pass; 3-D input: dx (2, 5, 8): relative error") and "hint: x reaches xhat" in why
     old, new, _ = BUGS["gelu backward writes into dout"]
     assert "modifies dout in place" in grade_here(bug_file(tmp_path, old, new)).functions()["gelu_backward"][3]
     old, new, _ = BUGS["cross-entropy backward writes into its cache"]
@@ -267,10 +268,10 @@ def test_hidden_cases_are_graded_and_named_by_function(tmp_path):
     assert report.score == pytest.approx(FULL)
     hidden = [t for t in report.results_json()["tests"] if "hidden" in t["name"]]
     assert hidden and all(t["visibility"] == "after_published" for t in hidden)
-    # a bug that only a hidden case shows: attention that is wrong from 4 heads on
-    def at_most_three_heads(qkv, n_head, p_drop=0.0, rng=None):
-        return solution.attention_forward(qkv, min(n_head, 3), p_drop, rng)
-    functions = dict({name: getattr(solution, name) for name in FUNCTIONS}, attention_forward=at_most_three_heads)
+    # a bug that only a hidden case shows: attention that is wrong from 5 heads on
+    def at_most_four_heads(qkv, n_head, p_drop=0.0, rng=None):
+        return solution.attention_forward(qkv, min(n_head, 4), p_drop, rng)
+    functions = dict({name: getattr(solution, name) for name in FUNCTIONS}, attention_forward=at_most_four_heads)
     assert losers(grade_functions(functions)) == set()           # the kit's own cases do not see it
     assert "attention_forward" in losers(grade_functions(functions, extra_cases=extra))
 

@@ -335,7 +335,7 @@ def test_the_table_and_results_json_keep_hidden_names_and_printing_where_the_ins
              Row("gelu_forward: hidden: xyzzy", "gelu_forward", 0.0, 2.0, "fail", "out (2, 5): wrong", hidden=True,
                  printed="from a hidden case")]
     report = Report(tests=tests)
-    assert report.functions()["gelu_forward"][3] == "a hidden case: out (2, 5): wrong"
+    assert report.functions()["gelu_forward"][3] == "1 of 2 cases pass (1 hidden); a hidden case: out (2, 5): wrong"
     assert "xyzzy" not in report.table()
     data = report.results_json()
     assert data["tests"][1]["visibility"] == "after_published" and "visibility" not in data["tests"][0]

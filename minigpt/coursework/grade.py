@@ -24,22 +24,10 @@ from .cases import FUNCTIONS, LAYERS, POINTS, builtin_cases
 from .guard import CappedOutput
 from .sandbox import STEP_SLACK, Job, Sandbox, last_call, read_results
 from .judge import judge_backward, judge_forward
+from .verdicts import Test, import_line, model_test
 from .source_check import uses_minigpt
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]          # minigpt/
-MODEL_TOLERANCE = (1e-6, 1e-7)                             # finite differences, the reference
-
-
-@dataclass
-class Test:
-    name: str                   # "layernorm_backward: 3-D input, no bias"
-    function: str
-    score: float
-    max_score: float
-    status: str                 # pass, fail, not implemented, not graded
-    output: str = ""
-    printed: str = ""           # what the student's code printed during this test (its first characters)
-    hidden: bool = False        # a case from --extra-cases
 
 
 @dataclass
@@ -52,6 +40,7 @@ class Report:
     stdout_visibility: str = "hidden"       # Gradescope's, for the grader's stdout (the table)
     printed_in_tests: bool = True           # each test's output shows what was printed during it
     notes: list = field(default_factory=list)   # for the instructor only (near-copies of minigpt)
+    import_error: str = ""      # the one line that says why the file would not load
 
     @property
     def score(self):
@@ -62,7 +51,8 @@ class Report:
         return round(sum(t.max_score for t in self.tests), 9)
 
     def functions(self):
-        """{function: (points, max, status, first failure)} in the contract's order, then model."""
+        """{function: (points, max, status, first failure)} in the contract's order, then model.
+        A function's line begins "k of n cases pass" (with how many of them are hidden)."""
         rows = {}
         for name in FUNCTIONS + ["model"]:
             tests = [t for t in self.tests if t.function == name]
@@ -77,6 +67,11 @@ class Report:
                 (first.output if first else "")
             if status == "pass" and sum(t.score for t in tests) < sum(t.max_score for t in tests):
                 why = tests[0].output                  # the model, with some of the layers
+            if name != "model" and status != "not implemented" and not self.import_error:
+                hidden = sum(t.hidden for t in tests)
+                count = (f"{sum(t.status == 'pass' for t in tests)} of {len(tests)} cases pass"
+                         + (f" ({hidden} hidden)" if hidden else ""))
+                why = f"{count}; {why}" if why else count
             rows[name] = (sum(t.score for t in tests), sum(t.max_score for t in tests), status,
                           why.split("\n")[0])
         return rows
@@ -90,11 +85,16 @@ class Report:
         rows = self.functions()
         width = max(len(n) for n in rows)
         lines = [f"{'function':<{width}}  {'points':>6}  {'max':>5}  first failure"]
+        if self.import_error:                       # one line, not one per function
+            lines = [f"student file: {self.import_error}"]
         for name, (points, most, status, why) in rows.items():
-            lines.append(f"{name:<{width}}  {points:>6.1f}  {most:>5.1f}  {why}".rstrip())
+            if not self.import_error:
+                lines.append(f"{name:<{width}}  {points:>6.1f}  {most:>5.1f}  {why}".rstrip())
+        hidden = sum(t.hidden for t in self.tests if t.function.endswith("_forward"))
         lines.append(f"{'total':<{width}}  {self.score:>6.1f}  {self.max_score:>5.1f}  "
                      f"({sum(r[2] == 'pass' for r in rows.values())} of {len(rows)} pass; "
-                     f"graded in {self.seconds:.1f} s)")
+                     + (f"{hidden} hidden cases from --extra-cases ran; " if hidden else "")
+                     + f"graded in {self.seconds:.1f} s)")
         if self.note:
             lines.append(self.note.lstrip("; ") + self.printed)
         lines += [f"note for the instructor: {n}" for n in self.notes]
@@ -111,7 +111,7 @@ class Report:
             total = round(sum(self.tests[i].max_score for i in mine), 9)
             maxes[mine[-1]] = round(total - sum(maxes[i] for i in mine[:-1]), 4)
         if maxes:
-            maxes[-1] = self.max_score - sum(maxes[:-1])
+            maxes[-1] = round(self.max_score - sum(maxes[:-1]), 4)      # 16.0, never 16.00000000000007
         printed = lambda t: (f"\nyour code printed here: {t.printed!r}"   # noqa: E731
                              if t.printed and self.printed_in_tests else "")
         tests = [{"name": t.name, "max_score": most,
@@ -123,9 +123,11 @@ class Report:
         if self.notes:                            # seen by the instructor alone
             tests.append({"name": "note for the instructor", "score": 0.0, "max_score": 0.0,
                           "status": "passed", "output": "\n".join(self.notes), "visibility": "hidden"})
+        head = f"{self.score:.1f} of {self.max_score:.1f} points"
+        if self.import_error:
+            head += f"; student file: {self.import_error}"
         return {"score": round(self.score, 4), "execution_time": round(self.seconds, 2),
-                "output": f"{self.score:.1f} of {self.max_score:.1f} points" + self.note,
-                "stdout_visibility": self.stdout_visibility, "tests": tests}
+                "output": head + self.note, "stdout_visibility": self.stdout_visibility, "tests": tests}
 
 
 def grade_file(path, extra_cases=(), timeout=10.0, workers=2, sandbox=None, private=()):
@@ -176,8 +178,12 @@ def _grade_quietly(base, functions, flagged, extra_cases, timeout, workers, box)
         printed = []
         for (layer, layer_cases), (records, import_error) in zip(jobs, outcomes):
             printed += records.pop("printed", [])
+            if import_error and not report.import_error:
+                report.import_error = import_line(import_error, timeout)
             report.tests += _layer_tests(layer, layer_cases, records, import_error, flagged, timeout)
-        report.tests.append(_model_test(tmp, base, functions, report, timeout, box))
+        def run(swap, attempt, fd=True):                 # one run of the whole-model job: its record
+            return _run_model(tmp, base, functions, swap, timeout, attempt, box, fd)
+        report.tests.append(model_test(run, report, timeout))
     report.seconds = time.perf_counter() - t0
     if printed:
         count = sum(n for n, _ in printed)
@@ -211,7 +217,7 @@ def _run_layer(tmp, base, functions, skip, timeout, box, layer, layer_cases):
         np.savez(job_dir.inbox / f"in_{i}.npz", **case.arrays)
         job["cases"].append(dict(id=str(i), args=case.args, arg_names=case.arg_names,
                                  grad_args=case.grad_args, dout=case.dout,
-                                 fd=case.fd))
+                                 fd=case.fd, again=case.again_args))
     all_cases = job["cases"]
     pending, crashed = list(all_cases), {}               # case id -> (function, why)
     for _ in range(2 * len(all_cases) + 1):
@@ -272,86 +278,31 @@ def _layer_tests(layer, layer_cases, records, import_error, flagged, timeout):
         for i, case in enumerate(layer_cases):
             rec, arrays = records.get(str(i), (None, {}))
             if import_error:
-                status, why = "fail", f"student file: {import_error}"
+                status, why = "fail", "not graded: your file does not import (the first line says why)"
             elif function in flagged:
                 status, why = "fail", f"uses minigpt's own code ({flagged[function]}): it earns no points"
             elif rec is None:
                 status, why = "fail", (f"did not finish within {timeout:g} s, or ended the grader's process "
                                        "(an endless loop? sys.exit?)")
             elif way == "forward":
-                status, why = judge_forward(case, rec.get("forward", {}), arrays, timeout)
+                status, why = judge_forward(case, rec.get("forward", {}), arrays, timeout, rec.get("again"))
             else:
-                fstatus = judge_forward(case, rec.get("forward", {}), arrays, timeout)[0]
-                status, why = judge_backward(case, rec.get("backward", {}), arrays, fstatus, timeout)
+                fstatus, fwhy = judge_forward(case, rec.get("forward", {}), arrays, timeout, rec.get("again"))
+                status, why = judge_backward(case, rec.get("backward", {}), arrays, fstatus, timeout, fwhy)
             said = (rec or {}).get(way, {}).get("printed_text", "")
             tests.append(Test(f"{function}: {case.name}", function, share if status == "pass" else 0.0,
                               share, status, why, printed=said, hidden=case.name.startswith("hidden: ")))
     return tests
 
 
-def _run_model(tmp, base, functions, swap, timeout, attempt, box):
+def _run_model(tmp, base, functions, swap, timeout, attempt, box, fd=True):
     """One run of the whole-model job; its record (with "function": the student function it
-    stopped in, when it did not finish)."""
+    stopped in, when it did not finish). fd False: no finite differences (a quick run)."""
     job_dir, base = _job(tmp, base, box, f"model{attempt or ''}")
-    job = dict(base, kind="model", swap=swap, seed=0, timeout=timeout, skip=[])
+    job = dict(base, kind="model", swap=swap, seed=0, timeout=timeout, skip=[], fd=fd)
     _execute(job_dir, job, functions, box, limit=runner.model_time_limit(timeout) + 15)
     records, _ = read_results(job_dir, {})
     rec = dict(records.get("model", ({}, {}))[0])
     if rec.get("status") != "ok" and not rec.get("function"):
         rec["function"] = last_call(job_dir, "model") or ""
     return rec
-
-
-def _model_test(tmp, base, functions, report, timeout, box):
-    """The whole GPT, float64, with every forward/backward pair that passed all its tests
-    swapped in; it earns a share of its points for each such layer when the gradients match.
-    A pair that raises, hangs or ends the process in it is left out, and the model runs again."""
-    rows = report.functions()
-    swap = [f"{layer}_{way}" for layer in LAYERS for way in ("forward", "backward")
-            if rows[f"{layer}_forward"][2] == rows[f"{layer}_backward"][2] == "pass"]   # caches are private
-    pairs = len(swap) // 2
-    name = f"model: one GPT forward and backward with your {pairs} of {len(LAYERS)} passing layers"
-    if not swap:
-        return Test("model: one GPT forward and backward with your functions", "model", 0.0, POINTS["model"],
-                    "not graded", "not graded yet: none of your functions passes its own tests")
-    left_out = []                                   # (layer, why) of pairs that stopped the model
-    while True:
-        rec = _run_model(tmp, base, functions, swap, timeout, len(left_out), box)
-        status = rec.get("status")
-        if status == "ok":
-            break
-        why = {"timeout": f"did not finish within {runner.model_time_limit(timeout):g} s",
-               "error": f"raised {rec.get('message')}",
-               "uses_minigpt": f"calls minigpt's own code ({rec.get('file')}), which earns no points"}.get(
-            status, "did not finish (an endless loop? sys.exit?)")
-        culprit = rec.get("function") or ""
-        layer = culprit.rsplit("_", 1)[0]
-        if status == "uses_minigpt" or culprit not in swap:
-            return Test(name, "model", 0.0, POINTS["model"], "fail", why)
-        left_out.append((layer, f"{culprit} {why}"))    # run again without that pair
-        swap = [f for f in swap if not f.startswith(layer + "_")]
-        if not swap:
-            return Test(name, "model", 0.0, POINTS["model"], "fail", left_out[0][1])
-    pairs = len(swap) // 2
-    params = rec.get("params", {})
-    bad = [(k, fd, ref) for k, (fd, ref) in params.items()
-           if not (fd <= MODEL_TOLERANCE[0] and ref <= MODEL_TOLERANCE[1])]
-    loss, ref_loss = rec.get("loss", [np.nan, 0.0])
-    lines = [f"{k}: {fd:.1e} against finite differences, {ref:.1e} against minigpt" for k, (fd, ref) in
-             params.items()]
-    if abs(loss - ref_loss) > 1e-9 * max(1.0, abs(ref_loss)):
-        bad.insert(0, ("loss", loss, ref_loss))
-        why = f"the loss is {loss:.6f}, minigpt's {ref_loss:.6f}"
-    elif bad:
-        k, fd, ref = bad[0]
-        why = (f"{k}: relative error {fd:.1e} against finite differences, {ref:.1e} against minigpt's "
-               f"gradient ({len(bad)} of {len(params)} parameters wrong)")
-    if bad:
-        return Test(name, "model", 0.0, POINTS["model"], "fail", why + "\n" + "\n".join(lines))
-    earned = POINTS["model"] * pairs / len(LAYERS)           # a share for each layer that works in it
-    why = (f"all {len(params)} parameters match" if pairs == len(LAYERS) else
-           f"all {len(params)} parameters match with the {pairs} of {len(LAYERS)} layers that pass "
-           "their own tests (a share of the points for each)")
-    if left_out:
-        why = "; ".join(f"left out {layer}: {w}" for layer, w in left_out) + f"; then {why}"
-    return Test(name, "model", earned, POINTS["model"], "pass", why + "\n" + "\n".join(lines))

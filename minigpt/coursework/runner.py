@@ -167,7 +167,7 @@ def as_record(value, key, arrays):
     if value is None:
         return {"kind": "none"}
     if isinstance(value, (np.ndarray, np.generic, float, int)) and not isinstance(value, bool):
-        a = np.asarray(value)
+        a = np.array(value)                     # a copy: a later call may write into a buffer it reuses
         if a.dtype.kind in "fciub":
             arrays[key] = a
             return {"kind": "array", "key": key}
@@ -177,7 +177,9 @@ def as_record(value, key, arrays):
 
 
 def run_layer_case(student, job, case, inputs, arrays):
-    """Forward, backward and finite differences of one case; returns the JSON record."""
+    """Forward, then the forward again on other inputs (case["again"]), then the backward on the
+    FIRST call's cache, then finite differences; returns the JSON record. The second call shows
+    state kept outside the cache, and a mask that does not come from the seed."""
     fwd, bwd = job["forward"], job["backward"]
     args = [_arg(spec, inputs) for spec in case["args"]]
     originals = [a.copy() if isinstance(a, np.ndarray) else None for a in args]
@@ -194,6 +196,15 @@ def run_layer_case(student, job, case, inputs, arrays):
         return rec
     out, cache = result
     rec["forward"]["out"] = as_record(out, "out", arrays)
+    if case.get("again"):
+        again = [_arg(spec, inputs) for spec in case["again"]]
+        rec["again"] = {}
+        ok, result = _run(student, rec["again"], fwd, again, again,
+                          [a.copy() if isinstance(a, np.ndarray) else None for a in again], case)
+        if ok and isinstance(result, tuple) and len(result) == 2:
+            rec["again"]["out"] = as_record(result[0], "again_out", arrays)
+        elif ok:
+            rec["again"]["status"] = "bad_return"
     if bwd not in student.functions or bwd in job["skip"] or case.get("skip_backward"):
         rec["backward"] = {"status": "missing" if bwd not in student.functions else "skipped"}
         return rec
@@ -356,7 +367,7 @@ def _model_job(student, job, reference):
     rec = {"id": "model"}
     with time_limit(model_time_limit(job["timeout"])):
         try:
-            reference.run(student, job["swap"], rec)
+            reference.run(student, job["swap"], rec, fd=job.get("fd", True))
         except TimeLimit:
             rec.update(status="timeout", function=student.current)
         except BaseException as e:            # noqa: BLE001 (student code may raise anything)

@@ -451,8 +451,11 @@ def read_results(job, fd_sizes, trusted=()):
         elif isinstance(rid, str) and rid in fd_sizes:
             arrays = read_arrays(job.outbox / f"out_{rid}.npz")
             _fd_arrays(arrays, fd_sizes[rid])
-            records[rid] = ({"id": rid, "forward": clean_call(rec.get("forward"), arrays, "forward"),
-                             "backward": clean_call(rec.get("backward"), arrays, "backward")}, arrays)
+            clean = {"id": rid, "forward": clean_call(rec.get("forward"), arrays, "forward"),
+                     "backward": clean_call(rec.get("backward"), arrays, "backward")}
+            if "again" in rec:                    # the forward's second call (its output: again_out)
+                clean["again"] = clean_call(rec.get("again"), arrays, "forward")
+            records[rid] = (clean, arrays)
     return records, import_error
 
 
