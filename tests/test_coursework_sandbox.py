@@ -17,10 +17,10 @@ import pytest
 
 from minigpt.coursework import sandbox, solution
 from minigpt.coursework.__main__ import main
-from minigpt.coursework.grade import PACKAGE_DIR, Report
+from minigpt.coursework.grade import PACKAGE_DIR, Report, grade_file
 from minigpt.coursework.grade import Test as Row
 from minigpt.coursework.near_copy import near_copies
-from minigpt.coursework.sandbox import (DEFAULT_USER, Sandbox, clean_call, clean_model, processes_of, read_arrays,
+from minigpt.coursework.sandbox import (DEFAULT_USER, Sandbox, clean_call, processes_of, read_arrays,
                                         read_bytes, resolve_user)
 
 SOLUTION = inspect.getsource(solution)
@@ -110,7 +110,8 @@ _try("sub-interpreter", _subinterpreter)
 _try("thread", lambda: threading.Thread(target=time.sleep, args=(5,)).start())
 _try("fork", os.fork)
 _try("posixsubprocess", lambda: __import__("_posixsubprocess"))
-try:                                     # the whole-model job allows ctypes (minigpt's backend uses it)
+_try("ctypes", lambda: __import__("ctypes").CDLL(None))
+try:                                     # the guard refuses ctypes; past it, only the kernel says no
     import ctypes
     libc = ctypes.CDLL(None, use_errno=True)
 except BaseException:
@@ -149,9 +150,9 @@ def test_attacks_on_files_memory_processes_and_hidden_cases_all_fail_as_root(tmp
     for p in loot.iterdir():
         outcomes.setdefault(p.name.rsplit("-", 1)[0], set()).add(p.read_text())
     expected = {"read package", "dir fd", "replace", "parent memory", "extra cases", "kill parent",
-                "sub-interpreter", "thread", "fork", "posixsubprocess", "libc open package",
-                "libc open parent memory", "libc open extra cases", "libc rename into package", "libc kill parent",
-                "libc fork"}
+                "sub-interpreter", "thread", "fork", "posixsubprocess", "ctypes"}
+    # (no job loads minigpt, so the guard refuses ctypes in every one: the libc routes below, which
+    # only the kernel would refuse, are not reached; test_grading_as_root_hides_the_package covers that)
     assert set(outcomes) == expected, outcomes
     for name, seen in outcomes.items():
         assert all(o.startswith("refused") or o == "got -1" for o in seen), (name, seen)
@@ -270,9 +271,29 @@ def test_forged_records_are_cut_down_to_what_the_runner_writes():
     assert clean_call({"status": "ok", "grads": 5}, arrays, "backward") == {"status": "unreadable"}
     assert clean_call({"status": "pass!", "message": 1}, arrays, "forward") == {"status": "unreadable"}
     assert clean_call({"status": "error", "message": "x" * 10_000}, arrays, "forward")["message"] == "x" * 300
-    assert clean_model({"status": "ok", "loss": "low", "params": []}) == {"status": "unreadable"}
-    assert clean_model({"status": "ok", "loss": [1.0, 1.0], "params": {"wte.weight": [0.0, 0.0]}})["loss"] == [1.0,
-                                                                                                          1.0]
+
+
+def test_a_reply_on_the_model_channel_is_checked_before_anything_is_allocated():
+    head = lambda specs: json.dumps({"status": "ok", "arrays": specs}).encode()   # noqa: E731
+    assert sandbox.decode_head(head([["<f8", [2, 3]]]))[2] == 48
+    assert sandbox.decode_head(head([["<f8", [1 << 30, 1 << 30]]])) is None       # 8 EB declared
+    assert sandbox.decode_head(head([["|O", [1]]])) is None                       # objects
+    assert sandbox.decode_head(head([["<f8", [2.5]]])) is None
+    assert sandbox.decode_head(head([["<f8", [1]]] * 17)) is None
+    assert sandbox.decode_head(b"[" * 100_000) is None and sandbox.decode_head(b"7") is None
+    r, w = os.pipe()
+    try:                                 # a header longer than MAX_HEAD, then a child that says nothing
+        os.write(w, (1 << 20).to_bytes(4, "big"))
+        channel = sandbox.Channel(None, r, w, time.monotonic() + 5, 0.2)
+        with pytest.raises(sandbox.ChannelClosed, match="unreadable"):
+            channel.call(None)
+        t0 = time.monotonic()
+        with pytest.raises(sandbox.ChannelClosed, match="timeout"):
+            channel.call(None)
+        assert time.monotonic() - t0 < 2
+    finally:
+        os.close(r)
+        os.close(w)
 
 
 def test_the_grader_writes_results_json_even_when_it_fails_itself(tmp_path, capsys, monkeypatch):
@@ -345,3 +366,31 @@ def test_the_table_and_results_json_keep_hidden_names_and_printing_where_the_ins
     data = report.results_json()
     assert data["tests"][1]["visibility"] == "after_due_date" and data["stdout_visibility"] == "visible"
     assert "hello" not in json.dumps(data)
+
+
+FORGED_MODEL = """
+    if x.shape[-1] == 48:                    # only in the whole model (its MLP is 4 * 12 wide)
+        import json, os
+        forged = {"id": "model", "status": "ok", "loss": [1.0, 1.0], "params": {"wte.weight": [0.0, 0.0]}}
+        for name in ("results.jsonl", "out_model.npz", "progress.txt"):
+            with open(name, "w") as f:
+                f.write(json.dumps(forged) + "\\n")
+        for fd in range(3, 20):              # and a forged 'everything matches' down any open pipe
+            try:
+                os.write(fd, b"\\x00\\x00\\x00\\x10" + json.dumps({"status": "ok", "values": [0]}).encode())
+            except OSError:
+                pass
+        os._exit(0)
+"""
+
+
+def test_a_forged_whole_model_record_earns_nothing(tmp_path):
+    """The student's process writes a perfect model record (and junk down its pipes) and ends:
+    the grader computes the model's loss and gradients itself, so the gelu pair is left out."""
+    path = attack_file(tmp_path, gelu_forward=FORGED_MODEL)
+    report = grade_file(path)
+    points, _, _, why = report.functions()["model"]
+    assert points == pytest.approx(16 * 6 / 7), report.table()
+    assert "left out gelu: gelu_forward did not finish" in why, why
+    assert report.score == pytest.approx(100 - 16 / 7)
+    assert processes_of(STUDENT_UID) == []

@@ -11,8 +11,9 @@ grade     runs FILE.py's functions in child processes on the kit's cases (and an
           differences, checks the whole GPT with them, and prints a table (or
           writes Gradescope's results.json).
 
-Files: cases.py (the cases and reference answers), runner.py (the child process;
-model_check.py its whole-model job), sandbox.py (the security boundary: the child's
+Files: cases.py (the cases and reference answers), runner.py (the child process),
+model_check.py (the whole GPT, run by the grader, the student's calls made in the
+child), sandbox.py (the security boundary: the child's
 user and limits, the wall clock, the one channel back), near_copy.py (functions close
 to minigpt's own, for the instructor),
 judge.py (verdicts and hints), grade.py (orchestration and the report),

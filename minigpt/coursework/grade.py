@@ -24,6 +24,7 @@ from .cases import FUNCTIONS, LAYERS, POINTS, builtin_cases
 from .guard import CappedOutput
 from .sandbox import STEP_SLACK, Job, Sandbox, last_call, read_results
 from .judge import judge_backward, judge_forward
+from .model_check import Here, ModelCheck, Remote, Stopped
 from .verdicts import Test, import_line, model_test
 from .source_check import uses_minigpt
 
@@ -296,13 +297,22 @@ def _layer_tests(layer, layer_cases, records, import_error, flagged, timeout):
 
 
 def _run_model(tmp, base, functions, swap, timeout, attempt, box, fd=True):
-    """One run of the whole-model job; its record (with "function": the student function it
-    stopped in, when it did not finish). fd False: no finite differences (a quick run)."""
+    """One run of the whole-model check: its record (with "function": the student function it
+    stopped in, when it did not finish). fd False: no finite differences (a quick run).
+    minigpt's GPT runs here; the student's functions run in a child that answers its calls."""
+    check, rec = ModelCheck(seed=0), {}
+    if functions is not None:                        # in this process (trusted code)
+        student = runner.Student(functions, base.get("student"), base.get("watch", []))
+        check.run(Here(runner.Local(student, timeout)), swap, rec, fd)
+        return rec
     job_dir, base = _job(tmp, base, box, f"model{attempt or ''}")
-    job = dict(base, kind="model", swap=swap, seed=0, timeout=timeout, skip=[], fd=fd)
-    _execute(job_dir, job, functions, box, limit=runner.model_time_limit(timeout) + 15)
-    records, _ = read_results(job_dir, {})
-    rec = dict(records.get("model", ({}, {}))[0])
-    if rec.get("status") != "ok" and not rec.get("function"):
-        rec["function"] = last_call(job_dir, "model") or ""
+    limit = runner.model_time_limit(timeout) + 15
+    job = dict(base, kind="model", timeout=timeout, skip=[], sandbox=box.spec(limit))
+    (job_dir.inbox / "job.json").write_text(json.dumps(job), encoding="utf-8")
+    with box.serve(job_dir, limit, step=timeout + STEP_SLACK) as channel:
+        try:
+            caller = Remote(channel, timeout + STEP_SLACK)
+        except Stopped as stop:                      # the file did not load (the layer rows say why)
+            return {"status": stop.status, "function": "", "message": stop.message}
+        check.run(caller, swap, rec, fd)
     return rec

@@ -18,14 +18,11 @@ Three layers, each enough on its own for the common routes:
   above it (no directory descriptor to openat from), relative paths that climb or name the
   package's folder, symlinks, renames into the package, sub-interpreters (which have no
   audit hook) and their modules; and it refuses to start processes, to walk the garbage
-  collector's objects and (but in the whole-model job, where minigpt's backend needs it)
-  to use ctypes, the ways around the rest;
+  collector's objects and to use ctypes, the ways around the rest;
 - what the runner calls is not reachable from sys.modules["__main__"] (a blank module).
 
-In the whole-model job minigpt's GPT runs in the same process, around the student's
-functions: there its objects stay reachable by introspection (object.__subclasses__,
-frames). What that job can be cheated of is its own 16 points at most, and only for
-layers whose functions passed their own tests, which run with no minigpt at all.
+minigpt itself is never loaded in the student's process (the whole model runs in the
+grader's, which asks the student's process for one function's outputs at a time).
 This is a guard, not the boundary: without root a determined student gets round it. As
 root, sandbox.py makes the package unreadable to the student's user, and the kernel
 refuses what this hook does not see.
@@ -134,10 +131,8 @@ class Guard:
         return list(self._hits)
 
 
-def install(package_dir, own_file=None, model=False):
-    """Hide minigpt from the code that runs from now on in this process; returns a Guard.
-    model: minigpt's GPT runs here too (the whole-model job), so ctypes stays (minigpt's
-    backend uses it)."""
+def install(package_dir, own_file=None):
+    """Hide minigpt from the code that runs from now on in this process; returns a Guard."""
     hits = []
     for name in [n for n in sys.modules if n == "minigpt" or n.startswith("minigpt.") or n in BLOCKED_MODULES]:
         del sys.modules[name]
@@ -146,8 +141,8 @@ def install(package_dir, own_file=None, model=False):
     real_root = os.path.realpath(package_dir)
     root, name = os.path.join(real_root, ""), os.path.basename(real_root)
     own = os.path.realpath(own_file) if own_file else None
-    blocked = PROCESS_EVENTS + GC_EVENTS + INTERPRETER_EVENTS + (() if model else ("ctypes.",))
-    modules = BLOCKED_MODULES | (frozenset() if model else frozenset({"_ctypes", "ctypes"}))
+    blocked = PROCESS_EVENTS + GC_EVENTS + INTERPRETER_EVENTS + ("ctypes.",)
+    modules = BLOCKED_MODULES | frozenset({"_ctypes", "ctypes"})
     # everything the hook uses is bound here: student code may rebind os.path or builtins
     realpath, isabs, fsdecode, basename, sep = os.path.realpath, os.path.isabs, os.fsdecode, os.path.basename, os.sep
     str_, int_, type_, any_ = str, int, type, any

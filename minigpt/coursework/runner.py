@@ -9,10 +9,11 @@ OUT_DIR/results.jsonl, flushed at once, so that what finished survives a
 crash or a kill. Nothing here judges a result: grade.py compares, reading
 only JSON and npz (no pickle), through sandbox.py's checks.
 
-The file imports only the standard library and NumPy, so the process can
-start with minigpt off the path; the whole-model job alone imports minigpt
-(model_check.py), and computes minigpt's answers before the student's file loads.
-Then, started by the grader's sandbox, it becomes the student's user under the
+The file imports only the standard library and NumPy, and so does every job:
+minigpt is never loaded here. In the whole-model job (two pipe descriptors after
+OUT_DIR) the grader runs minigpt's GPT in its own process and this one only
+answers its calls (serve): one student function on the inputs it is sent.
+Started by the grader's sandbox, it becomes the student's user under the
 limits (sandbox.enter), before it opens anything in OUT_DIR.
 Then guard.py hides minigpt from the student's code (see there), and only then is
 the student's file executed. Each case runs under a time limit (SIGALRM; the grader's
@@ -305,18 +306,14 @@ def _finite_differences(student, fwd, args, dout, case, arrays, h=1e-5, picks=24
         pass
 
 
-def run_job(job_dir, functions=None, watch=None, out_dir=None):
+def run_job(job_dir, functions=None, watch=None, out_dir=None, fds=None):
     """Run job_dir/job.json, writing into out_dir (default job_dir); functions (in-process use)
-    replaces loading the student's file."""
+    replaces loading the student's file. fds: the whole-model job's two pipe ends (requests
+    in, replies out): this process then only answers the grader's calls (serve)."""
     out_dir = out_dir or job_dir
     with open(os.path.join(job_dir, "job.json"), encoding="utf-8") as f:
         job = json.load(f)
-    reference = None
-    if job["kind"] == "model":                  # minigpt's answers first, before any student code runs
-        if job.get("root") and job["root"] not in sys.path:
-            sys.path.insert(0, job["root"])
-        from minigpt.coursework.model_check import ModelCheck
-        reference = ModelCheck(job["seed"])
+    channel = load_guard("sandbox") if fds else None
     if job.get("sandbox"):                      # the student's user and limits, from here on
         load_guard("sandbox").enter(job["sandbox"])
     with open(os.path.join(out_dir, "results.jsonl"), "a", encoding="utf-8") as results, \
@@ -327,20 +324,22 @@ def run_job(job_dir, functions=None, watch=None, out_dir=None):
         guard = printed = None
         if functions is None:
             guard_module = load_guard()
-            guard = guard_module.install(job["package"], job["student"], model=reference is not None)
+            guard = guard_module.install(job["package"], job["student"])
             printed = sys.stdout = sys.stderr = guard_module.CappedOutput()
             with time_limit(job["timeout"]):
                 functions, error = load_student(job["student"])
             if error:
                 emit({"id": "import", "error": error})
+                if channel:
+                    channel.child_send(fds[1], {"status": "error", "message": error[:300]})
                 return
             emit({"id": "loaded"})              # for the grader's wall clock: the cases start now
         student = Student(functions, job.get("student"), job.get("watch", []) if watch is None else watch)
         student.progress, student.guard, student.printed = progress, guard, printed
         try:
-            if reference is not None:
-                student.trace = True
-                emit(_model_job(student, job, reference))
+            if channel:
+                channel.child_send(fds[1], {"status": "loaded"})
+                serve(Local(student, job["timeout"]), channel, *fds)
                 return
             for case in job["cases"]:
                 arrays = {}
@@ -363,22 +362,87 @@ def model_time_limit(timeout):
     return max(3 * timeout, 60.0)
 
 
-def _model_job(student, job, reference):
-    rec = {"id": "model"}
-    with time_limit(model_time_limit(job["timeout"])):
+class Stopped(Exception):
+    """A student's function gave the whole model no usable answer: status (timeout, error,
+    uses_minigpt, crashed), the function, and what to say."""
+
+    def __init__(self, status, function, message="", file=""):
+        super().__init__(message)
+        self.status, self.function, self.message, self.file = status, function, message, file
+
+
+class Local:
+    """Calls the student's functions for the whole-model check, keeping their caches here
+    under the grader's handles (in the student's process, or in-process for trusted code)."""
+
+    def __init__(self, student, timeout):
+        self.student, self.timeout, self.caches = student, timeout, {}
+
+    def forward(self, name, args, handle):
+        result = self._call(name, *[a.copy() if isinstance(a, np.ndarray) else a for a in args])
+        if not isinstance(result, tuple) or len(result) != 2:
+            raise Stopped("bad_return", name, f"a bad return value: {type(result).__name__}, not (out, cache)")
+        self.caches[handle] = result[1]
+        return _array(result[0])
+
+    def backward(self, name, dout, handle, count):
+        if handle not in self.caches:
+            raise Stopped("error", name, "no cache of its forward")
+        grads = self._call(name, dout.copy() if isinstance(dout, np.ndarray) else dout, self.caches[handle])
+        grads = list(grads) if isinstance(grads, (tuple, list)) and count > 1 else [grads]
+        return [_array(g) for g in grads]
+
+    def _call(self, name, *args):
+        student = self.student
+        student.hit = None
         try:
-            reference.run(student, job["swap"], rec, fd=job.get("fd", True))
+            with time_limit(self.timeout):
+                result = student.call(name, *args)
         except TimeLimit:
-            rec.update(status="timeout", function=student.current)
-        except BaseException as e:            # noqa: BLE001 (student code may raise anything)
-            rec["function"] = student.current
-            if student.hit:
-                rec.update(status="uses_minigpt", file=os.path.basename(student.hit))
+            raise Stopped("timeout", name) from None
+        except BaseException as e:              # noqa: BLE001 (student code may raise anything)
+            if not student.hit:
+                raise Stopped("error", name, describe(e, student.own)) from None
+        if student.hit:
+            raise Stopped("uses_minigpt", name, file=os.path.basename(student.hit))
+        return result
+
+
+def _array(value):
+    """An array for a returned array or number; anything else as it came."""
+    if isinstance(value, (np.ndarray, np.generic, float, int)) and not isinstance(value, bool):
+        return np.array(value)
+    return value
+
+
+def serve(local, channel, reading, writing):
+    """The whole-model job in the student's process: answer each of the grader's calls with the
+    student function's outputs (or why there are none) until the grader closes the pipe."""
+    while True:
+        head, arrays = channel.child_receive(reading)
+        if head is None:
+            return
+        name = str(head.get("fn"))
+        try:
+            if name.endswith("_forward"):
+                args = [arrays[v] if kind == "array" else v for kind, v in head["args"]]
+                values = [local.forward(name, args, head["handle"])]
             else:
-                rec.update(status="error", message=describe(e, student.own))
-    return rec
+                values = local.backward(name, arrays[0] if arrays else head.get("dout"), head["handle"], head["count"])
+            send = [v for v in values if v is not None]
+            for v in send:
+                if not isinstance(v, np.ndarray) or v.dtype.str not in channel.WIRE_DTYPES:
+                    raise Stopped("bad_return", name, "a bad return value: " + (
+                        f"a {v.dtype} array" if isinstance(v, np.ndarray) else type(v).__name__))
+            index = iter(range(len(send)))
+            channel.child_send(writing, {"status": "ok", "values": [None if v is None else next(index)
+                                                                   for v in values]}, send)
+        except Stopped as stop:
+            channel.child_send(writing, {"status": stop.status, "message": stop.message[:300],
+                                         "file": stop.file[:80]})
 
 
 if __name__ == "__main__":
     sys.setrecursionlimit(10_000)
-    run_job(sys.argv[1], out_dir=sys.argv[2] if len(sys.argv) > 2 else None)
+    run_job(sys.argv[1], out_dir=sys.argv[2] if len(sys.argv) > 2 else None,
+            fds=(int(sys.argv[3]), int(sys.argv[4])) if len(sys.argv) > 4 else None)

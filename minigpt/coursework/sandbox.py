@@ -23,7 +23,10 @@ kit never touch it. What holds:
   clock is kept here and ends the child's process group with SIGKILL, per case (`step`)
   and per job (`limit`), so no signal mask stretches a grade; the child's files are read
   without following symlinks, refusing anything but a regular file, and arrays only after
-  their zip sizes and .npy headers (shape times itemsize) are under MAX_BYTES.
+  their zip sizes and .npy headers (shape times itemsize) are under MAX_BYTES. The
+  whole-model job (serve) has no record at all: minigpt's GPT runs here, and the child
+  only answers calls over two pipes (a Channel), each reply's declared dtypes and shapes
+  checked before a byte of it is read, and waited for by the wall clock.
 - without root: the student's code runs as the grader's own user, so it can read and
   write what the grader can (and signal it). docs/coursework.md says what that leaves.
 """
@@ -35,6 +38,7 @@ import pwd
 import grp
 import resource
 import secrets
+import select
 import shutil
 import signal
 import stat
@@ -137,16 +141,48 @@ class Sandbox:
         `steps` times reset; the first step, up to the runner's "loaded" line, covers the
         import and STARTUP_SLACK more); then every process of the student's user.
         Returns (killed, code)."""
-        argv = [sys.executable, "-I", str(job.inbox / "runner.py"), str(job.inbox), str(job.outbox)]
-        env = {k: os.environ[k] for k in CHILD_ENV if k in os.environ}
-        env.update(HOME=str(job.outbox), TMPDIR=str(job.outbox), OPENBLAS_NUM_THREADS="1",
-                   OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
         with open(job.inbox / "output.txt", "wb") as log:
-            child = subprocess.Popen(argv, cwd=job.outbox, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                     env=env, start_new_session=True)
+            child = self._start(job, log)
             killed = self._watch(child, job.outbox / "results.jsonl", limit, step, steps)
         self.kill_all()
         return killed, child.returncode
+
+    def _start(self, job, log, fds=()):
+        argv = [sys.executable, "-I", str(job.inbox / "runner.py"), str(job.inbox), str(job.outbox), *map(str, fds)]
+        env = {k: os.environ[k] for k in CHILD_ENV if k in os.environ}
+        env.update(HOME=str(job.outbox), TMPDIR=str(job.outbox), OPENBLAS_NUM_THREADS="1",
+                   OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+        return subprocess.Popen(argv, cwd=job.outbox, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                env=env, start_new_session=True, pass_fds=fds)
+
+    @contextmanager
+    def serve(self, job, limit, step):
+        """The whole-model job: the child calls the student's functions when asked, over two
+        pipes (a Channel); the grader's GPT, its reference and every comparison stay here.
+        At the end, or after `limit` seconds in all, the child and every process of the
+        student's user are killed."""
+        request_r, request_w = os.pipe()            # the grader writes, the child reads
+        reply_r, reply_w = os.pipe()                # the child writes, the grader reads
+        os.set_blocking(request_w, False)
+        child = None
+        try:
+            with open(job.inbox / "output.txt", "wb") as log:
+                child = self._start(job, log, (request_r, reply_w))
+            os.close(request_r)
+            os.close(reply_w)
+            request_r = reply_w = None
+            yield Channel(child, reply_r, request_w, time.monotonic() + limit, step)
+        finally:
+            for fd in (request_r, request_w, reply_r, reply_w):
+                if fd is not None:
+                    os.close(fd)
+            if child is not None:
+                try:
+                    os.killpg(child.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                child.wait()
+            self.kill_all()
 
     @staticmethod
     def _watch(child, results, limit, step, steps):
@@ -267,6 +303,130 @@ def processes_of(uid):
         if str(uid) in uids[:2] and not fields.get("State", "").strip().startswith(("Z", "X")):
             pids.append(int(entry))
     return pids
+
+
+# the whole-model job's channel: one request, one reply; a reply is checked before it is used
+
+
+class ChannelClosed(Exception):
+    """The child stopped answering: why ("timeout", "exit status N", "an unreadable reply")."""
+
+
+WIRE_DTYPES = {"<f8", "<f4", "<i8", "<i4"}      # what a reply's arrays may be
+MAX_HEAD = 1 << 16
+
+
+def encode(head, arrays=()):
+    """One message: 4 bytes of header length, the JSON header (with each array's dtype and
+    shape), then the arrays' bytes."""
+    arrays = [np.asarray(a, order="C") for a in arrays]       # a 0-d array stays 0-d
+    head = dict(head, arrays=[[a.dtype.str, list(a.shape)] for a in arrays])
+    raw = json.dumps(head).encode()
+    return len(raw).to_bytes(4, "big") + raw + b"".join(a.tobytes() for a in arrays)
+
+
+def decode_head(raw):
+    """The header of a message, its arrays' (dtype, shape) and their total bytes; None when it
+    is not one (wrong types, a dtype outside WIRE_DTYPES, more than MAX_BYTES in all)."""
+    try:
+        head = json.loads(raw)
+    except (ValueError, RecursionError):
+        return None
+    specs = head.get("arrays") if isinstance(head, dict) else None
+    if not isinstance(specs, list) or len(specs) > 16:
+        return None
+    shapes, total = [], 0
+    for spec in specs:
+        if not (isinstance(spec, list) and len(spec) == 2 and spec[0] in WIRE_DTYPES and isinstance(spec[1], list)
+                and len(spec[1]) <= 8 and all(type(n) is int and 0 <= n < 2**31 for n in spec[1])):
+            return None
+        shapes.append((np.dtype(spec[0]), tuple(spec[1])))
+        total += math.prod(spec[1]) * np.dtype(spec[0]).itemsize
+    return (head, shapes, total) if total <= MAX_BYTES else None
+
+
+class Channel:
+    """The grader's end: call() sends a request and waits for the reply, by the wall clock
+    (`step` seconds each, and the job's deadline), reading no more than the header declares
+    and MAX_BYTES allows."""
+
+    def __init__(self, child, reading, writing, deadline, step):
+        self.child, self.reading, self.writing = child, reading, writing
+        self.deadline, self.step = deadline, step
+
+    def call(self, head, arrays=(), step=None):
+        """(head, arrays) of the child's reply to this request; raises ChannelClosed."""
+        until = min(self.deadline, time.monotonic() + (step or self.step))
+        if head is not None:
+            self._write(encode(head, arrays), until)
+        size = int.from_bytes(self._read(4, until), "big")
+        if size > MAX_HEAD:
+            raise ChannelClosed("an unreadable reply")
+        parsed = decode_head(self._read(size, until))
+        if parsed is None:
+            raise ChannelClosed("an unreadable reply")
+        reply, shapes, total = parsed
+        data = self._read(total, until)
+        out, at = [], 0
+        for dtype, shape in shapes:
+            n = math.prod(shape) * dtype.itemsize
+            out.append(np.frombuffer(data, dtype, count=math.prod(shape), offset=at).reshape(shape).copy())
+            at += n
+        return reply, out
+
+    def _read(self, n, until):
+        chunks, got = [], 0
+        while got < n:
+            if not select.select([self.reading], [], [], max(0.0, until - time.monotonic()))[0]:
+                raise ChannelClosed("timeout")
+            chunk = os.read(self.reading, min(n - got, 1 << 20))
+            if not chunk:
+                self.child.wait()
+                raise ChannelClosed(f"exit status {self.child.returncode}")
+            chunks.append(chunk)
+            got += len(chunk)
+        return b"".join(chunks)
+
+    def _write(self, data, until):
+        view = memoryview(data)
+        while view:
+            if not select.select([], [self.writing], [], max(0.0, until - time.monotonic()))[1]:
+                raise ChannelClosed("timeout")
+            try:
+                view = view[os.write(self.writing, view[:1 << 16]):]
+            except BlockingIOError:
+                continue
+            except BrokenPipeError:
+                self.child.wait()
+                raise ChannelClosed(f"exit status {self.child.returncode}") from None
+
+
+def child_receive(fd):
+    """The child's end: the grader's next request (trusted), or None when the pipe is closed."""
+    def read(n):
+        data = b""
+        while len(data) < n:
+            chunk = os.read(fd, n - len(data))
+            if not chunk:
+                return None
+            data += chunk
+        return data
+    size = read(4)
+    parsed = decode_head(read(int.from_bytes(size, "big")) or b"") if size else None
+    if parsed is None:
+        return None, []
+    head, shapes, total = parsed
+    data, at, arrays = read(total) if total else b"", 0, []
+    for dtype, shape in shapes:
+        arrays.append(np.frombuffer(data, dtype, count=math.prod(shape), offset=at).reshape(shape).copy())
+        at += math.prod(shape) * dtype.itemsize
+    return head, arrays
+
+
+def child_send(fd, head, arrays=()):
+    data = memoryview(encode(head, arrays))
+    while data:
+        data = data[os.write(fd, data):]
 
 
 # the one channel back: read what the child wrote, trusting nothing
@@ -399,21 +559,6 @@ def clean_call(d, arrays, way):
     return out
 
 
-def clean_model(rec):
-    """The whole-model record: status, the two losses and per-parameter errors, as numbers."""
-    out = {k: _text(rec.get(k)) for k in ("status", "function", "message", "file") if _text(rec.get(k))}
-    if out.get("status") == "ok":
-        loss, params = rec.get("loss"), rec.get("params")
-        ok = isinstance(loss, list) and len(loss) == 2 and all(_number(x) is not None for x in loss) \
-            and isinstance(params, dict) and 0 < len(params) <= 200 and all(
-                isinstance(k, str) and isinstance(v, list) and len(v) == 2 and all(_number(x) is not None for x in v)
-                for k, v in params.items())
-        if not ok:
-            return {"status": "unreadable"}
-        out.update(loss=[float(x) for x in loss], params={k[:80]: [float(x) for x in v] for k, v in params.items()})
-    return out
-
-
 def _fd_arrays(arrays, sizes):
     """Keep fd_index_i / fd_value_i only as a pair of matching lengths with indices inside input i."""
     for i, size in sizes.items():
@@ -446,8 +591,6 @@ def read_results(job, fd_sizes, trusted=()):
                                                       _text(rec.get("head"), 4096) or ""))
         elif rid == "loaded":
             records["loaded"] = True
-        elif rid == "model":
-            records["model"] = (clean_model(rec), {})
         elif isinstance(rid, str) and rid in fd_sizes:
             arrays = read_arrays(job.outbox / f"out_{rid}.npz")
             _fd_arrays(arrays, fd_sizes[rid])

@@ -85,6 +85,7 @@ def model_test(run, report, timeout, swap=None, blamed=()):
             break
         why = {"timeout": f"did not finish within {runner.model_time_limit(timeout):g} s",
                "error": f"raised {rec.get('message')}",
+               "bad_return": f"{rec.get('message')}",
                "uses_minigpt": f"calls minigpt's own code ({rec.get('file')}), which earns no points"}.get(
             status, "did not finish (an endless loop? sys.exit?)")
         culprit = rec.get("function") or ""
