@@ -394,3 +394,14 @@ def test_a_forged_whole_model_record_earns_nothing(tmp_path):
     assert "left out gelu: gelu_forward did not finish" in why, why
     assert report.score == pytest.approx(100 - 16 / 7)
     assert processes_of(STUDENT_UID) == []
+
+
+def test_a_model_reply_of_the_wrong_shape_leaves_its_pair_out_with_the_shapes_named(tmp_path):
+    path = attack_file(tmp_path, gelu_forward="""
+        if x.shape[-1] == 48:                # only in the whole model: a float32 output, one row short
+            return np.zeros((x.shape[0] - 1,) + x.shape[1:], np.float32), None
+    """)
+    report = grade_file(path)
+    points, _, _, why = report.functions()["model"]
+    assert points == pytest.approx(16 * 6 / 7), report.table()
+    assert "left out gelu: gelu_forward gave its output as (1, 7, 48), where the GPT needs (2, 7, 48)" in why, why

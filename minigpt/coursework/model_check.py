@@ -61,6 +61,10 @@ class ModelCheck:
         except Stopped as stop:
             record.update(status=stop.status, function=stop.function, message=stop.message, file=stop.file)
             return
+        except Exception as e:                  # noqa: BLE001 (checked outputs should never get here)
+            record.update(status="error", function=getattr(caller, "last", ""),
+                          message=f"the GPT could not use its outputs ({type(e).__name__})")
+            return
         finally:
             model_module.L = saved
         record.update(status="ok", loss=[float(loss), float(self.ref_loss)], params={
@@ -135,6 +139,7 @@ def _pick(reply, out, count, name):
 
 def _forward(caller, name, real):
     def forward(*args):
+        caller.last = name
         out, cache = real(*args)                    # minigpt's: the shape the GPT needs, the cache's
         got, handle = caller.forward(name, args)
         return _like(got, out, name, "its output"), (handle, cache)
@@ -143,6 +148,7 @@ def _forward(caller, name, real):
 
 def _backward(caller, name, real):
     def backward(dout, cache):
+        caller.last = name
         handle, real_cache = cache
         expected = real(dout, real_cache)
         several = isinstance(expected, tuple)
