@@ -405,3 +405,18 @@ def test_a_model_reply_of_the_wrong_shape_leaves_its_pair_out_with_the_shapes_na
     points, _, _, why = report.functions()["model"]
     assert points == pytest.approx(16 * 6 / 7), report.table()
     assert "left out gelu: gelu_forward gave its output as (1, 7, 48), where the GPT needs (2, 7, 48)" in why, why
+
+
+def test_a_model_call_that_blocks_the_alarm_is_stopped_by_the_wall_clock_per_call(tmp_path):
+    path = attack_file(tmp_path, gelu_forward="""
+        if x.shape[-1] == 48:                # only in the whole model
+            import signal, time
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
+            time.sleep(1000)
+    """)
+    t0 = time.perf_counter()
+    report = grade_file(path, timeout=1.0)
+    seconds = time.perf_counter() - t0
+    points, _, _, why = report.functions()["model"]
+    assert points == pytest.approx(16 * 6 / 7) and "left out gelu: gelu_forward did not finish within 1 s" in why, why
+    assert seconds < 45, seconds                 # the call's 1 + STEP_SLACK s, not the model's 60 + 15 s

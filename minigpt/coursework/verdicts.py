@@ -83,7 +83,8 @@ def model_test(run, report, timeout, swap=None, blamed=()):
         status = rec.get("status")
         if status == "ok":
             break
-        why = {"timeout": f"did not finish within {runner.model_time_limit(timeout):g} s",
+        why = {"timeout": f"did not finish within {timeout:g} s (a call in the model), or the model's "
+                          f"{runner.model_time_limit(timeout):g} s in all",
                "error": f"raised {rec.get('message')}",
                "bad_return": f"{rec.get('message')}",
                "uses_minigpt": f"calls minigpt's own code ({rec.get('file')}), which earns no points"}.get(
