@@ -420,3 +420,46 @@ def test_a_model_call_that_blocks_the_alarm_is_stopped_by_the_wall_clock_per_cal
     points, _, _, why = report.functions()["model"]
     assert points == pytest.approx(16 * 6 / 7) and "left out gelu: gelu_forward did not finish within 1 s" in why, why
     assert seconds < 45, seconds                 # the call's 1 + STEP_SLACK s, not the model's 60 + 15 s
+
+
+FORGED_DIFFERENCES = '''
+import sys
+import numpy as np
+
+def _frame(name):
+    f = sys._getframe(1)
+    while f is not None and f.f_code.co_name != name:
+        f = f.f_back
+    return f
+
+def _fwd(*args):
+    return None, args
+
+def _bwd(dout, cache):          # plants "finite differences" equal to what it returns, in every frame it finds
+    grads, f = [], _frame("run_layer_case")
+    L = f.f_locals if f is not None else {"args": [a for a in cache if isinstance(a, np.ndarray)], "arrays": {}}
+    args, arrays = L["args"], L["arrays"]
+    for i, a in enumerate(args):
+        if isinstance(a, np.ndarray) and a.dtype.kind == "f":
+            g = np.ones_like(a)
+            idx = np.arange(min(24, a.size), dtype=np.int64)
+            arrays["fd_index_%d" % i] = idx
+            arrays["fd_value_%d" % i] = g.reshape(-1)[idx].astype(np.float64)
+            grads.append(g)
+    grads = [g for g in grads][:len(f.f_locals["case"]["grad_args"]) if f is not None else 1]
+    return tuple(grads) if len(grads) > 1 else grads[0]
+
+for _l in ("embedding", "linear", "layernorm", "gelu", "dropout", "attention", "cross_entropy"):
+    globals()[_l + "_forward"] = _fwd
+    globals()[_l + "_backward"] = _bwd
+'''
+
+
+def test_finite_differences_the_child_plants_earn_nothing(tmp_path):
+    """A backward that reaches the runner's frames and writes fd_index/fd_value equal to what it
+    returns (its forward returns nothing): the grader takes its differences itself, so 0."""
+    path = tmp_path / "student_layers.py"
+    path.write_text(FORGED_DIFFERENCES, encoding="utf-8")
+    report = grade_file(path, timeout=2.0)
+    assert report.score == 0.0, report.table()
+    assert processes_of(STUDENT_UID) == []

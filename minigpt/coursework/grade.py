@@ -12,6 +12,7 @@ the source, or caught calling into minigpt's files at run time) earns nothing.
 """
 import json
 import tempfile
+from contextlib import contextmanager
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ from .judge import judge_backward, judge_forward
 from .model_check import Here, ModelCheck, Remote, Stopped
 from .verdicts import Test, import_line, model_test
 from .source_check import uses_minigpt
+from .recheck import fill_differences
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]          # minigpt/
 
@@ -176,6 +178,7 @@ def _grade_quietly(base, functions, flagged, extra_cases, timeout, workers, box)
                 outcomes = list(pool.map(run, jobs))
         else:
             outcomes = [run(item) for item in jobs]
+        fill_differences(jobs, outcomes, timeout, lambda: _calls(tmp, base, functions, box, timeout))
         printed = []
         for (layer, layer_cases), (records, import_error) in zip(jobs, outcomes):
             printed += records.pop("printed", [])
@@ -294,6 +297,21 @@ def _layer_tests(layer, layer_cases, records, import_error, flagged, timeout):
             tests.append(Test(f"{function}: {case.name}", function, share if status == "pass" else 0.0,
                               share, status, why, printed=said, hidden=case.name.startswith("hidden: ")))
     return tests
+
+
+@contextmanager
+def _calls(tmp, base, functions, box, timeout):
+    """A caller of the student's functions for the grader's finite differences: over a Channel
+    to a child of its own (its limit: the whole model's), or here for trusted code."""
+    if functions is not None:
+        yield Here(runner.Local(runner.Student(functions, base.get("student"), base.get("watch", [])), timeout))
+        return
+    job_dir, base = _job(tmp, base, box, "differences")
+    limit = runner.model_time_limit(timeout)
+    job = dict(base, kind="model", timeout=timeout, skip=[], sandbox=box.spec(limit))
+    (job_dir.inbox / "job.json").write_text(json.dumps(job), encoding="utf-8")
+    with box.serve(job_dir, limit, step=timeout + STEP_SLACK) as channel:
+        yield Remote(channel, timeout + STEP_SLACK)
 
 
 def _run_model(tmp, base, functions, swap, timeout, attempt, box, fd=True):

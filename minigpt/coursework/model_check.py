@@ -21,7 +21,7 @@ from .. import layers
 from .. import model as model_module
 from ..gradcheck import rel_error
 from ..model import GPT, GPTConfig
-from .runner import Stopped
+from .runner import Seed, Stopped
 from .sandbox import STARTUP_SLACK, ChannelClosed
 
 
@@ -99,6 +99,8 @@ class Remote:
             if isinstance(a, np.ndarray):
                 spec.append(["array", len(arrays)])
                 arrays.append(a)
+            elif isinstance(a, Seed):                   # a generator of that seed, made in the child
+                spec.append(["rng", int(a)])
             else:                                       # n_head, p, eps, ignore_index; rng is None here
                 spec.append(["value", a if a is None or isinstance(a, (bool, int, float)) else None])
         self.handles += 1

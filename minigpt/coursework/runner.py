@@ -179,8 +179,9 @@ def as_record(value, key, arrays):
 
 def run_layer_case(student, job, case, inputs, arrays):
     """Forward, then the forward again on other inputs (case["again"]), then the backward on the
-    FIRST call's cache, then finite differences; returns the JSON record. The second call shows
-    state kept outside the cache, and a mask that does not come from the seed."""
+    FIRST call's cache; returns the JSON record. The second call shows state kept outside the
+    cache, and a mask that does not come from the seed. Finite differences of the forward are
+    the grader's (it calls the forward over a Channel and differences the outputs itself)."""
     fwd, bwd = job["forward"], job["backward"]
     args = [_arg(spec, inputs) for spec in case["args"]]
     originals = [a.copy() if isinstance(a, np.ndarray) else None for a in args]
@@ -224,8 +225,6 @@ def run_layer_case(student, job, case, inputs, arrays):
     several = isinstance(grads, (tuple, list)) and len(case["grad_args"]) > 1
     grads = list(grads) if several else [grads]         # one gradient: a tuple or list is a wrong type
     b["grads"] = [as_record(g, f"grad_{i}", arrays) for i, g in enumerate(grads)]
-    if case["fd"] and len(grads) == len(case["grad_args"]):
-        _finite_differences(student, fwd, args, dout, case, arrays)
     return rec
 
 
@@ -274,36 +273,6 @@ def _run(student, rec, name, call_args, args, originals, case):
         rec["modified"] = changed
     rec["status"] = "ok"
     return True, result
-
-
-def _finite_differences(student, fwd, args, dout, case, arrays, h=1e-5, picks=24):
-    """Centred differences of sum(forward(...)[0] * dout) at a few entries of each input
-    (in float64: float32 inputs are upcast for it)."""
-    rng = np.random.default_rng(0)
-    up = lambda a: a.astype(np.float64) if isinstance(a, np.ndarray) and a.dtype == np.float32 else a  # noqa: E731
-    args, dout = [up(a) for a in args], up(dout)
-    def fresh():                              # a random forward draws the same mask at every call
-        return [_arg(spec, {}) if spec[0] == "rng" else a for spec, a in zip(case["args"], args)]
-    try:
-        for i in case["grad_args"]:
-            x = args[i]
-            if not isinstance(x, np.ndarray) or x.dtype != np.float64:
-                continue
-            flat = rng.choice(x.size, size=min(picks, x.size), replace=False)
-            values = []
-            for j in flat:
-                ix = np.unravel_index(j, x.shape)
-                old = x[ix]
-                x[ix] = old + h
-                plus = np.sum(np.asarray(student.call(fwd, *fresh())[0]) * dout)
-                x[ix] = old - h
-                minus = np.sum(np.asarray(student.call(fwd, *fresh())[0]) * dout)
-                x[ix] = old
-                values.append((plus - minus) / (2 * h))
-            arrays[f"fd_index_{i}"] = np.asarray(flat, dtype=np.int64)
-            arrays[f"fd_value_{i}"] = np.asarray(values, dtype=np.float64)
-    except (Exception, TimeLimit):            # only a diagnostic: the grade does not depend on it
-        pass
 
 
 def run_job(job_dir, functions=None, watch=None, out_dir=None, fds=None):
@@ -371,6 +340,10 @@ class Stopped(Exception):
         self.status, self.function, self.message, self.file = status, function, message, file
 
 
+class Seed(int):
+    """An argument that becomes np.random.default_rng(seed) where the student's function runs."""
+
+
 class Local:
     """Calls the student's functions for the whole-model check, keeping their caches here
     under the grader's handles (in the student's process, or in-process for trusted code)."""
@@ -379,7 +352,8 @@ class Local:
         self.student, self.timeout, self.caches = student, timeout, {}
 
     def forward(self, name, args, handle):
-        result = self._call(name, *[a.copy() if isinstance(a, np.ndarray) else a for a in args])
+        result = self._call(name, *[a.copy() if isinstance(a, np.ndarray) else
+                                    np.random.default_rng(int(a)) if isinstance(a, Seed) else a for a in args])
         if not isinstance(result, tuple) or len(result) != 2:
             raise Stopped("bad_return", name, f"a bad return value: {type(result).__name__}, not (out, cache)")
         self.caches[handle] = result[1]
@@ -425,7 +399,7 @@ def serve(local, channel, reading, writing):
         name = str(head.get("fn"))
         try:
             if name.endswith("_forward"):
-                args = [arrays[v] if kind == "array" else v for kind, v in head["args"]]
+                args = [arrays[v] if kind == "array" else Seed(v) if kind == "rng" else v for kind, v in head["args"]]
                 values = [local.forward(name, args, head["handle"])]
             else:
                 values = local.backward(name, arrays[0] if arrays else head.get("dout"), head["handle"], head["count"])

@@ -1,0 +1,102 @@
+"""What the grader decides itself from a layer job's outputs, never taking the child's word.
+
+    with calls() as caller:                   # the student's forward, over a Channel (or here)
+        arrays.update(differences(caller, case))   # fd_index_i / fd_value_i, computed here
+
+Finite differences: where the backward is graded against the student's own forward
+(that forward fails the case, or is random), the grader asks the student's process for
+the forward's outputs on inputs it perturbed itself, one call at a time, and takes the
+centred differences here, in float64. The child never sends a difference: whatever it
+writes under an fd_ name is dropped when its outbox is read (sandbox.read_results).
+"""
+import numpy as np
+
+from .judge import judge_forward
+from .runner import Seed, Stopped
+
+H = 1e-5                        # the step of the centred differences
+PICKS = 24                      # entries of each input, drawn by the grader's own generator
+
+
+class Unusable(Exception):
+    """The forward gave nothing the differences can use (not a float array of the right shape)."""
+
+
+def wants_differences(case, rec, arrays, timeout):
+    """Is this case's backward graded against its own forward (which then needs differences)?"""
+    if not case.fd or case.layer == "dropout" or (rec.get("backward") or {}).get("status") != "ok":
+        return False
+    if case.own_forward_only:
+        return True
+    status, _ = judge_forward(case, rec.get("forward") or {}, arrays, timeout, rec.get("again"))
+    return status == "fail"
+
+
+def _up(a):
+    return np.array(a, dtype=np.float64) if a.dtype == np.float32 else a.copy()
+
+
+def differences(caller, case):
+    """{fd_index_i: entries, fd_value_i: centred differences of sum(forward(...) * dout)} for
+    each float input i the backward returns a gradient for; {} where the forward gives no
+    usable output (on the case's own inputs first: a forward that fails there gets none).
+    Raises Stopped when the student's process stopped answering."""
+    args = []
+    for spec in case.args:
+        kind = spec[0]
+        args.append(_up(case.arrays[spec[1]]) if kind == "array" else Seed(spec[1]) if kind == "rng" else
+                    spec[1] if kind == "value" else None)
+    dout = case.arrays[case.dout[1]] if case.dout[0] == "array" else case.dout[1]
+    dout = np.asarray(dout, dtype=np.float64)
+    shape = np.shape(case.ref_out)
+    name = f"{case.layer}_forward"
+
+    def value(call_args):
+        got, _ = caller.forward(name, call_args)
+        if not isinstance(got, np.ndarray) or got.dtype.kind != "f" or got.shape != shape:
+            raise Unusable()
+        return float(np.sum(got.astype(np.float64) * dout))
+
+    rng, out = np.random.default_rng(0), {}
+    try:
+        value(args)
+        for i in case.grad_args:
+            x = args[i]
+            if not isinstance(x, np.ndarray) or x.dtype != np.float64:
+                continue
+            flat = rng.choice(x.size, size=min(PICKS, x.size), replace=False)
+            values = []
+            for j in flat:
+                ix = np.unravel_index(j, x.shape)
+                old = x[ix]
+                x[ix] = old + H
+                plus = value(args)
+                x[ix] = old - H
+                minus = value(args)
+                x[ix] = old
+                values.append((plus - minus) / (2 * H))
+            out[f"fd_index_{i}"] = np.asarray(flat, dtype=np.int64)
+            out[f"fd_value_{i}"] = np.asarray(values, dtype=np.float64)
+    except Unusable:
+        return {}
+    return out
+
+
+def fill_differences(jobs, outcomes, timeout, calls):
+    """Add the grader's finite differences to every record that needs them. calls(): a context
+    manager giving a caller (model_check.Remote or Here), started only when some case needs it."""
+    wanted = [(case, records[str(i)][1]) for (_, layer_cases), (records, _) in zip(jobs, outcomes)
+              for i, case in enumerate(layer_cases)
+              if str(i) in records and wants_differences(case, records[str(i)][0], records[str(i)][1], timeout)]
+    if not wanted:
+        return
+    try:
+        with calls() as caller:
+            for case, arrays in wanted:
+                try:
+                    arrays.update(differences(caller, case))
+                except Stopped as stop:     # it raised: none for this case
+                    if stop.status in ("timeout", "crashed"):
+                        raise
+    except Stopped:                         # the process stopped answering: the rest get none
+        pass
