@@ -20,13 +20,23 @@ from minigpt.coursework.__main__ import main
 from minigpt.coursework.grade import PACKAGE_DIR, Report, grade_file
 from minigpt.coursework.grade import Test as Row
 from minigpt.coursework.near_copy import near_copies
-from minigpt.coursework.sandbox import (DEFAULT_USER, Sandbox, clean_call, processes_of, read_arrays,
-                                        read_bytes, resolve_user)
+from minigpt.coursework.sandbox import (POOL, Sandbox, clean_call, processes_of, read_arrays, read_bytes,
+                                        resolve_user, take_lock)
 
 SOLUTION = inspect.getsource(solution)
 ROOT_ONLY = pytest.mark.skipif(os.geteuid() != 0, reason="running student code as its own user needs root "
                                "(CI runs the suite as root, so these run there)")
-STUDENT_UID = resolve_user(DEFAULT_USER)[0]
+
+
+def leftovers():
+    """Processes of the student uids that no grade holds now (a grade in progress elsewhere keeps its own)."""
+    found = []
+    for uid in POOL:
+        lock = take_lock(uid, wait=False)
+        if lock is not None:
+            found += processes_of(uid)
+            os.close(lock)
+    return found
 
 
 def attack_file(folder, module="", **bodies):
@@ -159,7 +169,7 @@ def test_attacks_on_files_memory_processes_and_hidden_cases_all_fail_as_root(tmp
     assert package_digest() == before and extra.stat().st_mode == mode
     time.sleep(3.5)                                           # the detached process would have written by now
     assert json.loads(results.read_text()) == data
-    assert processes_of(STUDENT_UID) == []
+    assert leftovers() == []
     assert "xyzzy" not in visible_text(data) and "424242" not in visible_text(data)
     hidden = [t for t in data["tests"] if "hidden" in t["name"]]
     assert hidden and all(t["visibility"] == "after_published" for t in hidden)
@@ -212,7 +222,7 @@ def test_a_blocked_alarm_a_huge_allocation_and_forged_files_cost_their_own_tests
     # 4 gelu cases, each stopped by the wall clock after 0.5 + STEP_SLACK s, not by the job's limit
     assert seconds < 4 * (0.5 + sandbox.STEP_SLACK) * 2 + 30, seconds
     assert {t["name"].split(":")[0] for t in data["tests"]} >= {"gelu_backward", "model"}
-    assert package_digest() == before and processes_of(STUDENT_UID) == []
+    assert package_digest() == before and leftovers() == []
 
 
 @ROOT_ONLY
@@ -221,6 +231,7 @@ def test_a_detached_process_of_the_students_user_is_killed_after_its_job():
     pid = os.fork()
     if pid == 0:                                      # became the student's user, then a session of its own
         try:
+            box.close()                               # (the grade's lock is never the student's)
             os.setgroups([])
             os.setgid(box.gid)
             os.setuid(box.uid)
@@ -231,10 +242,36 @@ def test_a_detached_process_of_the_students_user_is_killed_after_its_job():
             os._exit(0)
     os.waitpid(pid, 0)
     assert processes_of(box.uid)
+    box.close()
     with pytest.raises(sandbox.SandboxError, match="already runs processes"):
-        Sandbox.for_this_process()                    # a user that is not free is refused
+        Sandbox.for_this_process(str(box.uid))        # a user that is not free is refused
+    other = Sandbox.for_this_process()                # and the default takes another
+    assert other.uid != box.uid
+    other.close()
     box.kill_all()
     assert processes_of(box.uid) == []
+
+
+@ROOT_ONLY
+def test_two_grades_at_once_never_share_a_student_uid():
+    """Each grade holds its uid's lock for all its time: a second grade by default takes another
+    uid, and one given the same --user waits until the first has finished."""
+    import threading
+    first, second = Sandbox.for_this_process(), Sandbox.for_this_process()
+    try:
+        assert first.uid != second.uid
+        got = []
+        waiter = threading.Thread(target=lambda: got.append(Sandbox.for_this_process(str(first.uid))))
+        waiter.start()
+        waiter.join(0.5)
+        assert waiter.is_alive() and not got          # waits for the first grade
+        first.close()
+        waiter.join(5)
+        assert got and got[0].uid == first.uid
+        got[0].close()
+    finally:
+        first.close()
+        second.close()
 
 
 @ROOT_ONLY
@@ -393,7 +430,7 @@ def test_a_forged_whole_model_record_earns_nothing(tmp_path):
     assert points == pytest.approx(16 * 6 / 7), report.table()
     assert "left out gelu: gelu_forward did not finish" in why, why
     assert report.score == pytest.approx(100 - 16 / 7)
-    assert processes_of(STUDENT_UID) == []
+    assert leftovers() == []
 
 
 def test_a_model_reply_of_the_wrong_shape_leaves_its_pair_out_with_the_shapes_named(tmp_path):
@@ -462,4 +499,4 @@ def test_finite_differences_the_child_plants_earn_nothing(tmp_path):
     path.write_text(FORGED_DIFFERENCES, encoding="utf-8")
     report = grade_file(path, timeout=2.0)
     assert report.score == 0.0, report.table()
-    assert processes_of(STUDENT_UID) == []
+    assert leftovers() == []

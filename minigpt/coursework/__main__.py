@@ -6,7 +6,7 @@ from pathlib import Path
 
 from ..fileio import atomic_write
 from .near_copy import NEAR_COPY
-from .sandbox import DEFAULT_USER, MEMORY_MB, SandboxError
+from .sandbox import MEMORY_MB, POOL, SandboxError
 
 VISIBILITIES = ["hidden", "after_due_date", "after_published", "visible"]      # Gradescope's
 
@@ -27,9 +27,10 @@ def main(argv=None):
                     help="hidden cases (shapes and seeds) to add to the kit's; may be repeated")
     gr.add_argument("--timeout", type=float, default=10.0, metavar="S",
                     help="seconds each test case may take (default 10)")
-    gr.add_argument("--user", default=DEFAULT_USER, metavar="NAME|UID[:GID]",
+    gr.add_argument("--user", default=None, metavar="NAME|UID[:GID]",
                     help="when run as root: the user the student's code runs as, one that nothing else uses "
-                         f"(default {DEFAULT_USER}, no account needed)")
+                         f"(default: the first uid of {POOL[0]} down to {POOL[-1]} that no other grade holds; "
+                         "no account needed); a grade of the same --user waits for it")
     gr.add_argument("--memory", type=int, default=MEMORY_MB, metavar="MB",
                     help=f"address space of each student process in MB (default {MEMORY_MB})")
     gr.add_argument("--visibility", choices=VISIBILITIES, default="after_published",

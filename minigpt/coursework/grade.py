@@ -146,8 +146,12 @@ def grade_file(path, extra_cases=(), timeout=10.0, workers=2, sandbox=None, priv
     box = sandbox or Sandbox.for_this_process()
     base = dict(student=str(path), watch=[], root=str(PACKAGE_DIR.parent), package=str(PACKAGE_DIR))
     course = [PACKAGE_DIR.parent / "notebooks"] if (PACKAGE_DIR.parent / "pyproject.toml").is_file() else []
-    with box.hidden([PACKAGE_DIR, *course, *private]):         # the course notebook holds solutions too
-        return _grade(base, None, flagged, extra_cases, timeout, 1 if box.isolated else workers, box)
+    try:
+        with box.hidden([PACKAGE_DIR, *course, *private]):         # the course notebook holds solutions too
+            return _grade(base, None, flagged, extra_cases, timeout, 1 if box.isolated else workers, box)
+    finally:
+        if sandbox is None:
+            box.close()
 
 
 def grade_functions(functions, extra_cases=(), timeout=10.0, source=None):

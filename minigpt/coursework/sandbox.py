@@ -1,6 +1,6 @@
 """The grader's security boundary: the student's process, its user and limits, the one channel back.
 
-    box = Sandbox.for_this_process(user="65533", memory_mb=768)   # SandboxError: one line
+    box = Sandbox.for_this_process(memory_mb=768)     # a free uid of POOL, locked; SandboxError: one line
     with box.hidden([package_dir, "hidden_cases.json"]):          # as root: out of the student's reach
         job = box.job(tmp, "gelu", [runner_py, guard_py])         # an inbox and an outbox
         killed, code = box.run(job, limit=70, step=12)            # SIGKILL from here, by the wall clock
@@ -10,7 +10,8 @@ Everything a student's code can reach passes through this file; verdicts, cases 
 kit never touch it. What holds:
 
 - as root (Gradescope, a course's server): the child runs as its own user (`--user`, by
-  default uid and gid 65533, which no standard image gives an account), with no
+  default the first uid and gid of 65532 down to 65501, which no standard image gives an
+  account, that no other grade holds: a grade holds its uid's flock for all its time), with no
   supplementary groups, umask 077 and a session of its own. The grader's package and the
   hidden-cases files lose their group and other permissions for the time of the grade,
   so the student's user can neither read nor replace them by any route (directory
@@ -30,6 +31,7 @@ kit never touch it. What holds:
 - without root: the student's code runs as the grader's own user, so it can read and
   write what the grader can (and signal it). docs/coursework.md says what that leaves.
 """
+import fcntl
 import io
 import json
 import math
@@ -44,6 +46,7 @@ import signal
 import stat
 import subprocess
 import sys
+import tempfile
 import time
 import zipfile
 from contextlib import contextmanager
@@ -52,7 +55,8 @@ from pathlib import Path
 
 import numpy as np
 
-DEFAULT_USER = "65533"          # uid (and gid) 65533: no account in standard images; nobody is 65534
+POOL = range(65532, 65500, -1)  # without --user: the first of these uids (and gids) no other grade holds and
+#                                 no process uses; no standard image gives them an account (nobody is 65534)
 MEMORY_MB = 768                 # Gradescope's default container memory
 FILE_MB = 64                    # the largest file the child may write
 MAX_BYTES = 64 << 20            # the most the grader reads back from one child file
@@ -76,20 +80,40 @@ class Sandbox:
     uid: int = None             # None: not root, the child runs as the grader's own user
     gid: int = None
     memory_mb: int = MEMORY_MB
+    lock: int = None            # as root: the descriptor of the uid's lock, held for the whole grade
 
     @classmethod
-    def for_this_process(cls, user=DEFAULT_USER, memory_mb=MEMORY_MB):
+    def for_this_process(cls, user=None, memory_mb=MEMORY_MB):
+        """user None: the first uid of POOL that no other grade holds and no process uses; a
+        given user: wait for its lock (another grade of it), then refuse it if it runs processes."""
         if not 64 <= memory_mb <= 1 << 20:
             raise SandboxError(f"--memory must be between 64 and 1048576 MB, got {memory_mb}")
         if os.geteuid() != 0:
             return cls(None, None, memory_mb)
+        if user is None:
+            for uid in POOL:
+                lock = take_lock(uid, wait=False)
+                if lock is not None and not processes_of(uid):
+                    return cls(uid, uid, memory_mb, lock)
+                if lock is not None:
+                    os.close(lock)
+            raise SandboxError(f"all {len(POOL)} student uids ({POOL[-1]}-{POOL[0]}) are in use by other grades "
+                               "or processes; give --user one nothing else uses")
         uid, gid = resolve_user(user)
+        lock = take_lock(uid, wait=True)
         busy = processes_of(uid)
         if busy:
+            os.close(lock)
             raise SandboxError(f"user {uid} already runs processes (pid {', '.join(map(str, busy[:5]))}); the "
                                "grader kills every process of the student's user, so give --user one nothing "
                                "else uses")
-        return cls(uid, gid, memory_mb)
+        return cls(uid, gid, memory_mb, lock)
+
+    def close(self):
+        """Let another grade have this uid (the lock goes with the process too)."""
+        if self.lock is not None:
+            os.close(self.lock)
+            self.lock = None
 
     @property
     def isolated(self):
@@ -268,6 +292,35 @@ def enter(spec):
     resource.setrlimit(resource.RLIMIT_FSIZE, (spec["fsize"], spec["fsize"]))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     resource.setrlimit(resource.RLIMIT_NPROC, (1, 1))          # no new process, and no thread either
+
+
+def lock_path(uid):
+    """Where the lock of a student uid lives: /run (root's alone) where there is one."""
+    folder = "/run" if os.path.isdir("/run") and os.access("/run", os.W_OK) else tempfile.gettempdir()
+    return os.path.join(folder, f"minigpt-grade-{uid}.lock")
+
+
+def take_lock(uid, wait):
+    """An exclusive flock on the uid's lock file, opened without following a link and refused
+    unless it is a regular file of root's; None when another grade holds it and not wait."""
+    path = lock_path(uid)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except OSError as e:
+        raise SandboxError(f"cannot open the lock {path}: {e.strerror}") from None
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode) or st.st_uid != 0 or st.st_mode & 0o022:
+        os.close(fd)
+        raise SandboxError(f"the lock {path} is not a regular file of root's: remove it")
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        if not wait:
+            os.close(fd)
+            return None
+        print(f"waiting for another grade of user {uid} to finish (--user {uid})", file=sys.stderr, flush=True)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    return fd
 
 
 def resolve_user(spec):
