@@ -500,3 +500,16 @@ def test_finite_differences_the_child_plants_earn_nothing(tmp_path):
     report = grade_file(path, timeout=2.0)
     assert report.score == 0.0, report.table()
     assert leftovers() == []
+
+
+def test_writing_in_place_is_found_by_the_grader_even_with_numpys_equality_replaced(tmp_path):
+    """The child's np.array_equal always says True; the backward zeroes the dout it was given and
+    the forward the input (each computing on a copy): the grader compares what came back."""
+    path = attack_file(tmp_path, "np.array_equal = lambda *a, **k: True\n",
+                       gelu_backward="_d = dout.copy(); dout[...] = 0.0; dout = _d\n",
+                       layernorm_forward="_x = x.copy(); x[...] = 0.0; x = _x\n")
+    report = grade_file(path, timeout=2.0)
+    rows = report.functions()
+    assert rows["gelu_backward"][0] == 0.0 and "modifies dout in place" in rows["gelu_backward"][3], report.table()
+    assert rows["layernorm_forward"][0] == 0.0 and "modifies its input x in place" in rows["layernorm_forward"][3]
+    assert rows["gelu_forward"][0] == rows["gelu_forward"][1]        # the others keep their points

@@ -28,7 +28,7 @@ from .judge import judge_backward, judge_forward
 from .model_check import Here, ModelCheck, Remote, Stopped
 from .verdicts import Test, import_line, model_test
 from .source_check import uses_minigpt
-from .recheck import fill_differences
+from .recheck import recheck
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]          # minigpt/
 
@@ -182,7 +182,7 @@ def _grade_quietly(base, functions, flagged, extra_cases, timeout, workers, box)
                 outcomes = list(pool.map(run, jobs))
         else:
             outcomes = [run(item) for item in jobs]
-        fill_differences(jobs, outcomes, timeout, lambda: _calls(tmp, base, functions, box, timeout))
+        recheck(jobs, outcomes, timeout, lambda: _calls(tmp, base, functions, box, timeout))
         printed = []
         for (layer, layer_cases), (records, import_error) in zip(jobs, outcomes):
             printed += records.pop("printed", [])

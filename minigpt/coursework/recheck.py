@@ -1,7 +1,14 @@
 """What the grader decides itself from a layer job's outputs, never taking the child's word.
 
+    mark_in_place(case, rec, arrays)          # "modified": from the arrays the child sent back
     with calls() as caller:                   # the student's forward, over a Channel (or here)
         arrays.update(differences(caller, case))   # fd_index_i / fd_value_i, computed here
+
+Writing in place: the child sends back every array argument as each call left it (and
+dout after the backward); the grader compares them with its own copies of the case's
+inputs, with its own NumPy (a student's file may replace the child's np.array_equal).
+Only whether the backward changed its cache is the child's word (the grader never holds
+that cache); its check there compares bytes with ndarray's own methods.
 
 Finite differences: where the backward is graded against the student's own forward
 (that forward fails the case, or is random), the grader asks the student's process for
@@ -82,9 +89,45 @@ def differences(caller, case):
     return out
 
 
-def fill_differences(jobs, outcomes, timeout, calls):
-    """Add the grader's finite differences to every record that needs them. calls(): a context
-    manager giving a caller (model_check.Remote or Here), started only when some case needs it."""
+def _same(got, expected):
+    if got is None or got.shape != expected.shape or got.dtype != expected.dtype:
+        return False
+    return bool(np.array_equal(got, expected, equal_nan=got.dtype.kind in "fc"))
+
+
+def mark_in_place(case, rec, arrays):
+    """Set each call's "modified" (the arguments it wrote into, then dout, then the child's
+    word on the cache), from the arrays it sent back; a missing one counts as written."""
+    for way, specs in (("forward", case.args), ("again", case.again_args), ("backward", case.args)):
+        call = rec.get(way)
+        if not call or call.get("status") != "ok":
+            continue
+        changed = []
+        for j, (spec, name) in enumerate(zip(specs, case.arg_names)):
+            if spec[0] != "array":
+                continue
+            before = case.arrays[spec[1]]
+            if way == "backward":               # the inputs as the forward left them
+                before = arrays.get(f"forward_arg_{j}", before)
+            if not _same(arrays.get(f"{way}_arg_{j}"), before):
+                changed.append(name)
+        if way == "backward" and case.dout[0] == "array" and not _same(arrays.get("backward_dout"),
+                                                                       case.arrays[case.dout[1]]):
+            changed.append("dout")
+        changed += [m for m in call.get("modified", []) if m == "cache" and way == "backward"]
+        call.pop("modified", None)
+        if changed:
+            call["modified"] = changed
+
+
+def recheck(jobs, outcomes, timeout, calls):
+    """The grader's own checks of every layer job's records: writes in place, then finite
+    differences for every record that needs them. calls(): a context manager giving a caller
+    (model_check.Remote or Here), started only when some case needs it."""
+    for (_, layer_cases), (records, _) in zip(jobs, outcomes):
+        for i, case in enumerate(layer_cases):
+            if str(i) in records:
+                mark_in_place(case, *records[str(i)])
     wanted = [(case, records[str(i)][1]) for (_, layer_cases), (records, _) in zip(jobs, outcomes)
               for i, case in enumerate(layer_cases)
               if str(i) in records and wants_differences(case, records[str(i)][0], records[str(i)][1], timeout)]

@@ -601,8 +601,8 @@ def clean_call(d, arrays, way):
             out[key] = _number(d[key], integer)
     if isinstance(d.get("printed_text"), str):
         out["printed_text"] = d["printed_text"][:300]
-    if isinstance(d.get("modified"), list):
-        out["modified"] = [m[:40] for m in d["modified"][:8] if isinstance(m, str)]
+    if isinstance(d.get("modified"), list) and "cache" in d["modified"]:   # inputs and dout: the grader's to say
+        out["modified"] = ["cache"]
     if way == "forward" and "out" in d:
         out["out"] = _value(d["out"], arrays)
     if way == "backward" and isinstance(d.get("grads"), list):
