@@ -513,3 +513,72 @@ def test_writing_in_place_is_found_by_the_grader_even_with_numpys_equality_repla
     assert rows["gelu_backward"][0] == 0.0 and "modifies dout in place" in rows["gelu_backward"][3], report.table()
     assert rows["layernorm_forward"][0] == 0.0 and "modifies its input x in place" in rows["layernorm_forward"][3]
     assert rows["gelu_forward"][0] == rows["gelu_forward"][1]        # the others keep their points
+
+
+OTHER_COPY = '''
+import importlib.util, marshal, sys, types
+COPY = {copy!r}
+
+def _load():                             # another copy of minigpt, under another package name
+    pkg = types.ModuleType("refpkg")
+    pkg.__path__ = [COPY]
+    sys.modules["refpkg"] = pkg
+    spec = importlib.util.spec_from_file_location("refpkg.layers", COPY + "/layers.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["refpkg.layers"] = module
+    spec.loader.exec_module(module)
+    return module
+
+def _pyc():                              # or its compiled code, read with marshal
+    with open(COPY + "/__pycache__/layers." + sys.implementation.cache_tag + ".pyc", "rb") as f:
+        namespace = {{}}
+        exec(marshal.loads(f.read()[16:]), namespace)
+        return namespace
+
+try:
+    _L = _load()
+except BaseException:
+    _L = None
+try:
+    _P = _pyc()
+except BaseException:
+    _P = None
+'''
+
+
+@pytest.fixture
+def other_copy():
+    """Another readable copy of minigpt's package, with its .pyc, as the student's user could find one."""
+    import py_compile
+    import shutil
+    import sys
+    folder = Path(tempfile.mkdtemp(prefix="minigpt-copy-"))
+    copy = folder / "site" / "minigpt"
+    copy.mkdir(parents=True)
+    (copy / "__init__.py").write_text("", encoding="utf-8")
+    (copy / "model.py").write_text("", encoding="utf-8")
+    (copy / "layers.py").write_text(SOLUTION, encoding="utf-8")   # stands in for minigpt's (which needs ctypes)
+    py_compile.compile(str(copy / "layers.py"), cfile=str(copy / "__pycache__" /
+                                                          f"layers.{sys.implementation.cache_tag}.pyc"))
+    for p in [folder, *folder.rglob("*")]:
+        os.chmod(p, 0o755 if p.is_dir() else 0o644)
+    yield copy
+    shutil.rmtree(folder)
+
+
+@ROOT_ONLY
+def test_another_copy_of_minigpt_cannot_be_loaded_nor_its_pyc_read(tmp_path, other_copy):
+    """A file that loads another readable copy of minigpt (another package name) for gelu and runs
+    its .pyc for linear earns nothing there; it sits in a folder whose name has "minigpt" in it,
+    and still loads."""
+    folder = tmp_path / "minigpt-clone"
+    folder.mkdir()
+    path = attack_file(folder, OTHER_COPY.format(copy=str(other_copy)),
+                       gelu_forward="return _L.gelu_forward(x)\n", gelu_backward="return _L.gelu_backward(dout, cache)\n",
+                       linear_forward="return _P['linear_forward'](x, w, b)\n",
+                       linear_backward="return _P['linear_backward'](dy, cache)\n")
+    report = grade_file(path, timeout=2.0)
+    rows = report.functions()
+    for name in ("gelu_forward", "gelu_backward", "linear_forward", "linear_backward"):
+        assert rows[name][0] == 0.0, report.table()
+    assert rows["layernorm_forward"][0] == rows["layernorm_forward"][1], report.table()

@@ -11,6 +11,7 @@ pickle and checked before use. A function that uses minigpt's own code (seen in
 the source, or caught calling into minigpt's files at run time) earns nothing.
 """
 import json
+import sys
 import tempfile
 from contextlib import contextmanager
 import time
@@ -147,11 +148,20 @@ def grade_file(path, extra_cases=(), timeout=10.0, workers=2, sandbox=None, priv
     base = dict(student=str(path), watch=[], root=str(PACKAGE_DIR.parent), package=str(PACKAGE_DIR))
     course = [PACKAGE_DIR.parent / "notebooks"] if (PACKAGE_DIR.parent / "pyproject.toml").is_file() else []
     try:
-        with box.hidden([PACKAGE_DIR, *course, *private]):         # the course notebook holds solutions too
+        with box.hidden([PACKAGE_DIR, *course, *other_copies(), *private]):         # the course notebook holds solutions too
             return _grade(base, None, flagged, extra_cases, timeout, 1 if box.isolated else workers, box)
     finally:
         if sandbox is None:
             box.close()
+
+
+def other_copies():
+    """Other copies of minigpt the grader's Python can see (site-packages, folders on sys.path) and
+    the checkout's .git: as root they are hidden too, so the kernel refuses them whatever the guard misses."""
+    found = {(Path(p) / "minigpt").resolve() for p in sys.path if p and (Path(p) / "minigpt" / "layers.py").is_file()}
+    found.discard(PACKAGE_DIR)
+    git = PACKAGE_DIR.parent / ".git"
+    return sorted(found) + ([git] if git.is_dir() else [])
 
 
 def grade_functions(functions, extra_cases=(), timeout=10.0, source=None):

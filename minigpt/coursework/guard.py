@@ -12,7 +12,11 @@ Three layers, each enough on its own for the common routes:
   function raises UsesMinigpt, so that a file importing minigpt still loads and only the
   functions that call it lose their points;
 - an audit hook (sys.addaudithook: Python code cannot remove one, and it sees every thread)
-  refuses to open any file in minigpt's package, so the real modules cannot be loaded even
+  refuses to open any file in minigpt's package, or in any other copy of minigpt's package
+  or checkout it can recognise (a folder holding layers.py and model.py or their .pyc, a
+  folder named minigpt with Python files, a folder holding minigpt/layers.py; the job's own
+  folders and, for the last two, the interpreter's own are left alone), and any folder
+  outside the job's two, so the real modules cannot be loaded even
   with the finder removed or the files' paths given directly; deciding afresh each time
   (a path may be swapped after a check), it also refuses the package's folder and those
   above it (no directory descriptor to openat from), relative paths that climb or name the
@@ -148,6 +152,36 @@ def install(package_dir, own_file=None):
     str_, int_, type_, any_ = str, int, type, any
     denied, append = PermissionError, hits.append
 
+    isfile, isdir, join, dirname = os.path.isfile, os.path.isdir, os.path.join, os.path.dirname
+    startswith, endswith, tuple_ = str_.startswith, str_.endswith, tuple
+    tag = sys.implementation.cache_tag or "none"
+    # the interpreter's own files (a venv may sit inside a checkout), and the job's two folders
+    python = tuple_({join(realpath(p), "") for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)})
+    exempt = tuple_({join(realpath(os.getcwd()), "")} | ({join(dirname(own), "")} if own else set()))
+
+    def minigpt_like(real):
+        """Is real in (or at) any copy of minigpt's package (a folder holding layers.py and
+        model.py, or their .pyc; a folder named minigpt with an __init__.py or Python files),
+        or, outside the interpreter's own folders, in a checkout (a folder holding minigpt/layers.py:
+        its .git, notebooks and docs)? Only stat() is used: it raises no audit event."""
+        if startswith(join(real, ""), exempt):
+            return False
+        ours = startswith(join(real, ""), python)
+        d = real
+        while True:
+            layers = isfile(join(d, "layers.py")) or isfile(join(d, "__pycache__", "layers." + tag + ".pyc"))
+            if layers and (isfile(join(d, "model.py")) or isfile(join(d, "__pycache__", "model." + tag + ".pyc"))):
+                return True
+            if not ours and basename(d) == "minigpt" and (isfile(join(d, "__init__.py")) or
+                                                          endswith(real, (".py", ".pyc"))):
+                return True
+            if not ours and isfile(join(d, "minigpt", "layers.py")):
+                return True
+            up = dirname(d)
+            if up == d:
+                return False
+            d = up
+
     def touches(path):
         """Does path lead into minigpt's package, to it, or to a folder above it? Decided
         afresh at every call (a path checked once may be swapped later). A relative path
@@ -164,8 +198,12 @@ def install(package_dir, own_file=None):
             if any_(p == ".." or p == name for p in parts):
                 return True
         real = realpath(key)
-        return real != own and (str_.startswith(real, root) or str_.startswith(root, real + sep)
-                                or real + sep == root or real == sep)
+        if real == own:
+            return False
+        if str_.startswith(real, root) or str_.startswith(root, real + sep) or real + sep == root or real == sep:
+            return True
+        # any other copy of minigpt; and no folder opened (a directory descriptor to openat from)
+        return minigpt_like(real) or (isdir(real) and not startswith(join(real, ""), exempt))
 
     def hook(event, args):
         if event == "open" or event == "os.link" or event == "os.rename" or event == "os.symlink":

@@ -10,15 +10,14 @@ inputs, with its own NumPy (a student's file may replace the child's np.array_eq
 Only whether the backward changed its cache is the child's word (the grader never holds
 that cache); its check there compares bytes with ndarray's own methods.
 
-Finite differences: where the backward is graded against the student's own forward
-(that forward fails the case, or is random), the grader asks the student's process for
+Finite differences (the backward is graded against the student's own forward where that
+forward fails the case, or is random; elsewhere they only show in the message): the grader asks the student's process for
 the forward's outputs on inputs it perturbed itself, one call at a time, and takes the
 centred differences here, in float64. The child never sends a difference: whatever it
 writes under an fd_ name is dropped when its outbox is read (sandbox.read_results).
 """
 import numpy as np
 
-from .judge import judge_forward
 from .runner import Seed, Stopped
 
 H = 1e-5                        # the step of the centred differences
@@ -29,14 +28,10 @@ class Unusable(Exception):
     """The forward gave nothing the differences can use (not a float array of the right shape)."""
 
 
-def wants_differences(case, rec, arrays, timeout):
-    """Is this case's backward graded against its own forward (which then needs differences)?"""
-    if not case.fd or case.layer == "dropout" or (rec.get("backward") or {}).get("status") != "ok":
-        return False
-    if case.own_forward_only:
-        return True
-    status, _ = judge_forward(case, rec.get("forward") or {}, arrays, timeout, rec.get("again"))
-    return status == "fail"
+def wants_differences(case, rec):
+    """Does this case get finite differences (its backward returned; they grade it where its own
+    forward fails the case or is random, and show in the message where it is wrong)?"""
+    return case.fd and case.layer != "dropout" and (rec.get("backward") or {}).get("status") == "ok"
 
 
 def _up(a):
@@ -130,7 +125,7 @@ def recheck(jobs, outcomes, timeout, calls):
                 mark_in_place(case, *records[str(i)])
     wanted = [(case, records[str(i)][1]) for (_, layer_cases), (records, _) in zip(jobs, outcomes)
               for i, case in enumerate(layer_cases)
-              if str(i) in records and wants_differences(case, records[str(i)][0], records[str(i)][1], timeout)]
+              if str(i) in records and wants_differences(case, records[str(i)][0])]
     if not wanted:
         return
     try:
