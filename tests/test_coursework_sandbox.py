@@ -582,3 +582,24 @@ def test_another_copy_of_minigpt_cannot_be_loaded_nor_its_pyc_read(tmp_path, oth
     for name in ("gelu_forward", "gelu_backward", "linear_forward", "linear_backward"):
         assert rows[name][0] == 0.0, report.table()
     assert rows["layernorm_forward"][0] == rows["layernorm_forward"][1], report.table()
+
+
+@ROOT_ONLY
+def test_a_hang_that_writes_junk_records_cannot_stretch_its_job_past_the_jobs_bound(tmp_path):
+    """gelu_forward blocks SIGALRM and appends a junk line to results.jsonl every 2.1 s: junk
+    resets no clock, and the job's restarts share one deadline, --timeout x (cases + 1) + 10 s."""
+    path = attack_file(tmp_path, gelu_forward="""
+        import signal, time
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
+        while True:
+            with open("results.jsonl", "a") as f:
+                f.write("junk\\n")
+            time.sleep(2.1)                  # just under the step clock (0.3 + 2 s)
+    """)
+    t0 = time.perf_counter()
+    report = grade_file(path, timeout=0.3)
+    seconds = time.perf_counter() - t0
+    assert "did not finish within 0.3 s" in report.functions()["gelu_forward"][3], report.table()
+    # the gelu job's bound (4 cases), and a few seconds for the other six layers and the model
+    assert seconds < 0.3 * (4 + 1) + 10 + 12, seconds
+    assert leftovers() == []

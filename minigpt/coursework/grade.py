@@ -199,8 +199,10 @@ def _grade_quietly(base, functions, flagged, extra_cases, timeout, workers, box)
             if import_error and not report.import_error:
                 report.import_error = import_line(import_error, timeout)
             report.tests += _layer_tests(layer, layer_cases, records, import_error, flagged, timeout)
+        until = time.monotonic() + model_time_budget(timeout)
+
         def run(swap, attempt, fd=True):                 # one run of the whole-model job: its record
-            return _run_model(tmp, base, functions, swap, timeout, attempt, box, fd)
+            return _run_model(tmp, base, functions, swap, timeout, attempt, box, fd, until)
         report.tests.append(model_test(run, report, timeout))
     report.seconds = time.perf_counter() - t0
     if printed:
@@ -238,10 +240,15 @@ def _run_layer(tmp, base, functions, skip, timeout, box, layer, layer_cases):
                                  fd=case.fd, again=case.again_args))
     all_cases = job["cases"]
     pending, crashed = list(all_cases), {}               # case id -> (function, why)
+    deadline = time.monotonic() + layer_time_limit(timeout, len(all_cases))   # for all its runs together
     for _ in range(2 * len(all_cases) + 1):
         job["cases"] = pending
-        killed, code = _execute(job_dir, job, functions, box, limit=timeout * (len(pending) + 1) + 10,
-                                step=timeout + STEP_SLACK, steps=len(pending) + 2)
+        left = deadline - time.monotonic()
+        if left <= 0:
+            break
+        killed, code = _execute(job_dir, job, functions, box, limit=min(layer_time_limit(timeout, len(pending)), left),
+                                step=timeout + STEP_SLACK, steps=len(pending) + 2,
+                                ids={c["id"] for c in pending})
         records, import_error = read_results(job_dir, sizes, _trusted(job_dir))
         if killed and not records.get("loaded") and not import_error:   # a signal mask held the import up
             import_error = "importing it did not finish within the time limit"
@@ -259,6 +266,9 @@ def _run_layer(tmp, base, functions, skip, timeout, box, layer, layer_cases):
             pending = pending[1:]
         else:
             culprit["skip_backward"] = True
+    for case in pending if not import_error else ():     # the job's time ran out: the rest are timeouts
+        if case["id"] not in read_results(job_dir, sizes, _trusted(job_dir))[0]:
+            _append(job_dir, {"id": case["id"], "forward": {"status": "crashed", "why": "timeout"}})
     records, import_error = read_results(job_dir, sizes, _trusted(job_dir))[0], import_error
     records.pop("loaded", None)
     for case_id, (function, why) in crashed.items():
@@ -278,14 +288,24 @@ def _trusted(job_dir):
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()] if path.exists() else []
 
 
-def _execute(job_dir, job, functions, box, limit, step=None, steps=0):
+def layer_time_limit(timeout, cases):
+    """Seconds a layer's job may take in all, its restarts after a crash included."""
+    return timeout * (cases + 1) + 10
+
+
+def model_time_budget(timeout):
+    """Seconds all the whole-model runs of a grade may take together."""
+    return 2 * (runner.model_time_limit(timeout) + 15)
+
+
+def _execute(job_dir, job, functions, box, limit, step=None, steps=0, ids=None):
     (job_dir.inbox / "job.json").write_text(json.dumps(job), encoding="utf-8")
     if functions is not None:
         runner.run_job(str(job_dir.inbox), functions, out_dir=str(job_dir.outbox))
         return False, 0
     job["sandbox"] = box.spec(limit)
     (job_dir.inbox / "job.json").write_text(json.dumps(job), encoding="utf-8")
-    return box.run(job_dir, limit, step, steps)
+    return box.run(job_dir, limit, step, steps, ids)
 
 
 def _layer_tests(layer, layer_cases, records, import_error, flagged, timeout):
@@ -328,7 +348,7 @@ def _calls(tmp, base, functions, box, timeout):
         yield Remote(channel, timeout + STEP_SLACK)
 
 
-def _run_model(tmp, base, functions, swap, timeout, attempt, box, fd=True):
+def _run_model(tmp, base, functions, swap, timeout, attempt, box, fd=True, until=None):
     """One run of the whole-model check: its record (with "function": the student function it
     stopped in, when it did not finish). fd False: no finite differences (a quick run).
     minigpt's GPT runs here; the student's functions run in a child that answers its calls."""
@@ -337,8 +357,12 @@ def _run_model(tmp, base, functions, swap, timeout, attempt, box, fd=True):
         student = runner.Student(functions, base.get("student"), base.get("watch", []))
         check.run(Here(runner.Local(student, timeout)), swap, rec, fd)
         return rec
-    job_dir, base = _job(tmp, base, box, f"model{attempt or ''}")
     limit = runner.model_time_limit(timeout) + 15
+    if until is not None:                            # the grade's budget for all the model's runs
+        limit = min(limit, until - time.monotonic())
+        if limit < 1:
+            return {"status": "timeout", "function": ""}
+    job_dir, base = _job(tmp, base, box, f"model{attempt or ''}")
     job = dict(base, kind="model", timeout=timeout, skip=[], sandbox=box.spec(limit))
     (job_dir.inbox / "job.json").write_text(json.dumps(job), encoding="utf-8")
     with box.serve(job_dir, limit, step=timeout + STEP_SLACK) as channel:

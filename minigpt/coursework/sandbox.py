@@ -159,15 +159,15 @@ class Sandbox:
         return dict(uid=self.uid, gid=self.gid, memory=self.memory_mb << 20, cpu=int(math.ceil(limit)) + 1,
                     fsize=FILE_MB << 20)
 
-    def run(self, job, limit, step=None, steps=0):
+    def run(self, job, limit, step=None, steps=0, ids=None):
         """Run the runner in the child (it calls enter() before it opens its outbox); SIGKILL after
-        `limit` seconds, or after `step` seconds in which results.jsonl did not grow (at most
-        `steps` times reset; the first step, up to the runner's "loaded" line, covers the
-        import and STARTUP_SLACK more); then every process of the student's user.
-        Returns (killed, code)."""
+        `limit` seconds, or after `step` seconds in which results.jsonl gained no record (at most
+        `steps` times reset; ids: the case ids a record may have, each counted once, besides the
+        runner's "loaded" line, whose first step covers the import and STARTUP_SLACK more;
+        None: any growth counts); then every process of the student's user. Returns (killed, code)."""
         with open(job.inbox / "output.txt", "wb") as log:
             child = self._start(job, log)
-            killed = self._watch(child, job.outbox / "results.jsonl", limit, step, steps)
+            killed = self._watch(child, job.outbox / "results.jsonl", limit, step, steps, ids)
         self.kill_all()
         return killed, child.returncode
 
@@ -209,19 +209,22 @@ class Sandbox:
             self.kill_all()
 
     @staticmethod
-    def _watch(child, results, limit, step, steps):
+    def _watch(child, results, limit, step, steps, ids=None):
         start = last = time.monotonic()
-        size, deadline = 0, start + limit
+        size, seen, deadline = 0, 0, start + limit
         killed = False
         try:
             while child.poll() is None:
                 now = time.monotonic()
                 if step:
                     grown = _size(results)
-                    if grown > size and steps > 0:
-                        size, last, steps = grown, now, steps - 1
-                    # before the first line ("loaded"): starting Python and importing the file
-                    if now - last > (step if size else step + STARTUP_SLACK):
+                    if grown > size:            # junk lines, or a record seen before, reset nothing
+                        size = grown
+                        count = grown if ids is None else _records(results, ids)
+                        if count > seen and steps > 0:
+                            seen, last, steps = count, now, steps - 1
+                    # before the first record ("loaded"): starting Python and importing the file
+                    if now - last > (step if seen else step + STARTUP_SLACK):
                         killed = True
                         break
                 if now > deadline:
@@ -490,6 +493,11 @@ def _size(path):
         return os.lstat(path).st_size
     except OSError:
         return 0
+
+
+def _records(path, ids):
+    """How many distinct records of the given case ids (and the "loaded" line) a results file holds."""
+    return len({rec.get("id") for rec in read_lines(path) if rec.get("id") == "loaded" or rec.get("id") in ids})
 
 
 def read_bytes(path, cap=MAX_BYTES):
