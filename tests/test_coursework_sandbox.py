@@ -603,3 +603,19 @@ def test_a_hang_that_writes_junk_records_cannot_stretch_its_job_past_the_jobs_bo
     # the gelu job's bound (4 cases), and a few seconds for the other six layers and the model
     assert seconds < 0.3 * (4 + 1) + 10 + 12, seconds
     assert leftovers() == []
+
+
+def test_what_a_hidden_case_prints_cannot_be_counted_in_the_always_visible_output(tmp_path):
+    """During a hidden case the file prints a number of characters it chose from the case's inputs:
+    results.json's output (always visible) says only that it printed; the time is rounded to 10 s."""
+    extra = tmp_path / "hidden.json"
+    extra.write_text(json.dumps({"cases": [{"layer": "gelu", "name": "xyzzy", "seed": 4242, "shape": [3, 7]}]}))
+    path = attack_file(tmp_path, gelu_forward="""
+        if x.shape == (3, 7):                    # the hidden case: 424,242 characters, say
+            print("x" * 424242, end="")
+    """)
+    status, data = grade_json(path, "--extra-cases", str(extra))
+    assert data["score"] == pytest.approx(100.0)
+    assert "printed" in data["output"] and not re.search(r"\d{3}", data["output"].split("points", 1)[1])
+    assert "424" not in visible_text(data)
+    assert data["execution_time"] % 10 == 0

@@ -11,6 +11,7 @@ pickle and checked before use. A function that uses minigpt's own code (seen in
 the source, or caught calling into minigpt's files at run time) earns nothing.
 """
 import json
+import math
 import sys
 import tempfile
 from contextlib import contextmanager
@@ -32,6 +33,12 @@ from .source_check import uses_minigpt
 from .recheck import recheck
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]          # minigpt/
+
+
+def coarse_seconds(seconds):
+    """A grade's time as results.json shows it, always: rounded up to 10 s (student code that
+    sleeps must not spell out what it saw in a hidden case)."""
+    return float(10 * math.ceil(seconds / 10))
 
 
 @dataclass
@@ -130,7 +137,7 @@ class Report:
         head = f"{self.score:.1f} of {self.max_score:.1f} points"
         if self.import_error:
             head += f"; student file: {self.import_error}"
-        return {"score": round(self.score, 4), "execution_time": round(self.seconds, 2),
+        return {"score": round(self.score, 4), "execution_time": coarse_seconds(self.seconds),
                 "output": head + self.note, "stdout_visibility": self.stdout_visibility, "tests": tests}
 
 
@@ -208,9 +215,11 @@ def _grade_quietly(base, functions, flagged, extra_cases, timeout, workers, box)
     if printed:
         count = sum(n for n, _ in printed)
         head = " ".join(" ".join(h.split()) for _, h in printed)
-        report.note = (f"; your code printed {count:,} characters (the grader keeps the first "
-                       f"{CappedOutput.KEEP:,} of each process)")
-        report.printed = f"; they began: {head[:300]!r}"
+        # results.json's output is always visible: it says only that something was printed (a count
+        # would carry what a hidden case's inputs were); the count and the text go to the table
+        report.note = "; your code printed to stdout or stderr"
+        report.printed = (f" ({count:,} characters; the grader keeps the first {CappedOutput.KEEP:,} of each "
+                          f"process); they began: {head[:300]!r}")
     return report
 
 
