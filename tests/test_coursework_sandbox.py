@@ -619,3 +619,44 @@ def test_what_a_hidden_case_prints_cannot_be_counted_in_the_always_visible_outpu
     assert "printed" in data["output"] and not re.search(r"\d{3}", data["output"].split("points", 1)[1])
     assert "424" not in visible_text(data)
     assert data["execution_time"] % 10 == 0
+
+
+@ROOT_ONLY
+def test_files_the_students_user_leaves_in_shared_temporary_folders_are_removed(tmp_path):
+    """gelu_forward leaves a file in /tmp, /var/tmp and /dev/shm (memory RLIMIT_AS does not count)
+    and a folder: after the grade none is left."""
+    tag = f"left-behind-{os.getpid()}"
+    path = attack_file(tmp_path, gelu_forward=f"""
+        import os
+        for folder in ("/tmp", "/var/tmp", "/dev/shm"):
+            try:
+                with open(folder + "/{tag}", "wb") as f:
+                    f.write(b"x" * 100000)
+            except OSError:
+                pass
+        os.makedirs("/tmp/{tag}-dir/deeper", exist_ok=True)
+        open("/tmp/{tag}-dir/deeper/f", "w").close()
+    """)
+    report = grade_file(path, timeout=2.0)
+    assert report.score == pytest.approx(100.0), report.table()
+    left = [p for p in (f"/tmp/{tag}", f"/var/tmp/{tag}", f"/dev/shm/{tag}", f"/tmp/{tag}-dir") if os.path.lexists(p)]
+    assert left == []
+
+
+@ROOT_ONLY
+def test_removing_a_users_files_never_follows_a_link(tmp_path):
+    """A link of the student's user's to a folder of root's is removed, not what it points to."""
+    uid = POOL[-1]
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    kept = tmp_path / "roots"
+    kept.mkdir()
+    (kept / "file").write_text("keep me")
+    (shared / "link").symlink_to(kept)
+    (shared / "own").write_text("x")
+    (shared / "other").write_text("x")
+    for p in (shared / "link", shared / "own"):
+        os.lchown(p, uid, uid)
+    sandbox.remove_files_of(uid, [str(shared)])
+    assert sorted(p.name for p in shared.iterdir()) == ["other"]
+    assert (kept / "file").read_text() == "keep me"

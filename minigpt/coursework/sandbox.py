@@ -60,6 +60,7 @@ POOL = range(65532, 65500, -1)  # without --user: the first of these uids (and g
 MEMORY_MB = 768                 # Gradescope's default container memory
 FILE_MB = 64                    # the largest file the child may write
 MAX_BYTES = 64 << 20            # the most the grader reads back from one child file
+NOFILE = 128                    # descriptors the child may hold open at once
 STEP_SLACK = 2.0                # seconds a case may run past --timeout before its process is killed
 STARTUP_SLACK = 5.0             # and the seconds Python and NumPy may take to start, before the file's import
 CHILD_ENV = ("PATH", "LANG", "LC_ALL", "LD_LIBRARY_PATH", "SYSTEMROOT")
@@ -242,7 +243,8 @@ class Sandbox:
 
     def kill_all(self):
         """As root: SIGKILL every process of the student's user (a detached one too), from a
-        fork of this process that becomes that user (kill(-1) reaches exactly those)."""
+        fork of this process that becomes that user (kill(-1) reaches exactly those); then
+        remove what that user left in the shared temporary folders (remove_files_of)."""
         if not self.isolated:
             return
         for _ in range(50):
@@ -257,8 +259,9 @@ class Sandbox:
                     os._exit(0)
             os.waitpid(pid, 0)
             if not processes_of(self.uid):
-                return
+                break
             time.sleep(0.02)
+        remove_files_of(self.uid)
 
 
 # in the child, before the student's file: become the student's user, under the limits
@@ -295,6 +298,9 @@ def enter(spec):
     resource.setrlimit(resource.RLIMIT_FSIZE, (spec["fsize"], spec["fsize"]))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     resource.setrlimit(resource.RLIMIT_NPROC, (1, 1))          # no new process, and no thread either
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    files = NOFILE if hard == resource.RLIM_INFINITY else min(NOFILE, hard)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (files, files))    # a few files open at once
 
 
 def lock_path(uid):
@@ -342,6 +348,52 @@ def resolve_user(spec):
     if not (uid < 2**32 - 1 and gid < 2**32 - 1):
         raise SandboxError(f"--user {spec}: not a valid uid:gid")
     return uid, gid
+
+
+SHARED_TMP = ("/tmp", "/var/tmp", "/dev/shm")
+
+
+def remove_files_of(uid, folders=SHARED_TMP):
+    """Remove every file, link and folder of uid's at the top of the shared temporary folders,
+    and in the sticky world-writable folders there (/tmp/.X11-unix and the like), without
+    following a link: /dev/shm is memory that RLIMIT_AS does not count, and nothing the
+    student's code leaves may reach the next job or the next grade."""
+    for folder in folders:
+        for top in _entries(folder):
+            st = _lstat(top)
+            if st is None:
+                continue
+            if st.st_uid == uid:
+                _remove(top, st)
+            elif stat.S_ISDIR(st.st_mode) and st.st_mode & 0o1002 == 0o1002:
+                for inner in _entries(top):
+                    inner_st = _lstat(inner)
+                    if inner_st is not None and inner_st.st_uid == uid:
+                        _remove(inner, inner_st)
+
+
+def _entries(folder):
+    try:
+        return [os.path.join(folder, name) for name in os.listdir(folder)]
+    except OSError:
+        return []
+
+
+def _lstat(path):
+    try:
+        return os.lstat(path)
+    except OSError:
+        return None
+
+
+def _remove(path, st):
+    try:
+        if stat.S_ISDIR(st.st_mode):
+            shutil.rmtree(path)             # never follows a link (fd-based where the OS allows)
+        else:
+            os.unlink(path)
+    except OSError:
+        pass
 
 
 def processes_of(uid):
