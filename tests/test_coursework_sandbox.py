@@ -276,11 +276,22 @@ def test_two_grades_at_once_never_share_a_student_uid():
 
 @ROOT_ONLY
 def test_grading_as_root_hides_the_package_and_restores_its_permissions(tmp_path):
+    """Two grades at once: the package stays hidden until the last of them ends, whichever it is."""
     mode = PACKAGE_DIR.stat().st_mode
-    box = Sandbox.for_this_process()
-    with box.hidden([PACKAGE_DIR]):
+    box, other = Sandbox.for_this_process(), Sandbox.for_this_process()
+    first, second = box.hidden([PACKAGE_DIR]), other.hidden([PACKAGE_DIR])
+    try:
+        first.__enter__()
         assert PACKAGE_DIR.stat().st_mode & 0o077 == 0
-    assert PACKAGE_DIR.stat().st_mode == mode
+        second.__enter__()
+        first.__exit__(None, None, None)                     # the first grade ends, the second runs on
+        assert PACKAGE_DIR.stat().st_mode & 0o077 == 0
+        second.__exit__(None, None, None)
+        assert PACKAGE_DIR.stat().st_mode == mode
+    finally:
+        os.chmod(PACKAGE_DIR, mode)
+        box.close()
+        other.close()
 
 
 def test_forged_npz_files_symlinks_and_fifos_are_refused_before_anything_is_allocated(tmp_path):

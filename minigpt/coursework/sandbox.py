@@ -122,18 +122,43 @@ class Sandbox:
 
     @contextmanager
     def hidden(self, paths):
-        """As root: the paths lose their group and other permissions while the grade runs."""
-        saved = []
+        """As root: the paths lose their group and other permissions while the grade runs. Grades
+        at once share them: each holds a shared flock on one lock file, which also keeps the
+        modes as they were; the last grade to end restores them all (a grade killed before it
+        could is made good by the next one to end)."""
+        if not self.isolated:
+            yield
+            return
+        grading, modes = open_lock("hidden"), open_lock("modes")   # held shared by every grade; a mutex
         try:
-            for path in paths if self.isolated else ():
-                st = os.stat(path)
-                if st.st_mode & 0o077:
-                    saved.append((path, stat.S_IMODE(st.st_mode)))
-                    os.chmod(path, stat.S_IMODE(st.st_mode) & 0o700)
+            fcntl.flock(modes, fcntl.LOCK_EX)
+            try:
+                fcntl.flock(grading, fcntl.LOCK_SH)
+                saved = _saved_modes(modes)
+                for path in map(str, paths):
+                    st = os.stat(path)
+                    if st.st_mode & 0o077 and path not in saved:
+                        saved[path] = stat.S_IMODE(st.st_mode)
+                        os.chmod(path, stat.S_IMODE(st.st_mode) & 0o700)
+                _keep_modes(modes, saved)
+            finally:
+                fcntl.flock(modes, fcntl.LOCK_UN)
             yield
         finally:
-            for path, mode in reversed(saved):
-                os.chmod(path, mode)
+            fcntl.flock(modes, fcntl.LOCK_EX)
+            try:
+                fcntl.flock(grading, fcntl.LOCK_EX | fcntl.LOCK_NB)   # the last grade holding them?
+            except BlockingIOError:
+                pass
+            else:
+                for path, mode in _saved_modes(modes).items():
+                    try:
+                        os.chmod(path, mode)
+                    except OSError:
+                        pass
+                _keep_modes(modes, {})
+            os.close(grading)
+            os.close(modes)
 
     def job(self, tmp, name, files):
         """An inbox (the grader's, readable) and an outbox (the child's) with names no one can
@@ -309,10 +334,10 @@ def lock_path(uid):
     return os.path.join(folder, f"minigpt-grade-{uid}.lock")
 
 
-def take_lock(uid, wait):
-    """An exclusive flock on the uid's lock file, opened without following a link and refused
-    unless it is a regular file of root's; None when another grade holds it and not wait."""
-    path = lock_path(uid)
+def open_lock(name):
+    """The lock file's descriptor, opened without following a link and refused unless it is a
+    regular file of root's that no one else may write."""
+    path = lock_path(name)
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     except OSError as e:
@@ -321,6 +346,29 @@ def take_lock(uid, wait):
     if not stat.S_ISREG(st.st_mode) or st.st_uid != 0 or st.st_mode & 0o022:
         os.close(fd)
         raise SandboxError(f"the lock {path} is not a regular file of root's: remove it")
+    return fd
+
+
+def _saved_modes(fd):
+    """{path: mode} kept in the hidden lock file (root's alone), {} when it holds nothing readable."""
+    os.lseek(fd, 0, os.SEEK_SET)
+    try:
+        saved = json.loads(os.read(fd, 1 << 20) or b"{}")
+    except ValueError:
+        return {}
+    return {k: v for k, v in saved.items() if type(v) is int} if isinstance(saved, dict) else {}
+
+
+def _keep_modes(fd, saved):
+    os.ftruncate(fd, 0)
+    os.lseek(fd, 0, os.SEEK_SET)
+    os.write(fd, json.dumps(saved).encode())
+
+
+def take_lock(uid, wait):
+    """An exclusive flock on the uid's lock file (open_lock); None when another grade holds it
+    and not wait."""
+    fd = open_lock(uid)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
