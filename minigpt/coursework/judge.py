@@ -92,6 +92,9 @@ def _array(name, got_rec, shape, arrays, dtype):
         return None, f"{name} was not returned"
     if got.shape != tuple(shape):
         return None, f"{name} has shape {got.shape}, expected {tuple(shape)}"
+    if got.dtype != np.dtype(dtype) and got.ndim == 0:      # a scalar loss: any NumPy scalar or 0-d array
+        return None, (f"{name} is {got.dtype} for {dtype} inputs (a Python float is always float64: return "
+                      "a 0-d array of the input's dtype, np.asarray(loss, dtype=logits.dtype))")
     if got.dtype != np.dtype(dtype):
         return None, f"{name} is {got.dtype} for {dtype} inputs ({DTYPE_HINT})"
     return got, None
@@ -285,7 +288,7 @@ def _own_forward(case, name, got_rec, scale, arrays, fd, function, reason):
     if rms(value) < DEGENERATE * rms(scale):
         return (f"{name} {got.shape}: relative error {rel_error(got, scale):.1e} against the reference; your "
                 f"forward barely depends on its input here, so its finite differences do not count "
-                f"(hint: {hint(case, function, name)})")
+                f"(hint: {diagnose(case, function, name, got, scale) or hint(case, function, name)})")
     err = rel_error(got.reshape(-1)[index], value)
     if not np.isfinite(err) or err > max(case.fd_tol, TOLERANCE[case.spec["dtype"]][1]):
         return (f"{name} {got.shape}: relative error {err:.1e} against finite differences of your own forward "
