@@ -90,8 +90,8 @@ BUGS = {   # name: (text in solution.py, the bug, {function that loses points: w
         {"cross_entropy_backward": "(hint: dlogits = dloss * (probs - onehot(target)) / count, and 0 on ignored"}),
     "cross-entropy backward divides by every position": (
         "float(dloss) / count", "float(dloss) / len(safe_t)",
-        {"cross_entropy_backward": "3-D logits, one ignored target: dlogits (2, 5, 11): relative error 1.1e-01 "
-                                   "against the reference, 1.1e-01 against finite differences of your forward (hint: "
+        {"cross_entropy_backward": "3-D logits, one ignored target: dlogits (2, 5, 11): relative error 1.0e-01 "
+                                   "against the reference, 1.0e-01 against finite differences of your forward (hint: "
                                    "divide by the number of counted positions (9 here), not 10)"}),
     "cross-entropy loss returned as a Python float": (   # a float64 scalar passes the float64 cases
         "    loss = np.asarray((nll * counted).sum() / count, dtype=logits.dtype)\n",

@@ -175,7 +175,8 @@ def _attention_dropout(s, rng, dtype):
     return Case("attention", "", s, [("array", "qkv"), ("value", nh), ("value", float(s["p_drop"])),
                                      ("rng", int(rng.integers(1 << 31)))], ["qkv", "n_head", "p_drop", "rng"],
                 dict(qkv=qkv, dout=dout), [0], ["dqkv"], ("array", "dout"), out,
-                [np.zeros(qkv.shape)], fd=False, features=("p_drop",), own_forward_only=True, extra={"att": att})
+                [np.zeros(qkv.shape)], features=("p_drop",), own_forward_only=True,
+                extra={"att": att, "grad_scale": L.attention_backward(up(dout), cache)})
 
 
 class _GivenMask:

@@ -204,7 +204,12 @@ def _backward_outputs(case, grads, arrays, forward_failed, function):
     centred differences of the student's own forward."""
     dtype, tol = case.spec["dtype"], TOLERANCE[case.spec["dtype"]][1]
     if case.own_forward_only:
-        return _attention_dropout_backward(case, grads[0], arrays, function)
+        why = _attention_dropout_backward(case, grads[0], arrays, function)
+        fd = (arrays["fd_index_0"], arrays["fd_value_0"]) if "fd_index_0" in arrays else None
+        if why and forward_failed and _own_forward(case, "dqkv", grads[0], case.extra["grad_scale"], arrays,
+                                                   fd, function, "its dropout is random") is None:
+            why = None                  # rule 2: the gradient of the forward the student wrote (no causal mask)
+        return ("fail", why) if why else ("pass", "")
     for i, name, got_rec, expected in zip(case.grad_args, case.grad_names, grads, case.ref_grads):
         fd = (arrays[f"fd_index_{i}"], arrays[f"fd_value_{i}"]) if f"fd_index_{i}" in arrays else None
         why = compare(name, got_rec, expected, arrays, dtype, tol, case, function, fd)
@@ -220,8 +225,8 @@ def _backward_outputs(case, grads, arrays, forward_failed, function):
 
 
 def _attention_dropout_backward(case, got_rec, arrays, function):
-    """On the dropout case the answer depends on the student's own mask: dqkv must be minigpt's
-    gradient for the mask their forward drew, read off its output (v is one-hot) where that output
+    """None, or why not. On the dropout case the answer depends on the student's own mask: dqkv
+    must be minigpt's gradient for the mask their forward drew, read off its output (v is one-hot) where that output
     is a dropout of the weights, else off the backward's own dv (dv = dropped_att^T dy, solved
     for dropped_att), which must then be one: each weight 0 or att / (1 - p_drop), about p_drop
     of them dropped (so a backward of zeros, whose mask drops every weight, earns nothing)."""
@@ -229,7 +234,7 @@ def _attention_dropout_backward(case, got_rec, arrays, function):
     B, T, C, nh = s["B"], s["T"], s["C"], s["n_head"]
     got, why = _array("dqkv", got_rec, (B, T, 3 * C), arrays, s["dtype"])
     if why:
-        return "fail", why
+        return why
     heads = lambda a: a.astype(np.float64).reshape(B, T, nh, C // nh).transpose(0, 2, 1, 3)  # noqa: E731
     out = arrays.get("out")
     kept = _mask_of(case, heads(out)[..., :T], heads(out)[..., T:]) if out is not None and \
@@ -240,12 +245,11 @@ def _attention_dropout_backward(case, got_rec, arrays, function):
         kept = _mask_of(case, np.swapaxes(dv @ np.linalg.pinv(dy), -1, -2))
         where = "the mask your backward's dv implies (your forward's output shows none)"
     if kept is None:
-        return "fail", ("dqkv: its dv is not dropped_att^T dy for any dropout of the weights, and your "
-                        f"forward's output shows no mask either (hint: {hint(case, function, 'dqkv')})")
+        return ("dqkv: its dv is not dropped_att^T dy for any dropout of the weights, and your "
+                f"forward's output shows no mask either (hint: {hint(case, function, 'dqkv')})")
     expected = attention_grad_with_mask(case, kept)
     why = compare("dqkv", got_rec, expected, arrays, s["dtype"], TOLERANCE[s["dtype"]][1], case, function)
-    return ("fail", why.replace("against the reference", f"against minigpt's gradient for {where}")) if why \
-        else ("pass", "")
+    return why and why.replace("against the reference", f"against minigpt's gradient for {where}")
 
 
 def _mask_of(case, dropped, rest=None):
