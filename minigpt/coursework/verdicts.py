@@ -64,7 +64,8 @@ def _blame(culprits):
 
 def model_test(run, report, timeout, swap=None, blamed=()):
     """The whole GPT, float64, with every forward/backward pair that passed all its visible tests
-    swapped in (a hidden case never decides it, so it tells nothing of them before release); it earns a share of its points for each such layer when the gradients match.
+    swapped in (a hidden case never decides it, so it tells nothing of them before release); it
+    earns a share of its points for each such layer when the gradients match.
     A pair that raises, hangs or ends the process in it is left out, and the model runs again.
     When the gradients are wrong, each pair runs alone in the model, to name the layer that
     breaks it; the model runs again without it, and the others keep their share."""
