@@ -13,6 +13,7 @@ from minigpt.coursework.cases import FUNCTIONS, POINTS, BUILTIN, read_extra_case
 from minigpt.coursework.grade import grade_functions
 
 HERE = Path(__file__).parent
+SOLUTION_TEXT = (HERE.parent / "minigpt" / "coursework" / "solution.py").read_text()
 
 BUGS = {   # name: (text in solution.py, the bug, {function that loses points: what its line says})
     "dropout still drops when rng is None": (
@@ -80,6 +81,23 @@ BUGS = {   # name: (text in solution.py, the bug, {function that loses points: w
     "attention dv from the weights before dropout": (
         "    dv = att_used.transpose(0, 1, 3, 2) @ dy\n", "    dv = att.transpose(0, 1, 3, 2) @ dy\n",
         {"attention_backward": "dropout on the weights, p_drop = 0.3: dqkv (4, 8, 48): relative error"}),
+    "layernorm forward forgets + b": (
+        "        out = out + b\n", "        out = out\n",
+        {"layernorm_forward": "3-D input: out (2, 5, 8): relative error 3.3e-01 against the reference (hint: out = "
+                              "xhat * w + b: the + b is missing)"}),
+    "cross-entropy caches the log-probabilities for the backward": (   # count and ignored rows are right
+        "    return loss, (np.exp(log_probs), safe_t,", "    return loss, (log_probs, safe_t,",
+        {"cross_entropy_backward": "(hint: dlogits = dloss * (probs - onehot(target)) / count, and 0 on ignored"}),
+    "cross-entropy backward divides by every position": (
+        "float(dloss) / count", "float(dloss) / len(safe_t)",
+        {"cross_entropy_backward": "3-D logits, one ignored target: dlogits (2, 5, 11): relative error 1.0e-01 "
+                                   "against the reference, 1.0e-01 against finite differences of your forward (hint: "
+                                   "divide by the number of counted positions (9 here), not 10)"}),
+    "cross-entropy loss returned as a Python float": (   # a float64 scalar passes the float64 cases
+        "    loss = np.asarray((nll * counted).sum() / count, dtype=logits.dtype)\n",
+        "    loss = float((nll * counted).sum() / count)\n",
+        {"cross_entropy_forward": "5 of 6 cases pass; float32: loss is float64 for float32 inputs (a Python float is "
+                                  "always float64"}),
 }
 
 
@@ -207,3 +225,59 @@ def test_a_pair_that_passes_its_cases_but_breaks_the_model_is_named_and_the_rest
     assert points == pytest.approx(POINTS["model"] * 6 / 7)
     assert "your gelu pair breaks the model alone (" in why and "(no share for gelu)" in why
     assert report.exit_status() == 1
+
+
+CONSISTENT = {   # a forward bug whose backward is the exact gradient of that forward, or is right for its cache
+    "cross-entropy divided by every position, forward and backward": (
+        [("    count = max(int(counted.sum()), 1)\n", "    count = len(t)\n")],
+        "cross_entropy_forward", "3-D logits, one ignored target: loss (): relative error"),
+    "layernorm with the unbiased variance, forward and backward": (
+        [("(centred * centred).mean(axis=-1, keepdims=True)", "(centred * centred).sum(axis=-1, keepdims=True) / "
+          "(x.shape[-1] - 1)"), ("- xhat * (dxhat * xhat).mean(axis=-1, keepdims=True))",
+                                 "- xhat * (dxhat * xhat).sum(axis=-1, keepdims=True) / (C - 1))")],
+        "layernorm_forward", "3-D input: out (2, 5, 8): relative error"),
+    "attention heads merged without the transpose (the cache is right)": (
+        [("    y = y.transpose(0, 2, 1, 3).reshape(B, T, C)\n", "    y = y.reshape(B, T, C)\n")],
+        "attention_forward", "2 heads: out (2, 5, 8): relative error"),
+    "attention's dropout mask from np.random (the cache holds the mask it used)": (
+        [("(rng.random(att.shape) >= p_drop)", "(np.random.random(att.shape) >= p_drop)")],
+        "attention_forward", "same seed it drew a different mask"),
+}
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+@pytest.mark.parametrize("bug", list(CONSISTENT))
+def test_a_backward_right_for_its_own_forward_keeps_its_marks_on_every_case(bug, tmp_path):
+    """Also on the cases of large values (logits x1000, rows of mean 1e6: differences measured
+    against a tolerance from their error on minigpt's forward) and on attention's dropout case
+    (minigpt's gradient for the mask the student's forward drew)."""
+    edits, forward, says = CONSISTENT[bug]
+    source = SOLUTION_TEXT
+    for old, new in edits:
+        assert source.count(old) == 1, old
+        source = source.replace(old, new)
+    path = tmp_path / "student_layers.py"
+    path.write_text(source)
+    report = grade_here(path)
+    assert losers(report) == {forward, "model"}, report.table()
+    assert says in report.functions()[forward][3]
+
+
+def test_hidden_cases_decide_nothing_students_see_before_release(tmp_path):
+    """A LayerNorm that clamps eps passes every visible case and fails a hidden one: the visible
+    model test still swaps it in, and the always-visible output gives the visible points only."""
+    path = bug_file(tmp_path, "keepdims=True) + eps)", "keepdims=True) + min(eps, 0.01))")
+    cases = tmp_path / "hidden.json"
+    cases.write_text(json.dumps([{"layer": "layernorm", "name": "eps 0.1", "eps": 0.1, "scale": 0.3,
+                                  "shape": [4, 7], "bias": False}]))
+    report = grade_here(path, extra_cases=read_extra_cases(cases))
+    hidden = [t for t in report.tests if t.hidden and t.function == "layernorm_forward"]
+    assert hidden[0].status == "fail" and "(hint: use the eps argument" in hidden[0].output, hidden[0].output
+    assert [t.score for t in report.tests if t.function == "model"] == [POINTS["model"]], report.table()
+    data = report.results_json()
+    shown = [t for t in data["tests"] if "visibility" not in t]
+    assert all(t["score"] == t["max_score"] for t in shown)
+    points = sum(t["max_score"] for t in shown)
+    assert data["output"].startswith(f"{points:.1f} of {points:.1f} points on the tests shown now; 2 tests of "
+                                     "hidden cases count too"), data["output"]
+    assert f"{report.score:.1f}" not in data["output"]

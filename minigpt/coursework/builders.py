@@ -8,9 +8,14 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .. import layers as L
+from ..gradcheck import rel_error
 
 DEFAULT_EPS = 1e-5              # layernorm_forward's eps, passed only when a case sets another
 DEFAULT_IGNORE_INDEX = -1       # cross_entropy_forward's ignore_index, likewise
+OWN_FORWARD_TOLERANCE = 1e-6    # a backward against centred differences of the student's own forward
+FD_STEP, FD_PICKS = 1e-5, 24    # the step and the entries per input of the runner's centred differences
+FD_MARGIN = 100                 # on a case where they are inexact, the tolerance is this x their error
+FD_USELESS = 1e-3               # for minigpt's own forward; past this tolerance they are not used at all
 
 
 @dataclass
@@ -27,6 +32,7 @@ class Case:
     ref_out: object = None          # minigpt's output (None for dropout: graded by its properties)
     ref_grads: list = field(default_factory=list)   # minigpt's gradients (None where none is expected)
     fd: bool = True                 # also compare with finite differences of the student's forward
+    fd_tol: float = OWN_FORWARD_TOLERANCE   # how far a backward may be from them (where they count)
     features: tuple = ()            # names in FEATURE_HINTS that this case exercises
     own_forward_only: bool = False  # a random forward: the backward is graded against its own forward
     extra: dict = field(default_factory=dict)       # what a property check needs (attention dropout: att)
@@ -48,6 +54,30 @@ def _normal(rng, shape, dtype, scale=1.0):
 def _dout(s, shape, dtype):
     """The upstream gradient: from the case's seed alone, so that both forward calls share it."""
     return _normal(np.random.default_rng([s["seed"], 1]), shape, dtype)
+
+
+def _fd_tolerance(forward, args, dout, grad_args, grads):
+    """The tolerance for a backward against centred differences of the student's forward, on a case
+    of large values where they are inexact: FD_MARGIN x the error they make on minigpt's own forward
+    (rows with a mean of 1e6: about 1e-5), at least OWN_FORWARD_TOLERANCE."""
+    rng, worst = np.random.default_rng(0), 0.0
+    for i, grad in zip(grad_args, grads):
+        if grad is None:
+            continue
+        x = args[i]
+        flat = rng.choice(x.size, size=min(FD_PICKS, x.size), replace=False)
+        values = []
+        for j in flat:
+            ix = np.unravel_index(j, x.shape)
+            old = x[ix]
+            x[ix] = old + FD_STEP
+            plus = np.sum(forward(args) * dout)
+            x[ix] = old - FD_STEP
+            minus = np.sum(forward(args) * dout)
+            x[ix] = old
+            values.append((plus - minus) / (2 * FD_STEP))
+        worst = max(worst, rel_error(np.asarray(grad).reshape(-1)[flat], np.asarray(values)))
+    return max(OWN_FORWARD_TOLERANCE, FD_MARGIN * worst)
 
 
 def _embedding(s, rng, dtype):
@@ -89,10 +119,12 @@ def _layernorm(s, rng, dtype):
     features = (() if s["bias"] else ("no bias",)) + (("large",) if abs(s["offset"]) > 1e3 else ()) + \
         (("eps",) if eps_given else ())
     args = [("array", "x"), ("array", "w"), ("array", "b") if s["bias"] else ("none",)]
+    grads = list(L.layernorm_backward(up(dout), cache))
+    tol = OWN_FORWARD_TOLERANCE if abs(s["offset"]) < 1e3 else _fd_tolerance(
+        lambda a: L.layernorm_forward(*a, s["eps"])[0], [up(x), up(w), up(b)], up(dout), [0, 1, 2], grads)
     return Case("layernorm", "", s, args + ([("value", float(s["eps"]))] if eps_given else []),
                 ["x", "w", "b", "eps"], arrays, [0, 1, 2], ["dx", "dw", "db"], ("array", "dout"),
-                out, list(L.layernorm_backward(up(dout), cache)), fd=abs(s["offset"]) < 1e3,
-                features=features)
+                out, grads, fd=tol <= FD_USELESS, fd_tol=tol, features=features)
 
 
 def _gelu(s, rng, dtype):
@@ -147,6 +179,23 @@ def _attention_dropout(s, rng, dtype):
                 extra={"att": att, "grad_scale": L.attention_backward(up(dout), cache)})
 
 
+class _GivenMask:
+    """A stand-in for the rng argument whose draws keep exactly `kept` (rng.random(shape) >= p)."""
+
+    def __init__(self, kept):
+        self.kept = kept
+
+    def random(self, shape, dtype=np.float64):
+        return np.where(np.broadcast_to(self.kept, shape), 1.0, 0.0).astype(dtype)
+
+
+def attention_grad_with_mask(case, kept):
+    """minigpt's dqkv on an attention dropout case, for the keep-mask `kept` (B, nh, T, T)."""
+    s = case.spec
+    _, cache = L.attention_forward(up(case.arrays["qkv"]), s["n_head"], s["p_drop"], _GivenMask(kept))
+    return L.attention_backward(up(case.arrays["dout"]), cache)
+
+
 def _cross_entropy(s, rng, dtype):
     shape = list(s["shape"])
     logits = _normal(rng, shape + [s["V"]], dtype, s["scale"])
@@ -160,11 +209,13 @@ def _cross_entropy(s, rng, dtype):
     given = ignore_index != DEFAULT_IGNORE_INDEX
     features = (("ignore_index",) if given else ()) + (("ignore",) if s["ignore"] else ()) + \
         (("large",) if s["scale"] > 100 else ())
+    grads = [L.cross_entropy_backward(dloss, cache)]
+    tol = OWN_FORWARD_TOLERANCE if s["scale"] <= 100 else _fd_tolerance(
+        lambda a: L.cross_entropy_forward(a[0], targets, ignore_index)[0], [up(logits)], dloss, [0], grads)
     return Case("cross_entropy", "", s, [("array", "logits"), ("array", "targets")] +
                 ([("value", int(ignore_index))] if given else []), ["logits", "targets", "ignore_index"],
                 dict(logits=logits, targets=targets), [0], ["dlogits"], ("value", dloss),
-                np.asarray(loss), [L.cross_entropy_backward(dloss, cache)], fd=s["scale"] <= 100,
-                features=features)
+                np.asarray(loss), grads, fd=tol <= FD_USELESS, fd_tol=tol, features=features)
 
 
 BUILDERS = dict(embedding=_embedding, linear=_linear, layernorm=_layernorm, gelu=_gelu, dropout=_dropout,

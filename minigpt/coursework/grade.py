@@ -135,6 +135,11 @@ class Report:
             tests.append({"name": "note for the instructor", "score": 0.0, "max_score": 0.0,
                           "status": "passed", "output": "\n".join(self.notes), "visibility": "hidden"})
         head = f"{self.score:.1f} of {self.max_score:.1f} points"
+        hidden = [t for t in self.tests if t.hidden]
+        if hidden:                                # the top-level output is always visible
+            shown = [t for t in self.tests if not t.hidden]
+            head = (f"{sum(t.score for t in shown):.1f} of {sum(t.max_score for t in shown):.1f} points on the "
+                    f"tests shown now; {len(hidden)} tests of hidden cases count too, and are shown after release")
         if self.import_error:
             head += f"; student file: {self.import_error}"
         return {"score": round(self.score, 4), "execution_time": coarse_seconds(self.seconds),

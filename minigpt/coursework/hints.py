@@ -3,7 +3,9 @@
 hint(case, function, output) picks the case's own feature first (a repeated id, an
 ignored target, eps, rng None, ...), then the output's, then the function's;
 diagnose() reads a hint off the error itself where one bug explains it (a
-cross-entropy gradient that is right but for the factor dloss).
+cross-entropy gradient that is right but for the factor dloss, or for the count;
+a LayerNorm output that lacks + b), and for cross_entropy_backward never falls
+back to a feature's hint that the error rules out.
 """
 import numpy as np
 
@@ -13,7 +15,6 @@ from ..gradcheck import rel_error
 FEATURE_HINTS = {
     "repeat": {("embedding_backward", "dwte"): "an id that repeats must add up all its rows: np.add.at, "
                                                "not dwte[idx] += dx"},
-    "no bias": {"linear_forward": "b may be None: then y = x @ w", "layernorm_forward": "b may be None"},
     "ignore": {"cross_entropy_backward": "divide by the number of counted positions, and give ignored rows 0",
                "cross_entropy_forward": "average over the positions whose target is not ignore_index"},
     "ignore_index": {"cross_entropy_forward": "a position is ignored when its target equals the ignore_index "
@@ -83,15 +84,26 @@ def hint(case, function, output=None, finite=True):
 
 
 def diagnose(case, function, name, got, expected):
-    """A hint read off the error itself, where one bug explains it; else None."""
+    """A hint read off the error itself, where one bug explains it; else None (then hint() picks
+    one by the case's features)."""
+    if function == "layernorm_forward" and case.arrays.get("b") is not None \
+            and rel_error(got, expected - case.arrays["b"]) < 1e-6:
+        return "out = xhat * w + b: the + b is missing"
     if function != "cross_entropy_backward":
         return None
     dloss = float(case.dout[1])
     targets = np.asarray(case.arrays["targets"]).reshape(-1)
     counted = targets != case.spec["ignore_index"]
     rows = got.reshape(targets.size, -1).astype(np.float64)
-    if rel_error(rows[counted] * dloss, expected.reshape(targets.size, -1)[counted]) < 1e-6:
+    right = expected.reshape(targets.size, -1)[counted]
+    if rel_error(rows[counted] * dloss, right) < 1e-6:
         return f"multiply by dloss, the upstream gradient ({dloss:g} here, not always 1)"
     if np.abs(rows[~counted]).max(initial=0.0) > 0:
         return "ignored positions get a gradient of 0"
-    return None
+    ratio = np.sum(rows[counted] * right) / max(np.sum(right * right), 1e-300)   # got = ratio x right?
+    if 1e-3 < ratio < 1e3 and rel_error(rows[counted], ratio * right) < 1e-6:
+        return (f"divide by the number of counted positions ({int(counted.sum())} here), "
+                f"not {int(counted.sum()) / ratio:.3g}")
+    if "large" in case.features:                    # a cache from an exp that overflowed
+        return FEATURE_HINTS["large"][function]
+    return HINTS[function]                          # count and ignored rows are right: not those

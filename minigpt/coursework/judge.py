@@ -20,10 +20,10 @@ When a backward is right (the rule):
 import numpy as np
 
 from ..gradcheck import rel_error
+from .builders import attention_grad_with_mask
 from .hints import DTYPE_HINT, HINTS, diagnose, hint
 
 TOLERANCE = {"float64": (1e-7, 1e-7), "float32": (1e-4, 1e-3)}     # (forward, backward)
-OWN_FORWARD_TOLERANCE = 1e-6    # a backward against centred differences of the student's own forward
 DEGENERATE = 0.1                # own-forward differences smaller than this (rms, against the true gradient's)
 #                                 mean a forward that does not depend on that input: they do not count
 
@@ -92,6 +92,9 @@ def _array(name, got_rec, shape, arrays, dtype):
         return None, f"{name} was not returned"
     if got.shape != tuple(shape):
         return None, f"{name} has shape {got.shape}, expected {tuple(shape)}"
+    if got.dtype != np.dtype(dtype) and got.ndim == 0:      # a scalar loss: any NumPy scalar or 0-d array
+        return None, (f"{name} is {got.dtype} for {dtype} inputs (a Python float is always float64: return "
+                      "a 0-d array of the input's dtype, np.asarray(loss, dtype=logits.dtype))")
     if got.dtype != np.dtype(dtype):
         return None, f"{name} is {got.dtype} for {dtype} inputs ({DTYPE_HINT})"
     return got, None
@@ -200,22 +203,69 @@ def _backward_outputs(case, grads, arrays, forward_failed, function):
     """Each output: the reference gradient, or (forward failed, and it depends on that input)
     centred differences of the student's own forward."""
     dtype, tol = case.spec["dtype"], TOLERANCE[case.spec["dtype"]][1]
+    if case.own_forward_only:
+        why = _attention_dropout_backward(case, grads[0], arrays, function)
+        fd = (arrays["fd_index_0"], arrays["fd_value_0"]) if "fd_index_0" in arrays else None
+        if why and forward_failed and _own_forward(case, "dqkv", grads[0], case.extra["grad_scale"], arrays,
+                                                   fd, function, "its dropout is random") is None:
+            why = None                  # rule 2: the gradient of the forward the student wrote (no causal mask)
+        return ("fail", why) if why else ("pass", "")
     for i, name, got_rec, expected in zip(case.grad_args, case.grad_names, grads, case.ref_grads):
         fd = (arrays[f"fd_index_{i}"], arrays[f"fd_value_{i}"]) if f"fd_index_{i}" in arrays else None
-        if case.own_forward_only:
-            why = _own_forward(case, name, got_rec, case.extra["grad_scale"], arrays, fd, function,
-                               "its dropout is random")
-        else:
-            why = compare(name, got_rec, expected, arrays, dtype, tol, case, function, fd)
-            if why and expected is not None and _second_inputs(case, name, got_rec, arrays, i):
-                why = (f"{name} is the gradient for the forward's second call, not for the cache it was given: "
-                       "the backward must read only its cache, never state a forward left behind")
-            elif why and forward_failed and expected is not None and " has shape " not in why:
-                own = _own_forward(case, name, got_rec, expected, arrays, fd, function, "which fails this case")
-                why = None if own is None else own if "barely depends" in own else why
+        why = compare(name, got_rec, expected, arrays, dtype, tol, case, function, fd)
+        if why and expected is not None and _second_inputs(case, name, got_rec, arrays, i):
+            why = (f"{name} is the gradient for the forward's second call, not for the cache it was given: "
+                   "the backward must read only its cache, never state a forward left behind")
+        elif why and forward_failed and expected is not None and " has shape " not in why:
+            own = _own_forward(case, name, got_rec, expected, arrays, fd, function, "which fails this case")
+            why = None if own is None else own if "barely depends" in own else why
         if why:
             return "fail", why
     return "pass", ""
+
+
+def _attention_dropout_backward(case, got_rec, arrays, function):
+    """None, or why not. On the dropout case the answer depends on the student's own mask: dqkv
+    must be minigpt's gradient for the mask their forward drew, read off its output (v is one-hot) where that output
+    is a dropout of the weights, else off the backward's own dv (dv = dropped_att^T dy, solved
+    for dropped_att), which must then be one: each weight 0 or att / (1 - p_drop), about p_drop
+    of them dropped (so a backward of zeros, whose mask drops every weight, earns nothing)."""
+    s = case.spec
+    B, T, C, nh = s["B"], s["T"], s["C"], s["n_head"]
+    got, why = _array("dqkv", got_rec, (B, T, 3 * C), arrays, s["dtype"])
+    if why:
+        return why
+    heads = lambda a: a.astype(np.float64).reshape(B, T, nh, C // nh).transpose(0, 2, 1, 3)  # noqa: E731
+    out = arrays.get("out")
+    kept = _mask_of(case, heads(out)[..., :T], heads(out)[..., T:]) if out is not None and \
+        out.shape == (B, T, C) else None
+    where = "the mask your forward's output shows"
+    if kept is None:                                # dv = A^T dy, and dy (T, hs) has rank T
+        dv, dy = heads(got[..., 2 * C:]), heads(np.asarray(case.arrays["dout"]))
+        kept = _mask_of(case, np.swapaxes(dv @ np.linalg.pinv(dy), -1, -2))
+        where = "the mask your backward's dv implies (your forward's output shows none)"
+    if kept is None:
+        return ("dqkv: its dv is not dropped_att^T dy for any dropout of the weights, and your "
+                f"forward's output shows no mask either (hint: {hint(case, function, 'dqkv')})")
+    expected = attention_grad_with_mask(case, kept)
+    why = compare("dqkv", got_rec, expected, arrays, s["dtype"], TOLERANCE[s["dtype"]][1], case, function)
+    return why and why.replace("against the reference", f"against minigpt's gradient for {where}")
+
+
+def _mask_of(case, dropped, rest=None):
+    """The keep-mask (B, nh, T, T) when `dropped` is the weights after a dropout of about p_drop of
+    them (each 0 or att / (1 - p_drop), nothing above the diagonal, `rest` 0), else None."""
+    att, p = case.extra["att"], case.spec["p_drop"]
+    scale = np.abs(att).max()
+    kept = np.abs(dropped) > 0.5 * att / (1.0 - p)
+    if rest is not None and np.abs(rest).max(initial=0.0) > 1e-3 * scale:
+        return None
+    if rel_error(dropped, np.where(kept, att / (1.0 - p), 0.0)) > 1e-3:
+        return None
+    clear = np.broadcast_to(np.tril(np.ones(att.shape[-2:], dtype=bool)), att.shape) & (att > 1e-9 * scale)
+    n = int(clear.sum())
+    dropped_share = 1.0 - kept[clear].mean()
+    return kept if abs(dropped_share - p) <= 5 * np.sqrt(p * (1 - p) / n) + 1.0 / n else None
 
 
 def _second_inputs(case, name, got_rec, arrays, i):
@@ -234,15 +284,17 @@ def _own_forward(case, name, got_rec, scale, arrays, fd, function, reason):
     if why:
         return why
     if fd is None:
+        if not case.fd:
+            return f"{name}: finite differences are too inexact on this case's large values to grade against"
         return f"{name}: not graded against your forward: it gave no usable output for finite differences"
     index, value = fd
     rms = lambda a: float(np.sqrt(np.mean(np.square(a)))) if np.size(a) else 0.0   # noqa: E731
     if rms(value) < DEGENERATE * rms(scale):
         return (f"{name} {got.shape}: relative error {rel_error(got, scale):.1e} against the reference; your "
                 f"forward barely depends on its input here, so its finite differences do not count "
-                f"(hint: {hint(case, function, name)})")
+                f"(hint: {diagnose(case, function, name, got, scale) or hint(case, function, name)})")
     err = rel_error(got.reshape(-1)[index], value)
-    if not np.isfinite(err) or err > max(OWN_FORWARD_TOLERANCE, TOLERANCE[case.spec["dtype"]][1]):
+    if not np.isfinite(err) or err > max(case.fd_tol, TOLERANCE[case.spec["dtype"]][1]):
         return (f"{name} {got.shape}: relative error {err:.1e} against finite differences of your own forward "
                 f"({reason}, so the backward is checked against it; hint: {hint(case, function, name)})")
     return None

@@ -73,14 +73,20 @@ alone, never a global the forward set. Your backward depends on your forward:
   Where the forward is wrong, a backward that is the exact gradient of the
   forward you wrote also passes, as long as that forward really depends on its
   inputs (a forward that returns zeros gives its backward nothing to match).
+  On attention's dropout case the backward must give minigpt's gradient for
+  your own mask: the one your forward's output shows, or, if that output is
+  wrong, the one your dv implies (it must be a dropout of about p_drop of the
+  weights).
 
 The rules the grader enforces: use NumPy, not minigpt (a function that calls
 minigpt's own layers earns nothing); never write into an input, `dout` or the
 cache; float32 in, float32 out; return one gradient per input, in the forward's
-order; use the arguments you are given (`eps`, `ignore_index`, `rng`: `rng=None`
+order (the loss: a 0-d array of the logits' dtype; a Python float is float64);
+use the arguments you are given (`eps`, `ignore_index`, `rng`: `rng=None`
 means no dropout, and the same seed must give the same mask, so draw it with
 `rng`, never `np.random`). Keep self-tests under `if __name__ == "__main__":`: the
-grader imports your file under the same time limit as each case. Your instructor
+grader imports your file under the same time limit as each case, once per layer
+and once per whole-model run, so a slow top level costs you many times. Your instructor
 may grade with extra cases you have not seen, so test more shapes than the kit
 does: the grader's cases vary C, T, the number of heads and LayerNorm's width.
 """
