@@ -4,7 +4,8 @@
     python benchmarks/bench_coursework.py --repeats 9
 
 Each round grades, one after the other, exactly as `python -m minigpt.coursework
-grade FILE` does (student code in child processes, two at a time): the instructor's
+grade FILE` does (student code in child processes: as root, one at a time as its own
+user; otherwise two at a time): the instructor's
 solution (every function implemented, the whole model checked), the blank student
 template, and the solution with an endless loop in gelu_backward (with --timeout 2,
 so each of its gelu cases waits out the limit). Prints the median and the range of

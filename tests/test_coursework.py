@@ -2,6 +2,7 @@
 points lost exactly where a classic bug is, student code kept at arm's length."""
 import inspect
 import json
+import os
 
 import nbformat
 import numpy as np
@@ -58,7 +59,8 @@ def test_minigpt_own_layers_get_full_marks():
     assert report.score == pytest.approx(FULL) and losers(report) == set(), report.table()
     assert report.exit_status() == 0
     tests = report.results_json()["tests"]                  # parts of 4/3 and 8/5 add up exactly, in order
-    assert sum(t["max_score"] for t in tests) == sum(t["score"] for t in tests) == FULL
+    assert sum(t["max_score"] for t in tests) == pytest.approx(FULL, abs=1e-9)
+    assert sum(t["score"] for t in tests) == pytest.approx(FULL, abs=1e-9)
     assert report.results_json()["score"] == FULL
 
 
@@ -201,7 +203,7 @@ def test_a_classic_bug_loses_points_exactly_where_it_is(bug, tmp_path):
 def test_messages_name_the_output_shape_error_and_hint(tmp_path):
     old, new, _ = BUGS["layernorm backward without the mean term"]
     why = grade_here(bug_file(tmp_path, old, new)).functions()["layernorm_backward"][3]
-    assert why.startswith("3-D input: dx (2, 5, 8): relative error") and "hint: x reaches xhat" in why
+    assert why.startswith("0 of 7 cases pass; 3-D input: dx (2, 5, 8): relative error") and "hint: x reaches xhat" in why
     old, new, _ = BUGS["gelu backward writes into dout"]
     assert "modifies dout in place" in grade_here(bug_file(tmp_path, old, new)).functions()["gelu_backward"][3]
     old, new, _ = BUGS["cross-entropy backward writes into its cache"]
@@ -265,11 +267,11 @@ def test_hidden_cases_are_graded_and_named_by_function(tmp_path):
     assert "attention_backward: hidden: 5 heads" in names and len(names) == 4
     assert report.score == pytest.approx(FULL)
     hidden = [t for t in report.results_json()["tests"] if "hidden" in t["name"]]
-    assert hidden and all(t["visibility"] == "after_due_date" for t in hidden)
-    # a bug that only a hidden case shows: attention that is wrong from 4 heads on
-    def at_most_three_heads(qkv, n_head, p_drop=0.0, rng=None):
-        return solution.attention_forward(qkv, min(n_head, 3), p_drop, rng)
-    functions = dict({name: getattr(solution, name) for name in FUNCTIONS}, attention_forward=at_most_three_heads)
+    assert hidden and all(t["visibility"] == "after_published" for t in hidden)
+    # a bug that only a hidden case shows: attention that is wrong from 5 heads on
+    def at_most_four_heads(qkv, n_head, p_drop=0.0, rng=None):
+        return solution.attention_forward(qkv, min(n_head, 4), p_drop, rng)
+    functions = dict({name: getattr(solution, name) for name in FUNCTIONS}, attention_forward=at_most_four_heads)
     assert losers(grade_functions(functions)) == set()           # the kit's own cases do not see it
     assert "attention_forward" in losers(grade_functions(functions, extra_cases=extra))
 
@@ -389,7 +391,12 @@ def test_minigpt_reached_by_any_route_in_the_child_scores_zero_for_that_function
     assert main(["grade", str(path)]) == 1
     rows = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()[1:]}
     for name in routes:
-        assert rows[name].split()[1] == "0.0" and "calls minigpt's own code" in rows[name], rows[name]
+        # the kernel refuses some routes before the guard sees them: no thread (RLIMIT_NPROC), and as
+        # root minigpt's package cannot even be listed by the student's user (glob finds nothing)
+        kernel = {"layernorm_backward": "can't start new thread"} | (
+            {"embedding_backward": "raised IndexError"} if os.geteuid() == 0 else {})
+        refused = name in kernel and kernel[name] in rows[name]
+        assert rows[name].split()[1] == "0.0" and ("calls minigpt's own code" in rows[name] or refused), rows[name]
     lost = {name for name, row in rows.items() if name in FUNCTIONS + ["model"] and row.split()[1] != row.split()[2]}
     assert lost == set(routes) | {"model"}
 

@@ -12,6 +12,10 @@ import sys
 from pathlib import Path
 
 from ..fileio import atomic_write
+from .near_copy import NEAR_COPY
+from .sandbox import MEMORY_MB, POOL, SandboxError
+
+VISIBILITIES = ["hidden", "after_due_date", "after_published", "visible"]      # Gradescope's
 
 
 def main(argv=None):
@@ -30,6 +34,22 @@ def main(argv=None):
                     help="hidden cases (shapes and seeds) to add to the kit's; may be repeated")
     gr.add_argument("--timeout", type=float, default=10.0, metavar="S",
                     help="seconds each test case may take (default 10)")
+    gr.add_argument("--user", default=None, metavar="NAME|UID[:GID]",
+                    help="when run as root: the user the student's code runs as, one that nothing else uses "
+                         f"(default: the first uid of {POOL[0]} down to {POOL[-1]} that no other grade holds; "
+                         "no account needed); a grade of the same --user waits for it")
+    gr.add_argument("--memory", type=int, default=MEMORY_MB, metavar="MB",
+                    help=f"address space of each student process in MB (default {MEMORY_MB})")
+    gr.add_argument("--visibility", choices=VISIBILITIES, default="after_published",
+                    help="Gradescope visibility of the tests of --extra-cases (default after_published)")
+    gr.add_argument("--stdout-visibility", choices=VISIBILITIES, default="hidden",
+                    help="Gradescope visibility of the grader's own output, the table (default hidden)")
+    gr.add_argument("--printed", choices=["tests", "stdout"], default="tests",
+                    help="where what the student's code printed is shown: in results.json, each test's output "
+                         "(with that test's visibility), and the table; or the table alone (default tests)")
+    gr.add_argument("--near-copy", type=float, nargs="?", const=NEAR_COPY, default=None, metavar="RATIO",
+                    help="note for the instructor each function whose normalised source is at least RATIO "
+                         f"similar to minigpt's own (default {NEAR_COPY} when given); no points change")
     args = parser.parse_args(argv)
     try:
         if args.command == "release":
@@ -43,6 +63,8 @@ def main(argv=None):
     except KeyboardInterrupt:                  # the children are stopped on the way out
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as e:                     # noqa: BLE001 (a results.json, whatever happened)
+        return _refuse(args, f"the grader failed: {type(e).__name__}: {e}")
 
 
 def _refuse(args, message, json_failed=False):
@@ -87,6 +109,8 @@ def _release(args):
 def _grade(args):
     from .cases import CaseError, check_unique, read_extra_cases
     from .grade import grade_file
+    from .near_copy import near_copies
+    from .sandbox import Sandbox
     path = Path(args.file)
     if path.is_dir():
         raise UserError(f"{path} is a directory, not the student's Python file")
@@ -107,7 +131,18 @@ def _grade(args):
         check_unique(extra, "--extra-cases")
     except CaseError as e:
         raise UserError(str(e)) from None
-    report = grade_file(path, extra_cases=extra, timeout=args.timeout)
+    try:
+        box = Sandbox.for_this_process(args.user, args.memory)
+    except SandboxError as e:
+        raise UserError(str(e)) from None
+    if args.json:                              # replaced at the end; says so if the grader is stopped
+        _write_json(args.json, {"score": 0.0, "execution_time": 0.0, "tests": [],
+                                "output": "not graded: the grader did not finish (it was stopped)"})
+    report = grade_file(path, extra_cases=extra, timeout=args.timeout, sandbox=box, private=args.extra_cases)
+    report.visibility, report.stdout_visibility = args.visibility, args.stdout_visibility
+    report.printed_in_tests = args.printed == "tests"
+    if args.near_copy is not None:
+        report.notes += near_copies(path.read_text(encoding="utf-8"), args.near_copy)
     print(report.table())
     if args.json:
         _write_json(args.json, report.results_json())

@@ -12,11 +12,10 @@ minigpt's reference output and gradients, in this process: student code never
 runs here.
 """
 import math
-from dataclasses import dataclass, field
 
 import numpy as np
 
-from .. import layers as L
+from .builders import BUILDERS, DEFAULT_EPS, DEFAULT_IGNORE_INDEX
 
 LAYERS = ["embedding", "linear", "layernorm", "gelu", "dropout", "attention", "cross_entropy"]
 FUNCTIONS = [f"{layer}_{way}" for layer in LAYERS for way in ("forward", "backward")]
@@ -27,29 +26,31 @@ MAX_ELEMENTS = 200_000          # a hidden case stays small: finite differences 
 PARAMS = {
     "embedding": dict(B=2, T=5, V=11, C=8, block_size=8, repeat=True),
     "linear": dict(shape=[2, 5, 8], out=12, bias=True),
-    "layernorm": dict(shape=[2, 5, 8], bias=True, offset=0.0, scale=1.0),
+    "layernorm": dict(shape=[2, 5, 8], bias=True, offset=0.0, scale=1.0, eps=DEFAULT_EPS),
     "gelu": dict(shape=[2, 5, 16], scale=1.5),
-    "dropout": dict(shape=[64, 96], p=0.3),
-    "attention": dict(B=2, T=5, C=8, n_head=2, p_drop=0.0),
-    "cross_entropy": dict(shape=[2, 5], V=11, ignore=1, scale=1.0),
+    "dropout": dict(shape=[64, 96], p=0.3, rng="generator"),
+    "attention": dict(B=2, T=5, C=8, n_head=2, p_drop=0.0, rng="generator", scale=1.0),
+    "cross_entropy": dict(shape=[2, 5], V=11, ignore=1, scale=1.0, ignore_index=DEFAULT_IGNORE_INDEX),
 }
 COMMON = dict(name="", seed=0, dtype="float64")
 
 BUILTIN = [
     dict(layer="embedding", name="repeated ids", seed=1),
     dict(layer="embedding", name="T = 1", seed=2, B=3, T=1, repeat=False),
-    dict(layer="embedding", name="float32", seed=3, dtype="float32"),
+    dict(layer="embedding", name="float32", seed=3, dtype="float32", T=6, C=12),
     dict(layer="linear", name="3-D input", seed=4),
     dict(layer="linear", name="2-D input", seed=5, shape=[7, 8], out=5),
-    dict(layer="linear", name="3-D input, no bias", seed=6, bias=False),
+    dict(layer="linear", name="3-D input, no bias", seed=6, bias=False, shape=[3, 2, 6]),
     dict(layer="linear", name="2-D input, no bias", seed=7, shape=[6, 4], out=9, bias=False),
-    dict(layer="linear", name="float32", seed=8, dtype="float32"),
+    dict(layer="linear", name="float32", seed=8, dtype="float32", shape=[2, 3, 10], out=7),
     dict(layer="layernorm", name="3-D input", seed=9),
     dict(layer="layernorm", name="2-D input", seed=10, shape=[7, 12]),
-    dict(layer="layernorm", name="3-D input, no bias", seed=11, bias=False),
-    dict(layer="layernorm", name="T = 1", seed=12, shape=[3, 1, 8]),
-    dict(layer="layernorm", name="rows with a large mean (1e6)", seed=13, offset=1e6),
-    dict(layer="layernorm", name="float32", seed=14, dtype="float32"),
+    dict(layer="layernorm", name="3-D input, no bias", seed=11, bias=False, shape=[2, 3, 16]),
+    dict(layer="layernorm", name="T = 1", seed=12, shape=[3, 1, 6]),
+    dict(layer="layernorm", name="rows with a large mean (1e6)", seed=13, offset=1e6, shape=[2, 4, 10]),
+    dict(layer="layernorm", name="eps = 0.01 on rows of small variance", seed=34, shape=[5, 20], scale=0.1,
+         eps=0.01),
+    dict(layer="layernorm", name="float32", seed=14, dtype="float32", shape=[2, 5, 24]),
     dict(layer="gelu", name="3-D input", seed=15),
     dict(layer="gelu", name="2-D input", seed=16, shape=[9, 7]),
     dict(layer="gelu", name="large |x|", seed=17, scale=8.0),
@@ -57,58 +58,29 @@ BUILTIN = [
     dict(layer="dropout", name="p = 0.3", seed=19),
     dict(layer="dropout", name="p = 0.5, 3-D input", seed=20, shape=[8, 16, 32], p=0.5),
     dict(layer="dropout", name="p = 0 is the identity", seed=21, p=0.0),
+    dict(layer="dropout", name="rng None is the identity", seed=35, p=0.5, rng="none"),
     dict(layer="dropout", name="float32", seed=22, dtype="float32", p=0.2),
     dict(layer="attention", name="2 heads", seed=23),
     dict(layer="attention", name="1 head", seed=24, T=4, n_head=1),
-    dict(layer="attention", name="3 heads of size 3", seed=25, C=9, n_head=3),
+    dict(layer="attention", name="3 heads of size 3", seed=25, C=9, n_head=3, T=6),
     dict(layer="attention", name="T = 1", seed=26, B=3, T=1),
-    dict(layer="attention", name="float32", seed=27, dtype="float32"),
+    dict(layer="attention", name="float32", seed=27, dtype="float32", C=12, n_head=4, T=7),
+    dict(layer="attention", name="large scores (qkv x30)", seed=36, B=1, T=6, C=8, n_head=2, scale=30.0),
     dict(layer="attention", name="dropout on the weights, p_drop = 0.3", seed=33, B=4, T=8, C=16, n_head=2,
          p_drop=0.3),
+    dict(layer="attention", name="p_drop = 0.3 with rng None is the identity", seed=37, T=6, C=12, n_head=3,
+         p_drop=0.3, rng="none"),
     dict(layer="cross_entropy", name="3-D logits, one ignored target", seed=28),
     dict(layer="cross_entropy", name="2-D logits", seed=29, shape=[7], ignore=0),
     dict(layer="cross_entropy", name="large logits (x1000)", seed=30, scale=1000.0),
     dict(layer="cross_entropy", name="all but two targets ignored", seed=31, shape=[2, 4], ignore=6),
+    dict(layer="cross_entropy", name="ignore_index = 3 (a class id)", seed=38, shape=[3, 4], V=7, ignore=4,
+         ignore_index=3),
     dict(layer="cross_entropy", name="float32", seed=32, dtype="float32"),
 ]
 
-# case-specific hints: (layer, case parameter that is "on") -> {function: hint}
-FEATURE_HINTS = {
-    "repeat": {"embedding_backward": "an id that repeats must add up all its rows: np.add.at, not dwte[idx] += dx"},
-    "no bias": {"linear_forward": "b may be None: then y = x @ w", "layernorm_forward": "b may be None"},
-    "ignore": {"cross_entropy_backward": "divide by the number of counted positions, and give ignored rows 0",
-               "cross_entropy_forward": "average over the positions whose target is not -1"},
-    "p_drop": {"attention_forward": "y = dropout(att, p_drop, rng) @ v: zero each weight with probability "
-                                    "p_drop (rng.random), scale the rest by 1 / (1 - p_drop)",
-               "attention_backward": "datt goes back through the forward's own dropout mask (kept in the "
-                                     "cache, scaled by 1 / (1 - p_drop)) before the softmax backward"},
-    "large": {"cross_entropy_forward": "subtract each row's maximum before exp",
-              "cross_entropy_backward": "subtract each row's maximum before exp",
-              "layernorm_forward": "compute var as mean((x - mean)^2), not mean(x^2) - mean^2"},
-}
-
-
 class CaseError(ValueError):
     """A case spec that cannot be built: the message says which case and why."""
-
-
-@dataclass
-class Case:
-    layer: str
-    name: str
-    spec: dict
-    args: list                      # what the forward is called with: ("array", key) | ("value", v) | ...
-    arg_names: list                 # a name for each argument, for messages
-    arrays: dict                    # key -> input array (saved for the student's process)
-    grad_args: list                 # indices of the arguments the backward returns gradients for
-    grad_names: list                # dx, dw, db ...
-    dout: object                    # ("array", "dout") or ("value", float)
-    ref_out: object = None          # minigpt's output (None for dropout: graded by its properties)
-    ref_grads: list = field(default_factory=list)   # minigpt's gradients (None where none is expected)
-    fd: bool = True                 # also compare with finite differences of the student's forward
-    features: tuple = ()            # names in FEATURE_HINTS that this case exercises
-    own_forward_only: bool = False  # a random forward: the backward is graded against its own forward
-    extra: dict = field(default_factory=dict)       # what a property check needs (attention dropout: att)
 
 
 def check_spec(spec, where):
@@ -155,7 +127,8 @@ def _same_kind(default, value):
 
 LIMITS = {   # (layer, key) -> (low, high): the inputs stay where float64 (and float32) do not overflow
     ("gelu", "scale"): (1e-3, 100.0), ("layernorm", "scale"): (1e-3, 1e3), ("layernorm", "offset"): (-1e8, 1e8),
-    ("cross_entropy", "scale"): (1e-3, 1e4)}
+    ("layernorm", "eps"): (1e-12, 1.0), ("attention", "scale"): (1e-3, 100.0),
+    ("cross_entropy", "scale"): (1e-3, 1e4), ("cross_entropy", "ignore_index"): (-1000, 1000)}
 
 
 def _check_layer_rules(layer, s, where):
@@ -176,11 +149,13 @@ def _check_layer_rules(layer, s, where):
         raise CaseError(f"{where}: C ({s['C']}) must be divisible by n_head ({s['n_head']})")
     if layer == "attention" and not 0.0 <= s["p_drop"] < 1.0:
         raise CaseError(f"{where}: 'p_drop' must be in [0, 1)")
-    if layer == "attention" and s["p_drop"] > 0 and s["C"] // s["n_head"] < s["T"]:
+    if layer == "attention" and s["p_drop"] > 0 and s["rng"] == "generator" and s["C"] // s["n_head"] < s["T"]:
         raise CaseError(f"{where}: with p_drop, the head size C // n_head ({s['C'] // s['n_head']}) must be at "
                         f"least T ({s['T']}), so that the dropped weights can be read off the output")
     if layer in ("linear", "layernorm") and len(s["shape"]) < 2:
         raise CaseError(f"{where}: 'shape' needs at least 2 axes, (N, C) or (B, T, C)")
+    if layer in ("dropout", "attention") and s["rng"] not in ("generator", "none"):
+        raise CaseError(f"{where}: 'rng' must be 'generator' (a seeded numpy Generator) or 'none' (rng=None)")
     if layer == "dropout" and not 0.0 <= s["p"] < 1.0:
         raise CaseError(f"{where}: 'p' must be in [0, 1)")
     if layer == "cross_entropy" and not 0 <= s["ignore"] < math.prod(s["shape"]):
@@ -195,11 +170,22 @@ def build(spec):
     try:
         with np.errstate(over="raise", invalid="raise", divide="raise"):
             case = BUILDERS[layer](spec, rng, dtype)
+            again = BUILDERS[layer](spec, np.random.default_rng([spec["seed"], 2]), dtype)
     except FloatingPointError as e:
         raise CaseError(f"{spec['layer']} case {spec['name'] or _default_name(spec)!r}: minigpt's answer "
                         f"overflows ({e})") from None
     case.name = spec["name"] or _default_name(spec)
+    _second_call(case, again)
     return case
+
+
+def _second_call(case, again):
+    """The grader calls each forward twice, on other inputs of the same shapes, then the backward on
+    the FIRST cache: state kept outside the cache shows. A generator argument keeps the first call's
+    seed, so a random forward must draw the same mask again."""
+    case.arrays.update({"again_" + k: v for k, v in again.arrays.items() if k != "dout"})
+    case.again_args = [("array", "again_" + b[1]) if b[0] == "array" else a for a, b in zip(case.args, again.args)]
+    case.again_ref_out, case.again_ref_grads, case.again_extra = again.ref_out, again.ref_grads, again.extra
 
 
 def _default_name(spec):
@@ -207,126 +193,9 @@ def _default_name(spec):
     return ", ".join(f"{k} {spec[k]}" for k in keys) or f"seed {spec['seed']}"
 
 
-def up(a):
-    """a in float64 (a copy), or None: the reference answers are computed in float64."""
-    return None if a is None else np.array(a, dtype=np.float64)
-
-
-def _normal(rng, shape, dtype, scale=1.0):
-    return (scale * rng.standard_normal(shape)).astype(dtype)
-
-
-def _dout(rng, shape, dtype):
-    return _normal(np.random.default_rng([int(rng.integers(1 << 31)), 1]), shape, dtype)
-
-
-def _embedding(s, rng, dtype):
-    if s["repeat"]:
-        idx = rng.integers(0, s["V"], size=(s["B"], s["T"]))
-        idx.flat[-1] = idx.flat[0]                          # at least one id repeats
-    else:
-        idx = rng.permutation(s["V"])[:s["B"] * s["T"]].reshape(s["B"], s["T"])   # none does
-    wte, wpe = _normal(rng, (s["V"], s["C"]), dtype), _normal(rng, (s["block_size"], s["C"]), dtype)
-    out, cache = L.embedding_forward(idx, up(wte), up(wpe))
-    dout = _dout(rng, out.shape, dtype)
-    return Case("embedding", "", s, [("array", "idx"), ("array", "wte"), ("array", "wpe")],
-                ["idx", "wte", "wpe"], dict(idx=idx, wte=wte, wpe=wpe, dout=dout), [1, 2], ["dwte", "dwpe"],
-                ("array", "dout"), out, list(L.embedding_backward(up(dout), cache)),
-                features=("repeat",) if s["repeat"] else ())
-
-
-def _linear(s, rng, dtype):
-    x = _normal(rng, s["shape"], dtype)
-    w = _normal(rng, (s["shape"][-1], s["out"]), dtype)
-    b = _normal(rng, (s["out"],), dtype) if s["bias"] else None
-    out, cache = L.linear_forward(up(x), up(w), up(b))
-    dout = _dout(rng, out.shape, dtype)
-    arrays = dict(x=x, w=w, dout=dout) | ({"b": b} if s["bias"] else {})
-    return Case("linear", "", s, [("array", "x"), ("array", "w"), ("array", "b") if s["bias"] else ("none",)],
-                ["x", "w", "b"], arrays, [0, 1, 2], ["dx", "dw", "db"], ("array", "dout"),
-                out, list(L.linear_backward(up(dout), cache)), features=() if s["bias"] else ("no bias",))
-
-
-def _layernorm(s, rng, dtype):
-    C = s["shape"][-1]
-    x = (_normal(rng, s["shape"], np.float64, s["scale"]) + s["offset"]).astype(dtype)
-    w = (1.0 + 0.5 * rng.standard_normal(C)).astype(dtype)
-    b = _normal(rng, (C,), dtype) if s["bias"] else None
-    out, cache = L.layernorm_forward(up(x), up(w), up(b))
-    dout = _dout(rng, out.shape, dtype)
-    arrays = dict(x=x, w=w, dout=dout) | ({"b": b} if s["bias"] else {})
-    features = (() if s["bias"] else ("no bias",)) + (("large",) if abs(s["offset"]) > 1e3 else ())
-    return Case("layernorm", "", s, [("array", "x"), ("array", "w"), ("array", "b") if s["bias"] else ("none",)],
-                ["x", "w", "b"], arrays, [0, 1, 2], ["dx", "dw", "db"], ("array", "dout"),
-                out, list(L.layernorm_backward(up(dout), cache)), fd=abs(s["offset"]) < 1e3,
-                features=features)
-
-
-def _gelu(s, rng, dtype):
-    x = _normal(rng, s["shape"], dtype, s["scale"])
-    out, cache = L.gelu_forward(up(x))
-    dout = _dout(rng, out.shape, dtype)
-    return Case("gelu", "", s, [("array", "x")], ["x"], dict(x=x, dout=dout), [0], ["dx"], ("array", "dout"),
-                out, [L.gelu_backward(up(dout), cache)])
-
-
-def _dropout(s, rng, dtype):
-    x = (rng.uniform(0.5, 1.5, s["shape"]) * rng.choice([-1.0, 1.0], s["shape"])).astype(dtype)   # no zeros
-    dout = _dout(rng, x.shape, dtype)
-    return Case("dropout", "", s, [("array", "x"), ("value", float(s["p"])), ("rng", int(rng.integers(1 << 31)))],
-                ["x", "p", "rng"], dict(x=x, dout=dout), [0], ["dx"], ("array", "dout"), fd=False)
-
-
-def _attention(s, rng, dtype):
-    if s["p_drop"] > 0:
-        return _attention_dropout(s, rng, dtype)
-    qkv = _normal(rng, (s["B"], s["T"], 3 * s["C"]), dtype)
-    out, cache = L.attention_forward(up(qkv), s["n_head"])
-    dout = _dout(rng, out.shape, dtype)
-    return Case("attention", "", s, [("array", "qkv"), ("value", int(s["n_head"]))], ["qkv", "n_head"],
-                dict(qkv=qkv, dout=dout), [0], ["dqkv"], ("array", "dout"),
-                out, [L.attention_backward(up(dout), cache)])
-
-
-def _attention_dropout(s, rng, dtype):
-    """Dropout on the weights, graded by its properties: v is one-hot (v[u] = e_u in each head),
-    so the first T channels of each head's output are the weights after dropout."""
-    B, T, C, nh = s["B"], s["T"], s["C"], s["n_head"]
-    hs = C // nh
-    qkv = _normal(rng, (B, T, 3 * C), dtype)
-    v = np.zeros((B, T, nh, hs))
-    v[:, np.arange(T), :, np.arange(T)] = 1.0
-    qkv[..., 2 * C:] = v.reshape(B, T, C)
-    out, cache = L.attention_forward(up(qkv), nh)
-    att = out.reshape(B, T, nh, hs).transpose(0, 2, 1, 3)[..., :T]   # (B, nh, T, T), no dropout
-    dout = _dout(rng, out.shape, dtype)
-    return Case("attention", "", s, [("array", "qkv"), ("value", nh), ("value", float(s["p_drop"])),
-                                     ("rng", int(rng.integers(1 << 31)))], ["qkv", "n_head", "p_drop", "rng"],
-                dict(qkv=qkv, dout=dout), [0], ["dqkv"], ("array", "dout"), out,
-                [np.zeros(qkv.shape)], features=("p_drop",), own_forward_only=True, extra={"att": att})
-
-
-def _cross_entropy(s, rng, dtype):
-    shape = list(s["shape"])
-    logits = _normal(rng, shape + [s["V"]], dtype, s["scale"])
-    targets = rng.integers(0, s["V"], size=shape)
-    targets.flat[rng.permutation(targets.size)[:s["ignore"]]] = -1
-    loss, cache = L.cross_entropy_forward(up(logits), targets)
-    dloss = float(np.round(rng.uniform(0.5, 2.0), 3))
-    features = (("ignore",) if s["ignore"] else ()) + (("large",) if s["scale"] > 100 else ())
-    return Case("cross_entropy", "", s, [("array", "logits"), ("array", "targets")], ["logits", "targets"],
-                dict(logits=logits, targets=targets), [0], ["dlogits"], ("value", dloss),
-                np.asarray(loss), [L.cross_entropy_backward(dloss, cache)], fd=s["scale"] <= 100,
-                features=features)
-
-
-BUILDERS = dict(embedding=_embedding, linear=_linear, layernorm=_layernorm, gelu=_gelu, dropout=_dropout,
-                attention=_attention, cross_entropy=_cross_entropy)
-
-
 def builtin_cases():
     """The cases the kit ships, built."""
-    return [build(check_spec(spec, f"built-in case {i}")) for i, spec in enumerate(BUILTIN)]
+    return [build(check_spec(spec, f"built-in case {i} ({spec['name']!r})")) for i, spec in enumerate(BUILTIN, 1)]
 
 
 def read_extra_cases(path):
@@ -342,13 +211,15 @@ def read_extra_cases(path):
     if not isinstance(specs, list) or not specs:
         raise CaseError(f"{path}: expected a non-empty list of cases, or {{\"cases\": [...]}}")
     cases = []
-    for i, spec in enumerate(specs):
-        full = check_spec(spec, f"{path}: case {i}")
+    for i, spec in enumerate(specs, 1):
+        named = f" ({spec['name']!r})" if isinstance(spec, dict) and isinstance(spec.get("name"), str) \
+            and spec["name"].strip() else ""
+        full = check_spec(spec, f"{path}: case {i}{named}")
         full["name"] = "hidden: " + (full["name"] or _default_name(full))
         try:
             cases.append(build(full))
         except CaseError as e:
-            raise CaseError(f"{path}: case {i}: {e}") from None
+            raise CaseError(f"{path}: case {i}{named}: {e}") from None
     check_unique(cases, path)
     return cases
 

@@ -4,17 +4,17 @@
     report = grade_functions({"gelu_forward": f, ...})      # in this process (tests, trusted code)
     print(report.table()); report.results_json()            # Gradescope's results.json
 
-One child process per layer (two at a time) runs the student's code under a time
-limit; it gets its inputs as .npz files and hands back .npz and JSON lines, read
-here without pickle. A function that uses minigpt's own code (seen in the
-source, or caught calling into minigpt's files at run time) earns nothing.
+One child process per layer runs the student's code (sandbox.py: as its own user
+when the grader is root, under limits, killed by the wall clock); it gets its
+inputs as .npz files and hands back .npz and JSON lines, read here without
+pickle and checked before use. A function that uses minigpt's own code (seen in
+the source, or caught calling into minigpt's files at run time) earns nothing.
 """
 import json
-import os
-import signal
-import subprocess
+import math
 import sys
 import tempfile
+from contextlib import contextmanager
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -25,21 +25,20 @@ import numpy as np
 from . import runner
 from .cases import FUNCTIONS, LAYERS, POINTS, builtin_cases
 from .guard import CappedOutput
+from .sandbox import STEP_SLACK, Job, Sandbox, last_call, read_results
 from .judge import judge_backward, judge_forward
+from .model_check import Here, ModelCheck, Remote, Stopped
+from .verdicts import Test, import_line, model_test
 from .source_check import uses_minigpt
+from .recheck import recheck
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]          # minigpt/
-MODEL_TOLERANCE = (1e-6, 1e-7)                             # finite differences, the reference
 
 
-@dataclass
-class Test:
-    name: str                   # "layernorm_backward: 3-D input, no bias"
-    function: str
-    score: float
-    max_score: float
-    status: str                 # pass, fail, not implemented, not graded
-    output: str = ""
+def coarse_seconds(seconds):
+    """A grade's time as results.json shows it, always: rounded up to 10 s (student code that
+    sleeps must not spell out what it saw in a hidden case)."""
+    return float(10 * math.ceil(seconds / 10))
 
 
 @dataclass
@@ -47,6 +46,12 @@ class Report:
     tests: list = field(default_factory=list)
     seconds: float = 0.0
     note: str = ""              # about the whole run, e.g. what the student's code printed
+    printed: str = ""           # how that began: in the table (the grader's stdout) only
+    visibility: str = "after_published"     # Gradescope's, for the tests of hidden cases
+    stdout_visibility: str = "hidden"       # Gradescope's, for the grader's stdout (the table)
+    printed_in_tests: bool = True           # each test's output shows what was printed during it
+    notes: list = field(default_factory=list)   # for the instructor only (near-copies of minigpt)
+    import_error: str = ""      # the one line that says why the file would not load
 
     @property
     def score(self):
@@ -57,7 +62,8 @@ class Report:
         return round(sum(t.max_score for t in self.tests), 9)
 
     def functions(self):
-        """{function: (points, max, status, first failure)} in the contract's order, then model."""
+        """{function: (points, max, status, first failure)} in the contract's order, then model.
+        A function's line begins "k of n cases pass" (with how many of them are hidden)."""
         rows = {}
         for name in FUNCTIONS + ["model"]:
             tests = [t for t in self.tests if t.function == name]
@@ -67,10 +73,16 @@ class Report:
             statuses = {t.status for t in tests}
             status = ("pass" if statuses == {"pass"} else "not implemented"
                       if statuses <= {"not implemented", "not graded"} else "fail")
-            why = f"{first.name.split(': ', 1)[1]}: {first.output}" if first and status == "fail" else \
+            where = "a hidden case" if first and first.hidden else first.name.split(": ", 1)[1] if first else ""
+            why = f"{where}: {first.output}" if first and status == "fail" else \
                 (first.output if first else "")
             if status == "pass" and sum(t.score for t in tests) < sum(t.max_score for t in tests):
                 why = tests[0].output                  # the model, with some of the layers
+            if name != "model" and status != "not implemented" and not self.import_error:
+                hidden = sum(t.hidden for t in tests)
+                count = (f"{sum(t.status == 'pass' for t in tests)} of {len(tests)} cases pass"
+                         + (f" ({hidden} hidden)" if hidden else ""))
+                why = f"{count}; {why}" if why else count
             rows[name] = (sum(t.score for t in tests), sum(t.max_score for t in tests), status,
                           why.split("\n")[0])
         return rows
@@ -84,13 +96,19 @@ class Report:
         rows = self.functions()
         width = max(len(n) for n in rows)
         lines = [f"{'function':<{width}}  {'points':>6}  {'max':>5}  first failure"]
+        if self.import_error:                       # one line, not one per function
+            lines = [f"student file: {self.import_error}"]
         for name, (points, most, status, why) in rows.items():
-            lines.append(f"{name:<{width}}  {points:>6.1f}  {most:>5.1f}  {why}".rstrip())
+            if not self.import_error:
+                lines.append(f"{name:<{width}}  {points:>6.1f}  {most:>5.1f}  {why}".rstrip())
+        hidden = sum(t.hidden for t in self.tests if t.function.endswith("_forward"))
         lines.append(f"{'total':<{width}}  {self.score:>6.1f}  {self.max_score:>5.1f}  "
                      f"({sum(r[2] == 'pass' for r in rows.values())} of {len(rows)} pass; "
-                     f"graded in {self.seconds:.1f} s)")
+                     + (f"{hidden} hidden cases from --extra-cases ran; " if hidden else "")
+                     + f"graded in {self.seconds:.1f} s)")
         if self.note:
-            lines.append(self.note.lstrip("; "))
+            lines.append(self.note.lstrip("; ") + self.printed)
+        lines += [f"note for the instructor: {n}" for n in self.notes]
         return "\n".join(lines)
 
     def results_json(self):
@@ -104,26 +122,58 @@ class Report:
             total = round(sum(self.tests[i].max_score for i in mine), 9)
             maxes[mine[-1]] = round(total - sum(maxes[i] for i in mine[:-1]), 4)
         if maxes:
-            maxes[-1] = self.max_score - sum(maxes[:-1])
-        return {"score": round(self.score, 4), "execution_time": round(self.seconds, 2),
-                "output": f"{self.score:.1f} of {self.max_score:.1f} points" + self.note,
-                "tests": [{"name": t.name, "max_score": most,
-                           "score": most if t.score == t.max_score else round(t.score, 4),
-                           "status": "passed" if t.status == "pass" else "failed",
-                           "output": t.output or "passed",
-                           **({"visibility": "after_due_date"} if ": hidden: " in t.name else {})}
-                          for t, most in zip(self.tests, maxes)]}
+            maxes[-1] = round(self.max_score - sum(maxes[:-1]), 4)      # 16.0, never 16.00000000000007
+        printed = lambda t: (f"\nyour code printed here: {t.printed!r}"   # noqa: E731
+                             if t.printed and self.printed_in_tests else "")
+        tests = [{"name": t.name, "max_score": most,
+                  "score": most if t.score == t.max_score else round(t.score, 4),
+                  "status": "passed" if t.status == "pass" else "failed",
+                  "output": (t.output or "passed") + printed(t),
+                  **({"visibility": self.visibility} if t.hidden else {})}
+                 for t, most in zip(self.tests, maxes)]
+        if self.notes:                            # seen by the instructor alone
+            tests.append({"name": "note for the instructor", "score": 0.0, "max_score": 0.0,
+                          "status": "passed", "output": "\n".join(self.notes), "visibility": "hidden"})
+        head = f"{self.score:.1f} of {self.max_score:.1f} points"
+        hidden = [t for t in self.tests if t.hidden]
+        if hidden:                                # the top-level output is always visible
+            shown = [t for t in self.tests if not t.hidden]
+            head = (f"{sum(t.score for t in shown):.1f} of {sum(t.max_score for t in shown):.1f} points on the "
+                    f"tests shown now; {len(hidden)} tests of hidden cases count too, and are shown after release")
+        if self.import_error:
+            head += f"; student file: {self.import_error}"
+        return {"score": round(self.score, 4), "execution_time": coarse_seconds(self.seconds),
+                "output": head + self.note, "stdout_visibility": self.stdout_visibility, "tests": tests}
 
 
-def grade_file(path, extra_cases=(), timeout=10.0, workers=2):
-    """Grade the file at `path`, its code running in child processes."""
+def grade_file(path, extra_cases=(), timeout=10.0, workers=2, sandbox=None, private=()):
+    """Grade the file at `path`, its code running in child processes.
+    sandbox: how they run (a sandbox.Sandbox; by default Sandbox.for_this_process());
+    private: files the student's code must not read (the hidden-cases files), besides
+    minigpt's package and, in a checkout, its notebooks."""
     path = Path(path).resolve()
     try:
         flagged = uses_minigpt(path.read_text(encoding="utf-8"))
     except SyntaxError:
         flagged = {}                        # the child reports it, with its line
+    box = sandbox or Sandbox.for_this_process()
     base = dict(student=str(path), watch=[], root=str(PACKAGE_DIR.parent), package=str(PACKAGE_DIR))
-    return _grade(base, None, flagged, extra_cases, timeout, workers)
+    course = [PACKAGE_DIR.parent / "notebooks"] if (PACKAGE_DIR.parent / "pyproject.toml").is_file() else []
+    try:
+        with box.hidden([PACKAGE_DIR, *course, *other_copies(), *private]):         # the course notebook holds solutions too
+            return _grade(base, None, flagged, extra_cases, timeout, 1 if box.isolated else workers, box)
+    finally:
+        if sandbox is None:
+            box.close()
+
+
+def other_copies():
+    """Other copies of minigpt the grader's Python can see (site-packages, folders on sys.path) and
+    the checkout's .git: as root they are hidden too, so the kernel refuses them whatever the guard misses."""
+    found = {(Path(p) / "minigpt").resolve() for p in sys.path if p and (Path(p) / "minigpt" / "layers.py").is_file()}
+    found.discard(PACKAGE_DIR)
+    git = PACKAGE_DIR.parent / ".git"
+    return sorted(found) + ([git] if git.is_dir() else [])
 
 
 def grade_functions(functions, extra_cases=(), timeout=10.0, source=None):
@@ -133,65 +183,96 @@ def grade_functions(functions, extra_cases=(), timeout=10.0, source=None):
     watch = [str(PACKAGE_DIR)] if source else []
     return _grade(dict(student=str(source) if source else None, watch=watch, root=str(PACKAGE_DIR.parent)),
                   functions, flagged,
-                  extra_cases, timeout, 1)
+                  extra_cases, timeout, 1, None)
 
 
-def _grade(base, functions, flagged, extra_cases, timeout, workers):
+def _grade(base, functions, flagged, extra_cases, timeout, workers, box):
     with np.errstate(all="ignore"):          # comparing a student's inf or NaN prints nothing
-        return _grade_quietly(base, functions, flagged, extra_cases, timeout, workers)
+        return _grade_quietly(base, functions, flagged, extra_cases, timeout, workers, box)
 
 
-def _grade_quietly(base, functions, flagged, extra_cases, timeout, workers):
+def _grade_quietly(base, functions, flagged, extra_cases, timeout, workers, box):
     t0 = time.perf_counter()
     cases = builtin_cases() + list(extra_cases)
     report = Report()
     with tempfile.TemporaryDirectory(prefix="minigpt-grade-") as tmp:
         jobs = [(layer, [c for c in cases if c.layer == layer]) for layer in LAYERS]
         skip = sorted(n for n in flagged if n in FUNCTIONS)
-        run = lambda item: _run_layer(tmp, base, functions, skip, timeout, *item)   # noqa: E731
+        run = lambda item: _run_layer(tmp, base, functions, skip, timeout, box, *item)   # noqa: E731
         if workers > 1:
             with ThreadPoolExecutor(workers) as pool:
                 outcomes = list(pool.map(run, jobs))
         else:
             outcomes = [run(item) for item in jobs]
+        recheck(jobs, outcomes, timeout, lambda: _calls(tmp, base, functions, box, timeout))
         printed = []
         for (layer, layer_cases), (records, import_error) in zip(jobs, outcomes):
             printed += records.pop("printed", [])
+            if import_error and not report.import_error:
+                report.import_error = import_line(import_error, timeout)
             report.tests += _layer_tests(layer, layer_cases, records, import_error, flagged, timeout)
-        report.tests.append(_model_test(tmp, base, functions, report, timeout))
+        until = time.monotonic() + model_time_budget(timeout)
+
+        def run(swap, attempt, fd=True):                 # one run of the whole-model job: its record
+            return _run_model(tmp, base, functions, swap, timeout, attempt, box, fd, until)
+        report.tests.append(model_test(run, report, timeout))
     report.seconds = time.perf_counter() - t0
     if printed:
         count = sum(n for n, _ in printed)
         head = " ".join(" ".join(h.split()) for _, h in printed)
-        report.note = (f"; your code printed {count:,} characters (the grader keeps the first "
-                       f"{CappedOutput.KEEP:,} of each process; they began: {head[:300]!r})")
+        # results.json's output is always visible: it says only that something was printed (a count
+        # would carry what a hidden case's inputs were); the count and the text go to the table
+        report.note = "; your code printed to stdout or stderr"
+        report.printed = (f" ({count:,} characters; the grader keeps the first {CappedOutput.KEEP:,} of each "
+                          f"process); they began: {head[:300]!r}")
     return report
 
 
-def _run_layer(tmp, base, functions, skip, timeout, layer, layer_cases):
+def _job(tmp, base, box, name):
+    """(Job, job.json's base) for one child: its inbox holds copies of the runner, the guard
+    and the student's file (the child reads nothing of the grader's own)."""
+    if box is None:                           # in this process: one folder
+        folder = Path(tmp) / name
+        folder.mkdir()
+        return Job(folder, folder), dict(base)
+    here = Path(runner.__file__).parent
+    job = box.job(tmp, name, [here / "runner.py", here / "guard.py", here / "sandbox.py", base["student"]])
+    return job, dict(base, student=str(job.inbox / Path(base["student"]).name))
+
+
+def _run_layer(tmp, base, functions, skip, timeout, box, layer, layer_cases):
     """Write one layer's job, run it, and read back {case id: (record, arrays)}."""
-    job_dir = Path(tmp) / layer
-    job_dir.mkdir()
+    job_dir, base = _job(tmp, base, box, layer)
     job = dict(base, kind="layer", forward=f"{layer}_forward", backward=f"{layer}_backward",
                timeout=timeout, skip=skip, cases=[])
+    sizes = {str(i): {g: case.arrays[case.args[g][1]].size for g in case.grad_args if case.args[g][0] == "array"}
+             for i, case in enumerate(layer_cases)}
     for i, case in enumerate(layer_cases):
-        np.savez(job_dir / f"in_{i}.npz", **case.arrays)
+        np.savez(job_dir.inbox / f"in_{i}.npz", **case.arrays)
         job["cases"].append(dict(id=str(i), args=case.args, arg_names=case.arg_names,
                                  grad_args=case.grad_args, dout=case.dout,
-                                 fd=case.fd))
+                                 fd=case.fd, again=case.again_args))
     all_cases = job["cases"]
     pending, crashed = list(all_cases), {}               # case id -> (function, why)
+    deadline = time.monotonic() + layer_time_limit(timeout, len(all_cases))   # for all its runs together
     for _ in range(2 * len(all_cases) + 1):
         job["cases"] = pending
-        killed, code = _execute(job_dir, job, functions, limit=timeout * (len(pending) + 1) + 10)
-        records, import_error = _read_results(job_dir)
+        left = deadline - time.monotonic()
+        if left <= 0:
+            break
+        killed, code = _execute(job_dir, job, functions, box, limit=min(layer_time_limit(timeout, len(pending)), left),
+                                step=timeout + STEP_SLACK, steps=len(pending) + 2,
+                                ids={c["id"] for c in pending})
+        records, import_error = read_results(job_dir, sizes, _trusted(job_dir))
+        if killed and not records.get("loaded") and not import_error:   # a signal mask held the import up
+            import_error = "importing it did not finish within the time limit"
         pending = [c for c in all_cases if c["id"] not in records]
         if import_error or not pending:
             break
         # the process died (or was killed) in the middle of a case: blame the call it was in,
         # and run the rest again (that case's forward alone, when its backward was the culprit)
         culprit = pending[0]
-        function = _last_call(job_dir, culprit["id"]) or job["forward"]
+        function = last_call(job_dir, culprit["id"]) or job["forward"]
         why = "timeout" if killed else f"exit status {code}"
         crashed[culprit["id"]] = (function, why)
         if function == job["forward"] or culprit.get("skip_backward"):
@@ -199,77 +280,46 @@ def _run_layer(tmp, base, functions, skip, timeout, layer, layer_cases):
             pending = pending[1:]
         else:
             culprit["skip_backward"] = True
-    records, import_error = _read_results(job_dir)
+    for case in pending if not import_error else ():     # the job's time ran out: the rest are timeouts
+        if case["id"] not in read_results(job_dir, sizes, _trusted(job_dir))[0]:
+            _append(job_dir, {"id": case["id"], "forward": {"status": "crashed", "why": "timeout"}})
+    records, import_error = read_results(job_dir, sizes, _trusted(job_dir))[0], import_error
+    records.pop("loaded", None)
     for case_id, (function, why) in crashed.items():
         if function == job["backward"] and case_id in records:
             records[case_id][0]["backward"] = {"status": "crashed", "why": why}
     return records, import_error
 
 
-def _last_call(job_dir, case_id):
-    """The student function the child process was in when it stopped, from its progress file."""
-    path = job_dir / "progress.txt"
-    lines = path.read_text(encoding="utf-8", errors="replace").split() if path.exists() else []
-    calls = list(zip(lines[::2], lines[1::2]))
-    return calls[-1][1] if calls and calls[-1][0] == case_id else None
-
-
 def _append(job_dir, record):
-    with open(job_dir / "results.jsonl", "a", encoding="utf-8") as f:
+    """A record of the grader's own (a case that crashed), kept in the inbox the child cannot write."""
+    with open(job_dir.inbox / "grader.jsonl", "a", encoding="utf-8") as f:
         f.write(json.dumps(record) + "\n")
 
 
-def _execute(job_dir, job, functions, limit):
-    (job_dir / "job.json").write_text(json.dumps(job), encoding="utf-8")
+def _trusted(job_dir):
+    path = job_dir.inbox / "grader.jsonl"
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()] if path.exists() else []
+
+
+def layer_time_limit(timeout, cases):
+    """Seconds a layer's job may take in all, its restarts after a crash included."""
+    return timeout * (cases + 1) + 10
+
+
+def model_time_budget(timeout):
+    """Seconds all the whole-model runs of a grade may take together."""
+    return 2 * (runner.model_time_limit(timeout) + 15)
+
+
+def _execute(job_dir, job, functions, box, limit, step=None, steps=0, ids=None):
+    (job_dir.inbox / "job.json").write_text(json.dumps(job), encoding="utf-8")
     if functions is not None:
-        runner.run_job(str(job_dir), functions)
+        runner.run_job(str(job_dir.inbox), functions, out_dir=str(job_dir.outbox))
         return False, 0
-    env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    with open(job_dir / "student_output.txt", "wb") as log:
-        child = subprocess.Popen([sys.executable, "-I", runner.__file__, str(job_dir)], cwd=job_dir,
-                                 stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env,
-                                 start_new_session=True)
-        killed = False
-        try:
-            child.wait(timeout=limit)
-        except subprocess.TimeoutExpired:
-            killed = True
-        finally:
-            if child.poll() is None:
-                os.killpg(child.pid, signal.SIGKILL)     # the student's code and anything it started
-                child.wait()
-    return killed, child.returncode
-
-
-def _read_results(job_dir):
-    """{case id: (record, arrays)} and the import error, if the file would not load."""
-    records, import_error = {}, None
-    path = job_dir / "results.jsonl"
-    lines = path.read_text(encoding="utf-8", errors="replace").splitlines() if path.exists() else []
-    for line in lines:
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if not isinstance(rec, dict):
-            continue
-        if rec.get("id") == "import":
-            import_error = str(rec.get("error"))
-            continue
-        if rec.get("id") == "printed":               # what the student's code printed: for the report
-            printed = records.setdefault("printed", [])
-            printed.append((int(rec.get("count", 0)), str(rec.get("head", ""))))
-            continue
-        arrays = {}
-        out = job_dir / f"out_{rec.get('id')}.npz"
-        if out.exists():
-            try:
-                with np.load(out, allow_pickle=False) as data:
-                    arrays = {k: data[k] for k in data.files}
-            except (OSError, ValueError):
-                arrays = {}
-        records[str(rec.get("id"))] = (rec, arrays)
-    return records, import_error
+    job["sandbox"] = box.spec(limit)
+    (job_dir.inbox / "job.json").write_text(json.dumps(job), encoding="utf-8")
+    return box.run(job_dir, limit, step, steps, ids)
 
 
 def _layer_tests(layer, layer_cases, records, import_error, flagged, timeout):
@@ -280,86 +330,59 @@ def _layer_tests(layer, layer_cases, records, import_error, flagged, timeout):
         for i, case in enumerate(layer_cases):
             rec, arrays = records.get(str(i), (None, {}))
             if import_error:
-                status, why = "fail", f"student file: {import_error}"
+                status, why = "fail", "not graded: your file does not import (the first line says why)"
             elif function in flagged:
                 status, why = "fail", f"uses minigpt's own code ({flagged[function]}): it earns no points"
             elif rec is None:
                 status, why = "fail", (f"did not finish within {timeout:g} s, or ended the grader's process "
                                        "(an endless loop? sys.exit?)")
             elif way == "forward":
-                status, why = judge_forward(case, rec.get("forward", {}), arrays, timeout)
+                status, why = judge_forward(case, rec.get("forward", {}), arrays, timeout, rec.get("again"))
             else:
-                fstatus = judge_forward(case, rec.get("forward", {}), arrays, timeout)[0]
-                status, why = judge_backward(case, rec.get("backward", {}), arrays, fstatus, timeout)
+                fstatus, fwhy = judge_forward(case, rec.get("forward", {}), arrays, timeout, rec.get("again"))
+                status, why = judge_backward(case, rec.get("backward", {}), arrays, fstatus, timeout, fwhy)
+            said = (rec or {}).get(way, {}).get("printed_text", "")
             tests.append(Test(f"{function}: {case.name}", function, share if status == "pass" else 0.0,
-                              share, status, why))
+                              share, status, why, printed=said, hidden=case.name.startswith("hidden: ")))
     return tests
 
 
-def _run_model(tmp, base, functions, swap, timeout, attempt):
-    """One run of the whole-model job; its record (with "function": the student function it
-    stopped in, when it did not finish)."""
-    job_dir = Path(tmp) / f"model{attempt or ''}"
-    job_dir.mkdir()
-    job = dict(base, kind="model", swap=swap, seed=0, timeout=timeout, skip=[])
-    _execute(job_dir, job, functions, limit=runner.model_time_limit(timeout) + 15)
-    records, _ = _read_results(job_dir)
-    rec = dict(records.get("model", ({}, {}))[0])
-    if rec.get("status") != "ok" and not rec.get("function"):
-        rec["function"] = _last_call(job_dir, "model") or ""
+@contextmanager
+def _calls(tmp, base, functions, box, timeout):
+    """A caller of the student's functions for the grader's finite differences: over a Channel
+    to a child of its own (its limit: the whole model's), or here for trusted code."""
+    if functions is not None:
+        yield Here(runner.Local(runner.Student(functions, base.get("student"), base.get("watch", [])), timeout))
+        return
+    job_dir, base = _job(tmp, base, box, "differences")
+    limit = runner.model_time_limit(timeout)
+    job = dict(base, kind="model", timeout=timeout, skip=[], sandbox=box.spec(limit))
+    (job_dir.inbox / "job.json").write_text(json.dumps(job), encoding="utf-8")
+    with box.serve(job_dir, limit, step=timeout + STEP_SLACK) as channel:
+        yield Remote(channel, timeout + STEP_SLACK)
+
+
+def _run_model(tmp, base, functions, swap, timeout, attempt, box, fd=True, until=None):
+    """One run of the whole-model check: its record (with "function": the student function it
+    stopped in, when it did not finish). fd False: no finite differences (a quick run).
+    minigpt's GPT runs here; the student's functions run in a child that answers its calls."""
+    check, rec = ModelCheck(seed=0), {}
+    if functions is not None:                        # in this process (trusted code)
+        student = runner.Student(functions, base.get("student"), base.get("watch", []))
+        check.run(Here(runner.Local(student, timeout)), swap, rec, fd)
+        return rec
+    limit = runner.model_time_limit(timeout) + 15
+    if until is not None:                            # the grade's budget for all the model's runs
+        limit = min(limit, until - time.monotonic())
+        if limit < 1:
+            return {"status": "timeout", "function": ""}
+    job_dir, base = _job(tmp, base, box, f"model{attempt or ''}")
+    job = dict(base, kind="model", timeout=timeout, skip=[], sandbox=box.spec(limit))
+    (job_dir.inbox / "job.json").write_text(json.dumps(job), encoding="utf-8")
+    with box.serve(job_dir, limit, step=timeout + STEP_SLACK) as channel:
+        try:
+            caller = Remote(channel, timeout + STEP_SLACK)
+        except Stopped as stop:                      # the file did not load (the layer rows say why)
+            return {"status": stop.status, "function": "", "message": stop.message}
+        check.run(caller, swap, rec, fd)
     return rec
-
-
-def _model_test(tmp, base, functions, report, timeout):
-    """The whole GPT, float64, with every forward/backward pair that passed all its tests
-    swapped in; it earns a share of its points for each such layer when the gradients match.
-    A pair that raises, hangs or ends the process in it is left out, and the model runs again."""
-    rows = report.functions()
-    swap = [f"{layer}_{way}" for layer in LAYERS for way in ("forward", "backward")
-            if rows[f"{layer}_forward"][2] == rows[f"{layer}_backward"][2] == "pass"]   # caches are private
-    pairs = len(swap) // 2
-    name = f"model: one GPT forward and backward with your {pairs} of {len(LAYERS)} passing layers"
-    if not swap:
-        return Test("model: one GPT forward and backward with your functions", "model", 0.0, POINTS["model"],
-                    "not graded", "not graded yet: none of your functions passes its own tests")
-    left_out = []                                   # (layer, why) of pairs that stopped the model
-    while True:
-        rec = _run_model(tmp, base, functions, swap, timeout, len(left_out))
-        status = rec.get("status")
-        if status == "ok":
-            break
-        why = {"timeout": f"did not finish within {runner.model_time_limit(timeout):g} s",
-               "error": f"raised {rec.get('message')}",
-               "uses_minigpt": f"calls minigpt's own code ({rec.get('file')}), which earns no points"}.get(
-            status, "did not finish (an endless loop? sys.exit?)")
-        culprit = rec.get("function") or ""
-        layer = culprit.rsplit("_", 1)[0]
-        if status == "uses_minigpt" or culprit not in swap:
-            return Test(name, "model", 0.0, POINTS["model"], "fail", why)
-        left_out.append((layer, f"{culprit} {why}"))    # run again without that pair
-        swap = [f for f in swap if not f.startswith(layer + "_")]
-        if not swap:
-            return Test(name, "model", 0.0, POINTS["model"], "fail", left_out[0][1])
-    pairs = len(swap) // 2
-    params = rec.get("params", {})
-    bad = [(k, fd, ref) for k, (fd, ref) in params.items()
-           if not (fd <= MODEL_TOLERANCE[0] and ref <= MODEL_TOLERANCE[1])]
-    loss, ref_loss = rec.get("loss", [np.nan, 0.0])
-    lines = [f"{k}: {fd:.1e} against finite differences, {ref:.1e} against minigpt" for k, (fd, ref) in
-             params.items()]
-    if abs(loss - ref_loss) > 1e-9 * max(1.0, abs(ref_loss)):
-        bad.insert(0, ("loss", loss, ref_loss))
-        why = f"the loss is {loss:.6f}, minigpt's {ref_loss:.6f}"
-    elif bad:
-        k, fd, ref = bad[0]
-        why = (f"{k}: relative error {fd:.1e} against finite differences, {ref:.1e} against minigpt's "
-               f"gradient ({len(bad)} of {len(params)} parameters wrong)")
-    if bad:
-        return Test(name, "model", 0.0, POINTS["model"], "fail", why + "\n" + "\n".join(lines))
-    earned = POINTS["model"] * pairs / len(LAYERS)           # a share for each layer that works in it
-    why = (f"all {len(params)} parameters match" if pairs == len(LAYERS) else
-           f"all {len(params)} parameters match with the {pairs} of {len(LAYERS)} layers that pass "
-           "their own tests (a share of the points for each)")
-    if left_out:
-        why = "; ".join(f"left out {layer}: {w}" for layer, w in left_out) + f"; then {why}"
-    return Test(name, "model", earned, POINTS["model"], "pass", why + "\n" + "\n".join(lines))

@@ -51,16 +51,44 @@ NumPy, check each against finite differences, and run a whole GPT on your code.
 
     python -m minigpt.coursework grade student_layers.py
 
-grades whatever you have written so far: one row per function with its points and
-the first thing that is wrong (which output, its shape, the relative error, a
-hint); functions you have not written say `not implemented yet`. When every
-function passes, your layers also run a whole GPT, checked parameter by parameter.
+grades whatever you have written so far: one row per function with its points,
+how many of its cases pass, and the first thing that is wrong (which output, its
+shape, the relative error, a hint); functions you have not written say
+`not implemented yet`. Each layer whose forward and backward both pass every case
+also runs inside a whole GPT (minigpt's layers stand in for the ones that do not
+yet), checked parameter by parameter: the model's 16 points are shared out, 16/7
+per layer that works in it, so all of them only when all 7 layers do.
+
+How a backward is graded: the grader calls your forward, then calls it again on
+other inputs of the same shapes, then your backward with the FIRST call's cache,
+and compares the gradients with minigpt's. So the backward must read its cache
+alone, never a global the forward set. Your backward depends on your forward:
+
+- a forward that raises leaves no cache, so its backward is not graded on that
+  case and earns nothing there;
+- a forward that stores a wrong cache (say, xhat of the wrong rows) costs its
+  backward too, since the backward computes from it;
+- a forward whose output is wrong but whose cache is right costs the forward
+  alone: the backward still earns its points when it gives minigpt's gradient.
+  Where the forward is wrong, a backward that is the exact gradient of the
+  forward you wrote also passes, as long as that forward really depends on its
+  inputs (a forward that returns zeros gives its backward nothing to match).
+  On attention's dropout case the backward must give minigpt's gradient for
+  your own mask: the one your forward's output shows, or, if that output is
+  wrong, the one your dv implies (it must be a dropout of about p_drop of the
+  weights).
 
 The rules the grader enforces: use NumPy, not minigpt (a function that calls
 minigpt's own layers earns nothing); never write into an input, `dout` or the
 cache; float32 in, float32 out; return one gradient per input, in the forward's
-order. Your instructor may grade with extra cases you have not seen, so test
-more shapes than the kit does.
+order (the loss: a 0-d array of the logits' dtype; a Python float is float64);
+use the arguments you are given (`eps`, `ignore_index`, `rng`: `rng=None`
+means no dropout, and the same seed must give the same mask, so draw it with
+`rng`, never `np.random`). Keep self-tests under `if __name__ == "__main__":`: the
+grader imports your file under the same time limit as each case, once per layer
+and once per whole-model run, so a slow top level costs you many times. Your instructor
+may grade with extra cases you have not seen, so test more shapes than the kit
+does: the grader's cases vary C, T, the number of heads and LayerNorm's width.
 """
 
 

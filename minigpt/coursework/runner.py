@@ -1,19 +1,23 @@
 """Runs a student's functions on the grader's cases, in a process of its own.
 
-    python -I runner.py JOB_DIR        (started by grade.py, one process per layer)
+    python -I runner.py JOB_DIR OUT_DIR   (started by sandbox.py, one process per layer)
 
 JOB_DIR/job.json names the student's file, the functions and the cases; each
 case's inputs are in JOB_DIR/in_<id>.npz. For every case this writes the
-outputs and gradients to JOB_DIR/out_<id>.npz and one JSON line to
-JOB_DIR/results.jsonl, flushed at once, so that what finished survives a
+outputs and gradients to OUT_DIR/out_<id>.npz and one JSON line to
+OUT_DIR/results.jsonl, flushed at once, so that what finished survives a
 crash or a kill. Nothing here judges a result: grade.py compares, reading
-only JSON and npz (no pickle).
+only JSON and npz (no pickle), through sandbox.py's checks.
 
-The file imports only the standard library and NumPy, so the process can
-start with minigpt off the path; the whole-model job alone imports minigpt
-(model_check.py), and computes minigpt's answers before the student's file loads.
+The file imports only the standard library and NumPy, and so does every job:
+minigpt is never loaded here. In the whole-model job (two pipe descriptors after
+OUT_DIR) the grader runs minigpt's GPT in its own process and this one only
+answers its calls (serve): one student function on the inputs it is sent.
+Started by the grader's sandbox, it becomes the student's user under the
+limits (sandbox.enter), before it opens anything in OUT_DIR.
 Then guard.py hides minigpt from the student's code (see there), and only then is
-the student's file executed. Each case runs under a time limit (SIGALRM). In this
+the student's file executed. Each case runs under a time limit (SIGALRM; the grader's
+wall clock backs it with SIGKILL). In this
 process (tests, trusted code) a profile hook notes calls into minigpt's files instead.
 """
 import importlib.util
@@ -80,11 +84,11 @@ class Student:
             sys.setprofile(old)
 
 
-def load_guard():
-    """guard.py, loaded by its path (and kept out of sys.modules)."""
-    spec = importlib.util.spec_from_file_location("minigpt_grader_guard",
+def load_guard(name="guard"):
+    """guard.py (or sandbox.py), loaded by its path from the runner's folder (and kept out of sys.modules)."""
+    spec = importlib.util.spec_from_file_location(f"minigpt_grader_{name}",
                                                   os.path.join(os.path.dirname(os.path.realpath(__file__)),
-                                                               "guard.py"))
+                                                               f"{name}.py"))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -148,15 +152,9 @@ def snapshot(obj, depth=0):
 
 
 def same(a, b):
-    return len(a) == len(b) and all(x.shape == y.shape and x.dtype == y.dtype and _equal(x, y)
+    """Bytes for bytes (ndarray's own methods: a student's file may replace NumPy's functions)."""
+    return len(a) == len(b) and all(x.shape == y.shape and x.dtype == y.dtype and x.tobytes() == y.tobytes()
                                     for x, y in zip(a, b))
-
-
-def _equal(x, y):
-    try:
-        return np.array_equal(x, y, equal_nan=True)
-    except TypeError:
-        return np.array_equal(x, y)
 
 
 def as_record(value, key, arrays):
@@ -164,7 +162,7 @@ def as_record(value, key, arrays):
     if value is None:
         return {"kind": "none"}
     if isinstance(value, (np.ndarray, np.generic, float, int)) and not isinstance(value, bool):
-        a = np.asarray(value)
+        a = np.array(value)                     # a copy: a later call may write into a buffer it reuses
         if a.dtype.kind in "fciub":
             arrays[key] = a
             return {"kind": "array", "key": key}
@@ -174,15 +172,17 @@ def as_record(value, key, arrays):
 
 
 def run_layer_case(student, job, case, inputs, arrays):
-    """Forward, backward and finite differences of one case; returns the JSON record."""
+    """Forward, then the forward again on other inputs (case["again"]), then the backward on the
+    FIRST call's cache; returns the JSON record. The second call shows state kept outside the
+    cache, and a mask that does not come from the seed. Finite differences of the forward are
+    the grader's (it calls the forward over a Channel and differences the outputs itself)."""
     fwd, bwd = job["forward"], job["backward"]
     args = [_arg(spec, inputs) for spec in case["args"]]
-    originals = [a.copy() if isinstance(a, np.ndarray) else None for a in args]
     rec = {"id": case["id"], "forward": {}, "backward": {}}
     if fwd not in student.functions or fwd in job["skip"]:
         rec["forward"] = {"status": "missing" if fwd not in student.functions else "skipped"}
         return rec
-    ok, result = _run(student, rec["forward"], fwd, args, args, originals, case)
+    ok, result = _run(student, rec["forward"], fwd, args, case, arrays, "forward")
     if not ok:
         return rec
     if not isinstance(result, tuple) or len(result) != 2:
@@ -191,26 +191,30 @@ def run_layer_case(student, job, case, inputs, arrays):
         return rec
     out, cache = result
     rec["forward"]["out"] = as_record(out, "out", arrays)
+    if case.get("again"):
+        again = [_arg(spec, inputs) for spec in case["again"]]
+        rec["again"] = {}
+        ok, result = _run(student, rec["again"], fwd, again, case, arrays, "again")
+        if ok and isinstance(result, tuple) and len(result) == 2:
+            rec["again"]["out"] = as_record(result[0], "again_out", arrays)
+        elif ok:
+            rec["again"]["status"] = "bad_return"
     if bwd not in student.functions or bwd in job["skip"] or case.get("skip_backward"):
         rec["backward"] = {"status": "missing" if bwd not in student.functions else "skipped"}
         return rec
-    originals = [a.copy() if isinstance(a, np.ndarray) else None for a in args]   # as the forward left them
     dout = _arg(case["dout"], inputs)
-    dout_given = dout.copy() if isinstance(dout, np.ndarray) else dout
     cache_before = snapshot(cache)
-    ok, grads = _run(student, rec["backward"], bwd, [dout_given, cache], args, originals, case)
+    ok, grads = _run(student, rec["backward"], bwd, [dout, cache], case, arrays, "backward", args)
     if not ok:
         return rec
     b = rec["backward"]
-    if isinstance(dout, np.ndarray) and not _equal(dout, dout_given):
-        b.setdefault("modified", []).append("dout")
+    if isinstance(dout, np.ndarray):                     # the grader compares it with its own copy
+        arrays["backward_dout"] = dout.copy()
     if not same(cache_before, snapshot(cache)):
         b.setdefault("modified", []).append("cache")
     several = isinstance(grads, (tuple, list)) and len(case["grad_args"]) > 1
     grads = list(grads) if several else [grads]         # one gradient: a tuple or list is a wrong type
     b["grads"] = [as_record(g, f"grad_{i}", arrays) for i, g in enumerate(grads)]
-    if case["fd"] and len(grads) == len(case["grad_args"]):
-        _finite_differences(student, fwd, args, dout, case, arrays)
     return rec
 
 
@@ -225,14 +229,18 @@ def _arg(spec, inputs):
     return None
 
 
-def _run(student, rec, name, call_args, args, originals, case):
-    """Call one student function; fill rec with what went wrong. Returns (ok, result)."""
+def _run(student, rec, name, call_args, case, arrays, label, args=None):
+    """Call one student function; fill rec with what went wrong. Returns (ok, result). The
+    array arguments (`args`, by default call_args), as the call left them, go into arrays as
+    <label>_arg_<j>: the grader decides whether the call wrote into them."""
     student.hit = None
     if student.progress:
         student.progress.write(f"{case['id']} {name}\n")
         student.progress.flush()
     t0 = time.perf_counter()
     printed = student.printed.count if student.printed else 0
+    if student.printed:
+        student.printed.mark()
     result, error = None, None
     try:
         result = student.call(name, *call_args)
@@ -241,6 +249,7 @@ def _run(student, rec, name, call_args, args, originals, case):
     rec["seconds"] = round(time.perf_counter() - t0, 4)
     if student.printed and student.printed.count > printed:
         rec["printed"] = student.printed.count - printed
+        rec["printed_text"] = "".join(student.printed.recent)
     if student.hit:                          # first: a call into minigpt may be caught and raised anew
         rec.update(status="uses_minigpt", file=os.path.basename(student.hit))
     elif isinstance(error, NotImplementedError):
@@ -251,74 +260,47 @@ def _run(student, rec, name, call_args, args, originals, case):
         rec.update(status="error", message=describe(error, student.own))
     if student.hit or error is not None:
         return False, None
-    changed = [n for n, a, o in zip(case["arg_names"], args, originals) if o is not None and not _equal(a, o)]
-    if changed:
-        rec["modified"] = changed
+    for j, a in enumerate(call_args if args is None else args):
+        if isinstance(a, np.ndarray):
+            arrays[f"{label}_arg_{j}"] = a.copy()
     rec["status"] = "ok"
     return True, result
 
 
-def _finite_differences(student, fwd, args, dout, case, arrays, h=1e-5, picks=24):
-    """Centred differences of sum(forward(...)[0] * dout) at a few entries of each input
-    (in float64: float32 inputs are upcast for it)."""
-    rng = np.random.default_rng(0)
-    up = lambda a: a.astype(np.float64) if isinstance(a, np.ndarray) and a.dtype == np.float32 else a  # noqa: E731
-    args, dout = [up(a) for a in args], up(dout)
-    def fresh():                              # a random forward draws the same mask at every call
-        return [_arg(spec, {}) if spec[0] == "rng" else a for spec, a in zip(case["args"], args)]
-    try:
-        for i in case["grad_args"]:
-            x = args[i]
-            if not isinstance(x, np.ndarray) or x.dtype != np.float64:
-                continue
-            flat = rng.choice(x.size, size=min(picks, x.size), replace=False)
-            values = []
-            for j in flat:
-                ix = np.unravel_index(j, x.shape)
-                old = x[ix]
-                x[ix] = old + h
-                plus = np.sum(np.asarray(student.call(fwd, *fresh())[0]) * dout)
-                x[ix] = old - h
-                minus = np.sum(np.asarray(student.call(fwd, *fresh())[0]) * dout)
-                x[ix] = old
-                values.append((plus - minus) / (2 * h))
-            arrays[f"fd_index_{i}"] = np.asarray(flat, dtype=np.int64)
-            arrays[f"fd_value_{i}"] = np.asarray(values, dtype=np.float64)
-    except (Exception, TimeLimit):            # only a diagnostic: the grade does not depend on it
-        pass
-
-
-def run_job(job_dir, functions=None, watch=None):
-    """Run job_dir/job.json; functions (in-process use) replaces loading the student's file."""
+def run_job(job_dir, functions=None, watch=None, out_dir=None, fds=None):
+    """Run job_dir/job.json, writing into out_dir (default job_dir); functions (in-process use)
+    replaces loading the student's file. fds: the whole-model job's two pipe ends (requests
+    in, replies out): this process then only answers the grader's calls (serve)."""
+    out_dir = out_dir or job_dir
     with open(os.path.join(job_dir, "job.json"), encoding="utf-8") as f:
         job = json.load(f)
-    reference = None
-    if job["kind"] == "model":                  # minigpt's answers first, before any student code runs
-        if job.get("root") and job["root"] not in sys.path:
-            sys.path.append(job["root"])
-        from minigpt.coursework.model_check import ModelCheck
-        reference = ModelCheck(job["seed"])
-    with open(os.path.join(job_dir, "results.jsonl"), "a", encoding="utf-8") as results, \
-            open(os.path.join(job_dir, "progress.txt"), "a", encoding="utf-8") as progress:
+    channel = load_guard("sandbox") if fds else None
+    if job.get("sandbox"):                      # the student's user and limits, from here on
+        load_guard("sandbox").enter(job["sandbox"])
+    with open(os.path.join(out_dir, "results.jsonl"), "a", encoding="utf-8") as results, \
+            open(os.path.join(out_dir, "progress.txt"), "a", encoding="utf-8") as progress:
         def emit(rec):
             results.write(json.dumps(rec) + "\n")
             results.flush()
         guard = printed = None
         if functions is None:
             guard_module = load_guard()
-            guard = guard_module.install(job["package"], job["student"], model=reference is not None)
+            guard = guard_module.install(job["package"], job["student"])
             printed = sys.stdout = sys.stderr = guard_module.CappedOutput()
             with time_limit(job["timeout"]):
                 functions, error = load_student(job["student"])
             if error:
                 emit({"id": "import", "error": error})
+                if channel:
+                    channel.child_send(fds[1], {"status": "error", "message": error[:300]})
                 return
+            emit({"id": "loaded"})              # for the grader's wall clock: the cases start now
         student = Student(functions, job.get("student"), job.get("watch", []) if watch is None else watch)
         student.progress, student.guard, student.printed = progress, guard, printed
         try:
-            if reference is not None:
-                student.trace = True
-                emit(_model_job(student, job, reference))
+            if channel:
+                channel.child_send(fds[1], {"status": "loaded"})
+                serve(Local(student, job["timeout"]), channel, *fds)
                 return
             for case in job["cases"]:
                 arrays = {}
@@ -329,7 +311,7 @@ def run_job(job_dir, functions=None, watch=None):
                         rec = run_layer_case(student, job, case, inputs, arrays)
                 except TimeLimit:                 # between two student calls
                     rec = {"id": case["id"], "forward": {"status": "timeout"}}
-                np.savez(os.path.join(job_dir, f"out_{case['id']}.npz"), **arrays)
+                np.savez(os.path.join(out_dir, f"out_{case['id']}.npz"), **arrays)
                 emit(rec)
         finally:
             if printed is not None and printed.count:
@@ -341,22 +323,92 @@ def model_time_limit(timeout):
     return max(3 * timeout, 60.0)
 
 
-def _model_job(student, job, reference):
-    rec = {"id": "model"}
-    with time_limit(model_time_limit(job["timeout"])):
+class Stopped(Exception):
+    """A student's function gave the whole model no usable answer: status (timeout, error,
+    uses_minigpt, crashed), the function, and what to say."""
+
+    def __init__(self, status, function, message="", file=""):
+        super().__init__(message)
+        self.status, self.function, self.message, self.file = status, function, message, file
+
+
+class Seed(int):
+    """An argument that becomes np.random.default_rng(seed) where the student's function runs."""
+
+
+class Local:
+    """Calls the student's functions for the whole-model check, keeping their caches here
+    under the grader's handles (in the student's process, or in-process for trusted code)."""
+
+    def __init__(self, student, timeout):
+        self.student, self.timeout, self.caches = student, timeout, {}
+
+    def forward(self, name, args, handle):
+        result = self._call(name, *[a.copy() if isinstance(a, np.ndarray) else
+                                    np.random.default_rng(int(a)) if isinstance(a, Seed) else a for a in args])
+        if not isinstance(result, tuple) or len(result) != 2:
+            raise Stopped("bad_return", name, f"a bad return value: {type(result).__name__}, not (out, cache)")
+        self.caches[handle] = result[1]
+        return _array(result[0])
+
+    def backward(self, name, dout, handle, count):
+        if handle not in self.caches:
+            raise Stopped("error", name, "no cache of its forward")
+        grads = self._call(name, dout.copy() if isinstance(dout, np.ndarray) else dout, self.caches[handle])
+        grads = list(grads) if isinstance(grads, (tuple, list)) and count > 1 else [grads]
+        return [_array(g) for g in grads]
+
+    def _call(self, name, *args):
+        student = self.student
+        student.hit = None
         try:
-            reference.run(student, job["swap"], rec)
+            with time_limit(self.timeout):
+                result = student.call(name, *args)
         except TimeLimit:
-            rec.update(status="timeout", function=student.current)
-        except BaseException as e:            # noqa: BLE001 (student code may raise anything)
-            rec["function"] = student.current
-            if student.hit:
-                rec.update(status="uses_minigpt", file=os.path.basename(student.hit))
+            raise Stopped("timeout", name) from None
+        except BaseException as e:              # noqa: BLE001 (student code may raise anything)
+            if not student.hit:
+                raise Stopped("error", name, describe(e, student.own)) from None
+        if student.hit:
+            raise Stopped("uses_minigpt", name, file=os.path.basename(student.hit))
+        return result
+
+
+def _array(value):
+    """An array for a returned array or number; anything else as it came."""
+    if isinstance(value, (np.ndarray, np.generic, float, int)) and not isinstance(value, bool):
+        return np.array(value)
+    return value
+
+
+def serve(local, channel, reading, writing):
+    """The whole-model job in the student's process: answer each of the grader's calls with the
+    student function's outputs (or why there are none) until the grader closes the pipe."""
+    while True:
+        head, arrays = channel.child_receive(reading)
+        if head is None:
+            return
+        name = str(head.get("fn"))
+        try:
+            if name.endswith("_forward"):
+                args = [arrays[v] if kind == "array" else Seed(v) if kind == "rng" else v for kind, v in head["args"]]
+                values = [local.forward(name, args, head["handle"])]
             else:
-                rec.update(status="error", message=describe(e, student.own))
-    return rec
+                values = local.backward(name, arrays[0] if arrays else head.get("dout"), head["handle"], head["count"])
+            send = [v for v in values if v is not None]
+            for v in send:
+                if not isinstance(v, np.ndarray) or v.dtype.str not in channel.WIRE_DTYPES:
+                    raise Stopped("bad_return", name, "a bad return value: " + (
+                        f"a {v.dtype} array" if isinstance(v, np.ndarray) else type(v).__name__))
+            index = iter(range(len(send)))
+            channel.child_send(writing, {"status": "ok", "values": [None if v is None else next(index)
+                                                                   for v in values]}, send)
+        except Stopped as stop:
+            channel.child_send(writing, {"status": stop.status, "message": stop.message[:300],
+                                         "file": stop.file[:80]})
 
 
 if __name__ == "__main__":
     sys.setrecursionlimit(10_000)
-    run_job(sys.argv[1])
+    run_job(sys.argv[1], out_dir=sys.argv[2] if len(sys.argv) > 2 else None,
+            fds=(int(sys.argv[3]), int(sys.argv[4])) if len(sys.argv) > 4 else None)

@@ -126,7 +126,7 @@ def attention_forward(qkv, n_head, p_drop=0.0, rng=None):
 
 
 def attention_backward(dy, cache):
-    """datt = dy v^T, dv = att^T dy; ds = att (datt - rowsum(datt att)); dq, dk."""
+    """dv = dropped_att^T dy; datt = dy v^T through the mask; ds = att (datt - rowsum(datt att)); dq, dk."""
     q, k, v, att, att_used, keep = cache
     B, nh, T, hs = q.shape
     dy = dy.reshape(B, T, nh, hs).transpose(0, 2, 1, 3)                 # (B, nh, T, hs)

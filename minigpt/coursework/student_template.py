@@ -77,7 +77,8 @@ def layernorm_forward(x, w, b, eps=1e-5):
         mean = mean(x), var = mean((x - mean)^2)   (over the C channels of each row)
         xhat = (x - mean) / sqrt(var + eps),   out = xhat * w + b
 
-    x: (..., C); w: (C,); b: (C,) or None. Returns out: x's shape, and the cache
+    x: (..., C), any width C; w: (C,); b: (C,) or None; eps: the argument given.
+    Returns out: x's shape, and the cache
     (x or xhat, w, and the row statistics, such as rstd = 1 / sqrt(var + eps)).
     """
     raise NotImplementedError
@@ -119,7 +120,8 @@ def dropout_forward(x, p, rng):
     """Inverted dropout: zero each entry with probability p, scale the rest by 1 / (1 - p).
 
     x: any shape; p: float in [0, 1); rng: a numpy Generator (draw the mask with it,
-    e.g. rng.random(x.shape) >= p). With p == 0 (or rng None) it is the identity.
+    e.g. rng.random(x.shape) >= p). With p == 0 or rng None it is the identity (no mask is
+    drawn). Draw the mask with rng, never np.random: the same seed gives the same mask.
     Returns out: x's shape, every entry 0 or x / (1 - p), and the cache (the mask).
     """
     raise NotImplementedError
@@ -139,11 +141,17 @@ def attention_forward(qkv, n_head, p_drop=0.0, rng=None):
 
         s = q k^T / sqrt(hs)                 (B, nh, T, T)
         s[t, u] = -inf for u > t             (position t sees only 0..t)
-        att = softmax(s) over the last axis
-        y = dropout(att, p_drop, rng) @ v    (B, nh, T, hs)
+        att = softmax(s) over the last axis  (subtract each row's maximum before exp:
+                                              scores can be large enough to overflow)
+        dropped_att = dropout(att, p_drop, rng)
+        y = dropped_att @ v                  (B, nh, T, hs)
 
-    then merge the heads back side by side. p_drop = 0 (the default) means no dropout.
-    Returns y: (B, T, C), and the cache (q, k, v and att are what the backward needs).
+    then merge the heads back side by side. Dropout on the weights is the dropout
+    above: zero each weight with probability p_drop (draw the mask with rng, e.g.
+    rng.random(att.shape) >= p_drop) and scale the rest by 1 / (1 - p_drop). With
+    p_drop = 0 (the default) or rng None there is no dropout: dropped_att = att.
+    Returns y: (B, T, C), and the cache: q, k, v, att, and the dropout mask (or
+    dropped_att) when there was dropout, for the backward.
     """
     raise NotImplementedError
 
@@ -151,12 +159,16 @@ def attention_forward(qkv, n_head, p_drop=0.0, rng=None):
 def attention_backward(dy, cache):
     """dqkv for dy: (B, T, C). Undo the forward line by line, last line first:
 
-        y = att @ v:        datt = dy v^T,  dv = att^T dy
-        att = softmax(s):   ds = att * (datt - sum(datt * att, over each row))
-        s = q k^T / sqrt(hs):  dq = ds k / sqrt(hs),  dk = ds^T q / sqrt(hs)
+        y = dropped_att @ v:  ddropped = dy v^T,  dv = dropped_att^T dy
+        dropout:              datt = ddropped through the forward's own mask (the one
+                              in the cache, scaled by 1 / (1 - p_drop)); without
+                              dropout datt = ddropped and dropped_att = att
+        att = softmax(s):     ds = att * (datt - sum(datt * att, over each row))
+        s = q k^T / sqrt(hs): dq = ds k / sqrt(hs),  dk = ds^T q / sqrt(hs)
 
-    (masked entries have att = 0, so they get no gradient.) Returns dqkv: (B, T, 3C),
-    dq, dk and dv side by side, heads merged as in the forward.
+    (masked entries have att = 0, so they get no gradient; the softmax line uses att,
+    not dropped_att.) Returns dqkv: (B, T, 3C), dq, dk and dv side by side, heads
+    merged as in the forward.
     """
     raise NotImplementedError
 
@@ -168,7 +180,8 @@ def cross_entropy_forward(logits, targets, ignore_index=-1):
 
     Subtract each row's maximum before exp, so large logits cannot overflow.
     logits: (..., V), 2-D (N, V) or 3-D (B, T, V); targets: logits' shape without V,
-    integers, ignore_index marking a position that does not count.
+    integers, ignore_index marking a position that does not count (use the argument:
+    it may be any integer, even a class id, not only -1).
     Returns loss: a 0-d array (logits' dtype), and the cache (the softmax
     probabilities, the targets and how many positions count).
     """
