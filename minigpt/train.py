@@ -30,7 +30,7 @@ from . import data, dist, plan, task, task_metrics
 from .backend import DeviceError
 from .checkpoint import CheckpointError
 from .fileio import FileError, claim_dir
-from .optim import clip_grad_norm, lr_schedule
+from .optim import clip_grad_norm, lr_schedule, relaid_lr
 from .progress import EvalSchedule, TimeBudget, flops_and_peak, fmt_time, log_line, plot_losses, write_metrics
 from .inputs import CACHE, check_inputs, start_afresh
 from .run import PipeGuard, StopOnSignal, UsageError, handling, make_run, save
@@ -211,7 +211,10 @@ def train_loop(run, budget, stop):
         fitted = timed and (args.max_iters is None or total < args.max_iters)     # by the budget
         warmup = min(args.warmup_iters, total // 5) if fitted else args.warmup_iters
         lr = lr_schedule(run.it, args.lr, args.min_lr, warmup, decay_iters)
+        if timed and run.relay is not None:    # resumed, or the plan dropped: from where it had got
+            lr = relaid_lr(run.it, *run.relay, args.min_lr, decay_iters)
         loss = train_step(run, lr)
+        run.lr_reached = lr if run.relay is not None or run.it > warmup else None
         window_loss, window_n = window_loss + loss, window_n + 1
         if timed and budget.s_iter is None:    # the warm-up that the first plan is made from
             if run.it - first_it == 1:

@@ -1,0 +1,34 @@
+"""The learning rate under a time budget: a resumed run, or a plan that drops, never raises it
+and lets it decay to --min-lr from where it had got (tiny model, seconds each)."""
+import json
+from pathlib import Path
+
+import pytest
+
+from minigpt.checkpoint import load_checkpoint
+from minigpt.optim import relaid_lr
+from minigpt.train import main
+
+ROOT = Path(__file__).resolve().parent.parent
+TEXT = ROOT / "notebooks" / "data" / "sea_forecasts.txt"
+TINY = ["--n-layer", "1", "--n-head", "2", "--n-embd", "32", "--block-size", "16", "--batch-size", "4",
+        "--eval-iters", "2", "--sample-tokens", "0", "--log-interval", "1", "--warmup-iters", "10"]
+
+
+def test_relaid_cosine_starts_where_it_got_and_ends_at_min_lr():
+    assert relaid_lr(50, 50, 1e-3, 1e-4, float("inf")) == 1e-3            # no plan yet: held
+    lrs = [relaid_lr(i, 50, 1e-3, 1e-4, 150) for i in range(50, 160)]
+    assert lrs[0] == pytest.approx(1e-3) and lrs[100] == 1e-4 and lrs[-1] == 1e-4
+    assert all(a >= b for a, b in zip(lrs, lrs[1:]))                      # only down
+    assert relaid_lr(60, 50, 5e-5, 1e-4, 150) == 5e-5                      # never above where it got
+
+
+def test_budgeted_resume_never_raises_the_lr(tmp_path, capsys):
+    assert main([str(TEXT), "--out-dir", str(tmp_path), *TINY, "--max-time", "0.1"]) == 0
+    ck = load_checkpoint(tmp_path / "ckpt.npz")
+    first = [json.loads(line) for line in open(tmp_path / "log.jsonl")]
+    reached = first[-1]["lr"]
+    assert ck["train_args"]["lr_reached"] == pytest.approx(reached)
+    assert main([str(TEXT), "--resume", "--out-dir", str(tmp_path), "--max-time", "0.1", "--log-interval", "1"]) == 0
+    resumed = [r for r in map(json.loads, open(tmp_path / "log.jsonl")) if r["iter"] > ck["iter_num"]]
+    assert resumed and max(r["lr"] for r in resumed) <= reached * (1 + 1e-9)
