@@ -118,17 +118,18 @@ def budget_verdict(args, budget, micro_s, eval_batch_s, now):
 def check_budget_holds(run, budget, refuse=True):
     """UsageError, on every rank, if the first step and the final eval cannot fit in the
     budget (rank 0's timing decides); either way the budget knows a step's cost from the
-    start, so the warm-up never runs past the deadline. refuse=False (a resumed run on what is
-    left of its own budget) only sets that cost: the run then ends as soon as it can."""
+    start (and an eval's, from its batch), so the warm-up never runs past the deadline.
+    refuse=False (a resumed run on what is left of its own budget) only sets those costs: the
+    run then ends as soon as it can."""
     if budget.deadline == float("inf"):
         return
     micro_s, eval_batch_s = _probe(run)
 
     def verdict():
         why = budget_verdict(run.args, budget, micro_s, eval_batch_s, time.perf_counter())
-        return why, run.args.grad_accum * micro_s
+        return why, run.args.grad_accum * micro_s, 2 * run.args.eval_iters * eval_batch_s
 
-    why, step_s = decide(run, verdict)
+    why, step_s, eval_s = decide(run, verdict)
     if why and refuse:
         raise UsageError(why)
-    budget.guess_s_iter = step_s
+    budget.guess_s_iter, budget.guess_eval_s = step_s, eval_s

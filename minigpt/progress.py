@@ -32,6 +32,7 @@ class TimeBudget:
         self.sample_s_per_token = 0.005            # a guess until a sample has been timed
         self.warm_s_iter = None                    # seconds per iteration over the warm-up
         self.guess_s_iter = None                   # a step's cost timed at the start (plan.py)
+        self.guess_eval_s = None                   # an eval's cost from its batch timed at the start
 
     @property
     def s_iter(self):
@@ -48,9 +49,12 @@ class TimeBudget:
         self.seconds += seconds
 
     def eval_seconds(self):
-        """An eval's duration: measured, or estimated as 2 splits of forward-only passes."""
+        """An eval's duration: measured; before the first step time is measured, from the eval
+        batch timed at the start (the fastest of a few); else 2 splits of forward-only passes."""
         if self.eval_s is not None:
             return self.eval_s
+        if self.s_iter is None and self.guess_eval_s is not None:
+            return self.guess_eval_s
         return 2 * self.eval_iters * self._s_iter() / (3 * self.grad_accum)
 
     def _s_iter(self):
