@@ -49,12 +49,14 @@ class TimeBudget:
         self.seconds += seconds
 
     def eval_seconds(self):
-        """An eval's duration: measured; before the first step time is measured, from the eval
-        batch timed at the start (the fastest of a few); else 2 splits of forward-only passes."""
+        """An eval's duration: measured; else from the eval batch timed at the start (the fastest
+        of a few), scaled by how much slower the measured step is than the one timed with it
+        (a forward pass costs what it costs on this machine, not a fixed third of a step);
+        else 2 splits of forward-only passes."""
         if self.eval_s is not None:
             return self.eval_s
-        if self.s_iter is None and self.guess_eval_s is not None:
-            return self.guess_eval_s
+        if self.guess_eval_s is not None and self.guess_s_iter:   # scaled by the step's measured speed
+            return self.guess_eval_s * (self.s_iter / self.guess_s_iter if self.s_iter else 1.0)
         return 2 * self.eval_iters * self._s_iter() / (3 * self.grad_accum)
 
     def _s_iter(self):

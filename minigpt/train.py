@@ -188,7 +188,9 @@ def train_loop(run, budget, stop):
 
     With a deadline, the plan is made after a short warm-up (WARMUP_STEPS timed steps)
     and refitted smoothly at each log line (TimeBudget.refit); a plan the budget cuts short
-    has its warm-up cut to a fifth of it, so the cosine reaches --min-lr at the planned end.
+    has its warm-up cut to a fifth of it, so the cosine reaches --min-lr at the planned end;
+    a resumed run, and one whose plan dropped, re-lays the cosine from the lr it had reached
+    (run.relay), never above it.
     Evals follow budget.schedule (at the start and each tenth of the run to the 8th, or every
     --eval-interval steps) and end the run. Returns 128 + the signal number if stopped
     by SIGINT or SIGTERM (after saving), else 0."""
@@ -230,7 +232,10 @@ def train_loop(run, budget, stop):
             dt = time.perf_counter() - window_t
             budget.observe(window_n, dt)
             if run.it < total:                 # refit the plan, but never past its end
-                total = max(run.it, plan.refitted_total(run, budget, total))
+                refit = max(run.it, plan.refitted_total(run, budget, total))
+                if refit < total and run.it > warmup and not args.lr_decay_iters:
+                    run.relay = (run.it, lr)   # a drop: the cosine re-laid from here to the new end
+                total = refit
             tok_per_s = _log_line(run, budget, total, lr, window_loss, window_n, dt, mfu)
             window_t, window_n, window_loss = time.perf_counter(), 0, 0.0
         due = plan.eval_due(run, budget, total)    # by --eval-interval, or the clock at log lines

@@ -32,3 +32,25 @@ def test_budgeted_resume_never_raises_the_lr(tmp_path, capsys):
     assert main([str(TEXT), "--resume", "--out-dir", str(tmp_path), "--max-time", "0.1", "--log-interval", "1"]) == 0
     resumed = [r for r in map(json.loads, open(tmp_path / "log.jsonl")) if r["iter"] > ck["iter_num"]]
     assert resumed and max(r["lr"] for r in resumed) <= reached * (1 + 1e-9)
+
+
+def test_a_plan_that_drops_re_lays_the_cosine_from_the_lr_reached(tmp_path, monkeypatch, capsys):
+    """A machine that slowed down: the plan falls from thousands to 30 more steps at iter 20.
+    The lr goes on from where it was down to --min-lr at the new end (no jump to a cosine's
+    tail, no stop at a high lr)."""
+    from minigpt import plan
+    real, dropped = plan.refitted_total, []
+
+    def refit(run, budget, total):
+        if run.it >= 20 and not dropped:
+            dropped.append(run.it)
+            return run.it + 30
+        return total if dropped else real(run, budget, total)
+
+    monkeypatch.setattr(plan, "refitted_total", refit)
+    assert main([str(TEXT), "--out-dir", str(tmp_path), *TINY, "--max-time", "0.2", "--log-interval", "5"]) == 0
+    log = {r["iter"]: r["lr"] for r in map(json.loads, open(tmp_path / "log.jsonl"))}
+    at = dropped[0]
+    after = [log[i] for i in sorted(log) if i > at]
+    assert max(log) == at + 30 and after[-1] == pytest.approx(2e-4, rel=0.05)   # the new end: --min-lr
+    assert after[0] > 0.9 * log[at] and all(a >= b for a, b in zip(after, after[1:]))

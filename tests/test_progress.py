@@ -179,5 +179,5 @@ def test_warm_up_estimates_the_eval_from_its_timed_batch_not_from_the_step():
     b = TimeBudget(10.0, None, 100, 1, 400)
     b.guess_s_iter, b.guess_eval_s = 0.1, 1.0         # the formula would give 6.7 s for the eval
     assert b.eval_seconds() == 1.0 and b.fits_another(0.0)
-    b.warm_up(5, 0.5)                                  # measured: the step time takes over
-    assert b.eval_seconds() == pytest.approx(2 * 100 * 0.1 / 3)
+    b.warm_up(5, 1.0)                                  # measured: twice the start's step
+    assert b.eval_seconds() == pytest.approx(2.0)     # so the eval is taken twice as long too
