@@ -41,14 +41,26 @@ def refitted_total(run, budget, total):
                                             run.args.log_interval))
 
 
+CHECKS_PER_PART = 5            # the eval schedule looks at the clock about 5 times a tenth
+
+
+def check_every(total, log_interval, parts=10):
+    """Steps between looks at the eval schedule: at log lines, or more often when the plan is
+    short (a busy machine), about CHECKS_PER_PART times per tenth of it; from the plan's total,
+    so the same on every rank."""
+    if math.isinf(total):
+        return log_interval
+    return max(1, min(log_interval, int(total) // (parts * CHECKS_PER_PART)))
+
+
 def eval_due(run, budget, total):
     """What the eval schedule asks for after this step: "eval", "save" or None. A given
     --eval-interval is the same on every rank and needs no broadcast; the time-based schedule
-    reads the clock, at log lines only."""
+    reads the clock, every check_every steps (one broadcast each)."""
     schedule = budget.schedule
     if schedule.due_by_iter(run.it):
         return "eval"
-    if schedule.interval is not None or run.it % run.args.log_interval:
+    if schedule.interval is not None or run.it % check_every(total, run.args.log_interval, schedule.parts):
         return None
     return decide(run, lambda: schedule.due(run.it, time.perf_counter(), total, budget.eval_seconds()))
 

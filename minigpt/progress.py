@@ -118,7 +118,7 @@ class EvalSchedule:
 
     With an interval (--eval-interval N): every N iterations, as asked. Without one: at the
     start, then at each tenth of the run up to the eighth (the end's eval comes about a tenth
-    after it), checked at log lines. The run's progress is the
+    after it), checked at log lines or, for a short plan, about 5 times a tenth (plan.check_every). The run's progress is the
     larger of the share of the time budget spent and the share of the planned iterations
     done, so a machine slower than planned still evaluates ten times, and a run capped by
     --max-iters or without a deadline evaluates by iterations. With a deadline, evals keep

@@ -238,7 +238,7 @@ def train_loop(run, budget, stop):
                 total = refit
             tok_per_s = _log_line(run, budget, total, lr, window_loss, window_n, dt, mfu)
             window_t, window_n, window_loss = time.perf_counter(), 0, 0.0
-        due = plan.eval_due(run, budget, total)    # by --eval-interval, or the clock at log lines
+        due = plan.eval_due(run, budget, total)    # by --eval-interval, or the clock (plan.check_every)
         if due and not run.comm.any(stop.requested):
             t = time.perf_counter()
             if due == "eval":
@@ -248,8 +248,10 @@ def train_loop(run, budget, stop):
             window_t += time.perf_counter() - t        # the log window times training steps only
     stopped = run.comm.any(stop.requested)
     if window_n and not stopped:               # the budget ended the run between log lines
-        tok_per_s = _log_line(run, budget, run.it, lr, window_loss, window_n,
+        tok_per_s = _log_line(run, budget, total, lr, window_loss, window_n,
                               time.perf_counter() - window_t, mfu)
+        if run.it < total:
+            print(f"stopped by the time budget at iter {run.it} of the planned {total}", flush=True)
     if stopped:
         if loss is not None and not math.isfinite(float(loss)):
             raise Diverged(f"the training loss is {float(loss)} at iter {run.it}")

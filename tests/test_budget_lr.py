@@ -54,3 +54,22 @@ def test_a_plan_that_drops_re_lays_the_cosine_from_the_lr_reached(tmp_path, monk
     after = [log[i] for i in sorted(log) if i > at]
     assert max(log) == at + 30 and after[-1] == pytest.approx(2e-4, rel=0.05)   # the new end: --min-lr
     assert after[0] > 0.9 * log[at] and all(a >= b for a, b in zip(after, after[1:]))
+
+
+def test_a_run_stopped_by_the_budget_between_log_lines_shows_the_plan_and_says_so(tmp_path, monkeypatch, capsys):
+    from minigpt import plan
+    monkeypatch.setattr(plan, "another_fits", lambda run, budget: run.it < 13)
+    assert main([str(TEXT), "--out-dir", str(tmp_path), *TINY, "--max-time", "0.2", "--log-interval", "5"]) == 0
+    out = capsys.readouterr().out
+    last = [line for line in out.splitlines() if line.startswith("iter ")][-1]
+    planned = int(last.split("/")[1].split()[0])
+    assert last.startswith("iter    13/") and planned > 13
+    assert f"stopped by the time budget at iter 13 of the planned {planned}" in out
+
+
+def test_the_eval_schedule_is_looked_at_between_log_lines_when_the_plan_is_short(tmp_path, capsys):
+    """40 steps, log lines every 100: each tenth still gets its eval (the docs' claim)."""
+    assert main([str(TEXT), "--out-dir", str(tmp_path), *TINY, "--max-time", "0", "--max-iters", "40",
+                 "--log-interval", "100"]) == 0
+    evals = [json.loads(line)["iter"] for line in open(tmp_path / "metrics.jsonl")]
+    assert evals == [0, 4, 8, 12, 16, 20, 24, 28, 32, 40]
