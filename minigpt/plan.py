@@ -20,7 +20,7 @@ import time
 
 import numpy as np
 
-from . import data
+from . import data, task
 from .backend import default_rng
 from .inputs import UsageError
 
@@ -107,6 +107,21 @@ def _probe(run, tries=PROBE_TRIES):
     return micro_s, min(eval_batch_s, micro_s)
 
 
+SAMPLE_PROBE_TOKENS = 32       # tokens sampled at the start to time the final sample's per-token cost
+
+
+def _sample_probe(run, tries=2):
+    """Seconds per sampled token (the fastest of `tries` short samples), or None without a final
+    sample. Its own generator: the run's random streams are untouched."""
+    n = min(run.args.sample_tokens, SAMPLE_PROBE_TOKENS)
+    if not n or task.is_task_file(run.args.file):
+        return None
+    from .sample import generate
+    start = np.zeros((1, 1), dtype=np.int64)
+    return _fastest(lambda: generate(run.model, start, n, rng=np.random.default_rng(0),
+                                     vocab_size=run.tokenizer.vocab_size), tries) / n
+
+
 def budget_verdict(args, budget, micro_s, eval_batch_s, now):
     """None if one optimizer step and the final eval (and, on the eval schedule, the start's
     tenth of one) fit before the deadline, else the reason. The timings are the fastest seen,
@@ -136,12 +151,15 @@ def check_budget_holds(run, budget, refuse=True):
     if budget.deadline == float("inf"):
         return
     micro_s, eval_batch_s = _probe(run)
+    token_s = _sample_probe(run)
 
     def verdict():
         why = budget_verdict(run.args, budget, micro_s, eval_batch_s, time.perf_counter())
-        return why, run.args.grad_accum * micro_s, 2 * run.args.eval_iters * eval_batch_s
+        return why, run.args.grad_accum * micro_s, 2 * run.args.eval_iters * eval_batch_s, token_s
 
-    why, step_s, eval_s = decide(run, verdict)
+    why, step_s, eval_s, token_s = decide(run, verdict)
     if why and refuse:
         raise UsageError(why)
     budget.guess_s_iter, budget.guess_eval_s = step_s, eval_s
+    if token_s is not None:                    # the final sample's time, reserved from a measurement
+        budget.sample_s_per_token = token_s

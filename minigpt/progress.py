@@ -29,7 +29,7 @@ class TimeBudget:
         self.grad_accum, self.sample_tokens, self.margin_s = grad_accum, sample_tokens, margin_s
         self.iters, self.seconds = 0, 0.0          # timed training iterations (evals excluded)
         self.eval_s = None                         # the last eval's duration
-        self.sample_s_per_token = 0.005            # a guess until a sample has been timed
+        self.sample_s_per_token = 0.005            # a guess until a sample is timed (plan.py, evals)
         self.warm_s_iter = None                    # seconds per iteration over the warm-up
         self.guess_s_iter = None                   # a step's cost timed at the start (plan.py)
         self.guess_eval_s = None                   # an eval's cost from its batch timed at the start

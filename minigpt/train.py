@@ -336,7 +336,8 @@ def _train(args, explicit, t0, stop):
         status = train_loop(run, budget, stop)
     if status:
         return status
-    print(f"done: {run.it} iterations in {fmt_time(time.perf_counter() - t0)}; best val loss "
+    print(f"done: {run.it} iterations in {fmt_time(time.perf_counter() - t0)} of training (start-up and "
+          f"evals included, the final sample not); best val loss "
           f"{run.best:.4f} (over {args.eval_iters} batches); checkpoint {run.path('ckpt.npz')}")
     if run.records and "exact_match" in run.records[-1]:
         r = run.records[-1]

@@ -65,6 +65,7 @@ def test_a_run_stopped_by_the_budget_between_log_lines_shows_the_plan_and_says_s
     planned = int(last.split("/")[1].split()[0])
     assert last.startswith("iter    13/") and planned > 13
     assert f"stopped by the time budget at iter 13 of the planned {planned}" in out
+    assert "of training (start-up and evals included, the final sample not)" in out     # what the time is
 
 
 def test_the_eval_schedule_is_looked_at_between_log_lines_when_the_plan_is_short(tmp_path, capsys):
@@ -73,3 +74,27 @@ def test_the_eval_schedule_is_looked_at_between_log_lines_when_the_plan_is_short
                  "--log-interval", "100"]) == 0
     evals = [json.loads(line)["iter"] for line in open(tmp_path / "metrics.jsonl")]
     assert evals == [0, 4, 8, 12, 16, 20, 24, 28, 32, 40]
+
+
+def test_the_final_sample_is_reserved_from_a_timed_sample_not_a_guess(monkeypatch):
+    """A machine where a sampled token takes 20 ms: the budget keeps 400 * 20 ms for the final
+    sample (it kept 400 * 5 ms, a guess, and the sample ran past the deadline)."""
+    import time
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from minigpt import plan, sample
+    from minigpt.dist import Solo
+    from minigpt.model import GPT, GPTConfig
+    from minigpt.progress import EvalSchedule, TimeBudget
+    model = GPT(GPTConfig(vocab_size=40, block_size=16, n_layer=1, n_head=2, n_embd=16), seed=0)
+    args = SimpleNamespace(seed=0, batch_size=4, block_size=16, grad_accum=1, eval_iters=2, max_time=1.0,
+                           sample_tokens=400, file="notes.txt")
+    run = SimpleNamespace(args=args, xp=np, model=model, comm=Solo(), train_tokens=np.arange(400) % 40,
+                          tokenizer=SimpleNamespace(vocab_size=40))
+    monkeypatch.setattr(sample, "generate", lambda model, idx, n, **k: time.sleep(0.02 * n))
+    budget = TimeBudget(time.perf_counter() + 60, None, 2, 1, 400, schedule=EvalSchedule())
+    plan.check_budget_holds(run, budget)
+    assert 0.02 <= budget.sample_s_per_token < 0.04
+    assert budget.reserve() >= 400 * 0.02
