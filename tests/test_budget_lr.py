@@ -98,3 +98,21 @@ def test_the_final_sample_is_reserved_from_a_timed_sample_not_a_guess(monkeypatc
     plan.check_budget_holds(run, budget)
     assert 0.02 <= budget.sample_s_per_token < 0.04
     assert budget.reserve() >= 400 * 0.02
+
+
+def test_a_damaged_lr_reached_is_one_line_and_exit_2(tmp_path, capsys):
+    import numpy as np
+    assert main([str(TEXT), "--out-dir", str(tmp_path), *TINY, "--max-time", "0", "--max-iters", "12"]) == 0
+    ckpt = tmp_path / "ckpt.npz"
+    with np.load(ckpt) as a:
+        arrays = {k: a[k] for k in a.files}
+    meta = json.loads(arrays["meta"].tobytes())
+    assert meta["train_args"]["lr_reached"] > 0                  # past the warm-up of 10: saved
+    meta["train_args"]["lr_reached"] = "fast"
+    arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
+    with open(ckpt, "wb") as f:
+        np.savez(f, **arrays)
+    capsys.readouterr()
+    assert main([str(TEXT), "--resume", "--out-dir", str(tmp_path), "--max-iters", "14"]) == 2
+    err = capsys.readouterr().err
+    assert "train_args.lr_reached" in err and len(err.strip().splitlines()) == 1, err
