@@ -98,3 +98,15 @@ def lr_schedule(it, max_lr, min_lr, warmup_iters, decay_iters):
         return min_lr
     progress = (it - warmup_iters) / max(1, decay_iters - warmup_iters)
     return min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (max_lr - min_lr)
+
+
+def relaid_lr(it, from_it, from_lr, min_lr, decay_iters):
+    """A cosine re-laid from (from_it, from_lr) down to min_lr at decay_iters, then min_lr;
+    from_lr held while decay_iters is not known (math.inf). Never above from_lr: a resumed
+    run, or one whose plan dropped, continues from where its learning rate had got to."""
+    if it >= decay_iters:
+        return min(min_lr, from_lr)
+    if math.isinf(decay_iters):
+        return from_lr
+    progress = max(0, it - from_it) / max(1, decay_iters - from_it)
+    return min(from_lr, min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (from_lr - min_lr))

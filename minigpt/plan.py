@@ -20,7 +20,7 @@ import time
 
 import numpy as np
 
-from . import data
+from . import data, task
 from .backend import default_rng
 from .inputs import UsageError
 
@@ -41,14 +41,26 @@ def refitted_total(run, budget, total):
                                             run.args.log_interval))
 
 
+CHECKS_PER_PART = 5            # the eval schedule looks at the clock about 5 times a tenth
+
+
+def check_every(total, log_interval, parts=10):
+    """Steps between looks at the eval schedule: at log lines, or more often when the plan is
+    short (a busy machine), about CHECKS_PER_PART times per tenth of it; from the plan's total,
+    so the same on every rank."""
+    if math.isinf(total):
+        return log_interval
+    return max(1, min(log_interval, int(total) // (parts * CHECKS_PER_PART)))
+
+
 def eval_due(run, budget, total):
     """What the eval schedule asks for after this step: "eval", "save" or None. A given
     --eval-interval is the same on every rank and needs no broadcast; the time-based schedule
-    reads the clock, at log lines only."""
+    reads the clock, every check_every steps (one broadcast each)."""
     schedule = budget.schedule
     if schedule.due_by_iter(run.it):
         return "eval"
-    if schedule.interval is not None or run.it % run.args.log_interval:
+    if schedule.interval is not None or run.it % check_every(total, run.args.log_interval, schedule.parts):
         return None
     return decide(run, lambda: schedule.due(run.it, time.perf_counter(), total, budget.eval_seconds()))
 
@@ -95,6 +107,21 @@ def _probe(run, tries=PROBE_TRIES):
     return micro_s, min(eval_batch_s, micro_s)
 
 
+SAMPLE_PROBE_TOKENS = 32       # tokens sampled at the start to time the final sample's per-token cost
+
+
+def _sample_probe(run, tries=2):
+    """Seconds per sampled token (the fastest of `tries` short samples), or None without a final
+    sample. Its own generator: the run's random streams are untouched."""
+    n = min(run.args.sample_tokens, SAMPLE_PROBE_TOKENS)
+    if not n or task.is_task_file(run.args.file):
+        return None
+    from .sample import generate
+    start = np.zeros((1, 1), dtype=np.int64)
+    return _fastest(lambda: generate(run.model, start, n, rng=np.random.default_rng(0),
+                                     vocab_size=run.tokenizer.vocab_size), tries) / n
+
+
 def budget_verdict(args, budget, micro_s, eval_batch_s, now):
     """None if one optimizer step and the final eval (and, on the eval schedule, the start's
     tenth of one) fit before the deadline, else the reason. The timings are the fastest seen,
@@ -118,17 +145,21 @@ def budget_verdict(args, budget, micro_s, eval_batch_s, now):
 def check_budget_holds(run, budget, refuse=True):
     """UsageError, on every rank, if the first step and the final eval cannot fit in the
     budget (rank 0's timing decides); either way the budget knows a step's cost from the
-    start, so the warm-up never runs past the deadline. refuse=False (a resumed run on what is
-    left of its own budget) only sets that cost: the run then ends as soon as it can."""
+    start (and an eval's, from its batch), so the warm-up never runs past the deadline.
+    refuse=False (a resumed run on what is left of its own budget) only sets those costs: the
+    run then ends as soon as it can."""
     if budget.deadline == float("inf"):
         return
     micro_s, eval_batch_s = _probe(run)
+    token_s = _sample_probe(run)
 
     def verdict():
         why = budget_verdict(run.args, budget, micro_s, eval_batch_s, time.perf_counter())
-        return why, run.args.grad_accum * micro_s
+        return why, run.args.grad_accum * micro_s, 2 * run.args.eval_iters * eval_batch_s, token_s
 
-    why, step_s = decide(run, verdict)
+    why, step_s, eval_s, token_s = decide(run, verdict)
     if why and refuse:
         raise UsageError(why)
-    budget.guess_s_iter = step_s
+    budget.guess_s_iter, budget.guess_eval_s = step_s, eval_s
+    if token_s is not None:                    # the final sample's time, reserved from a measurement
+        budget.sample_s_per_token = token_s

@@ -29,9 +29,10 @@ class TimeBudget:
         self.grad_accum, self.sample_tokens, self.margin_s = grad_accum, sample_tokens, margin_s
         self.iters, self.seconds = 0, 0.0          # timed training iterations (evals excluded)
         self.eval_s = None                         # the last eval's duration
-        self.sample_s_per_token = 0.005            # a guess until a sample has been timed
+        self.sample_s_per_token = 0.005            # a guess until a sample is timed (plan.py, evals)
         self.warm_s_iter = None                    # seconds per iteration over the warm-up
         self.guess_s_iter = None                   # a step's cost timed at the start (plan.py)
+        self.guess_eval_s = None                   # an eval's cost from its batch timed at the start
 
     @property
     def s_iter(self):
@@ -48,9 +49,14 @@ class TimeBudget:
         self.seconds += seconds
 
     def eval_seconds(self):
-        """An eval's duration: measured, or estimated as 2 splits of forward-only passes."""
+        """An eval's duration: measured; else from the eval batch timed at the start (the fastest
+        of a few), scaled by how much slower the measured step is than the one timed with it
+        (a forward pass costs what it costs on this machine, not a fixed third of a step);
+        else 2 splits of forward-only passes."""
         if self.eval_s is not None:
             return self.eval_s
+        if self.guess_eval_s is not None and self.guess_s_iter:   # scaled by the step's measured speed
+            return self.guess_eval_s * (self.s_iter / self.guess_s_iter if self.s_iter else 1.0)
         return 2 * self.eval_iters * self._s_iter() / (3 * self.grad_accum)
 
     def _s_iter(self):
@@ -112,7 +118,7 @@ class EvalSchedule:
 
     With an interval (--eval-interval N): every N iterations, as asked. Without one: at the
     start, then at each tenth of the run up to the eighth (the end's eval comes about a tenth
-    after it), checked at log lines. The run's progress is the
+    after it), checked at log lines or, for a short plan, about 5 times a tenth (plan.check_every). The run's progress is the
     larger of the share of the time budget spent and the share of the planned iterations
     done, so a machine slower than planned still evaluates ten times, and a run capped by
     --max-iters or without a deadline evaluates by iterations. With a deadline, evals keep

@@ -182,6 +182,8 @@ class Run:
     records: list = field(default_factory=list)    # one dict per eval (metrics.jsonl)
     log: list = field(default_factory=list)        # one dict per log line (log.jsonl)
     elapsed0: float = 0.0                      # seconds spent by earlier (resumed) runs
+    lr_reached: float = None                   # the last step's lr once past the warm-up (saved)
+    relay: tuple = None                        # (iter, lr) a budgeted cosine is re-laid from
     t0: float = 0.0                            # time.perf_counter() at the start of this process
     comm: object = field(default_factory=Solo)     # dist.world(): this rank's place among N
     text_sha256: str = ""                      # of the training text, checked by --resume
@@ -254,6 +256,13 @@ def restore(run, ck, device):
         raise CheckpointError(f"{run.path('ckpt.npz')}: damaged checkpoint: train_args.elapsed_s "
                               f"must be a number of seconds, got {elapsed!r}")
     run.elapsed0 = float(elapsed)
+    reached = (ck["train_args"] or {}).get("lr_reached")
+    if reached is not None:                    # a budgeted resume never raises the lr above it
+        if isinstance(reached, bool) or not isinstance(reached, (int, float)) or not 0 <= reached < math.inf:
+            raise CheckpointError(f"{run.path('ckpt.npz')}: damaged checkpoint: train_args.lr_reached "
+                                  f"must be a learning rate, got {reached!r}")
+        run.lr_reached = float(reached)
+        run.relay = (run.it, run.lr_reached)
     states = _rng_states(ck["rng_state"], run.path("ckpt.npz"))
     run.batch_rng.bit_generator.state = states["batch"]
     if states["dropout"] is not None and device == "cpu" and run.comm.is_root:
@@ -307,7 +316,7 @@ def _write(run):
     if not isinstance(states["dropout"], dict):
         states["dropout"] = None               # a device generator without a JSON-able state
     save_checkpoint(run.path("ckpt.npz"), run.model, run.opt, run.tokenizer, run.it, run.best,
-                    dict(vars(run.args), elapsed_s=run.elapsed(), ranks=run.comm.size,
+                    dict(vars(run.args), elapsed_s=run.elapsed(), ranks=run.comm.size, lr_reached=run.lr_reached,
                          text_sha256=run.text_sha256), states)
 
 

@@ -30,7 +30,7 @@ from . import data, dist, plan, task, task_metrics
 from .backend import DeviceError
 from .checkpoint import CheckpointError
 from .fileio import FileError, claim_dir
-from .optim import clip_grad_norm, lr_schedule
+from .optim import clip_grad_norm, lr_schedule, relaid_lr
 from .progress import EvalSchedule, TimeBudget, flops_and_peak, fmt_time, log_line, plot_losses, write_metrics
 from .inputs import CACHE, check_inputs, start_afresh
 from .run import PipeGuard, StopOnSignal, UsageError, handling, make_run, save
@@ -183,12 +183,30 @@ def _log_line(run, budget, total, lr, window_loss, window_n, dt, mfu):
     return tok_per_s
 
 
+RELAY_CUT = 0.9                # a drop that would cut the lr by more than a tenth at once re-lays it
+
+
+def _lr(run, total, timed):
+    """(The learning rate of the next step, the warm-up in force) for a plan of `total` steps.
+    A plan the budget cuts short has its warm-up cut to a fifth of it; a budgeted run resumed,
+    or whose plan dropped steeply, follows the cosine re-laid from where its lr had got."""
+    args = run.args
+    decay_iters = args.lr_decay_iters or total
+    fitted = timed and (args.max_iters is None or total < args.max_iters)     # by the budget
+    warmup = min(args.warmup_iters, total // 5) if fitted else args.warmup_iters
+    if timed and run.relay is not None:
+        return relaid_lr(run.it, *run.relay, args.min_lr, decay_iters), warmup
+    return lr_schedule(run.it, args.lr, args.min_lr, warmup, decay_iters), warmup
+
+
 def train_loop(run, budget, stop):
     """Step, log, eval and checkpoint until the planned iterations or the time run out.
 
     With a deadline, the plan is made after a short warm-up (WARMUP_STEPS timed steps)
     and refitted smoothly at each log line (TimeBudget.refit); a plan the budget cuts short
-    has its warm-up cut to a fifth of it, so the cosine reaches --min-lr at the planned end.
+    has its warm-up cut to a fifth of it, so the cosine reaches --min-lr at the planned end;
+    a resumed run, and one whose plan dropped steeply (the lr would fall by more than a tenth
+    at once), re-lays the cosine from the lr it had reached (run.relay), never above it.
     Evals follow budget.schedule (at the start and each tenth of the run to the 8th, or every
     --eval-interval steps) and end the run. Returns 128 + the signal number if stopped
     by SIGINT or SIGTERM (after saving), else 0."""
@@ -207,11 +225,9 @@ def train_loop(run, budget, stop):
     while run.it < total and not run.comm.any(stop.requested):
         if run.it > first_it and not plan.another_fits(run, budget):
             break                              # the time budget is spent
-        decay_iters = args.lr_decay_iters or total
-        fitted = timed and (args.max_iters is None or total < args.max_iters)     # by the budget
-        warmup = min(args.warmup_iters, total // 5) if fitted else args.warmup_iters
-        lr = lr_schedule(run.it, args.lr, args.min_lr, warmup, decay_iters)
+        lr, warmup = _lr(run, total, timed)
         loss = train_step(run, lr)
+        run.lr_reached = lr if run.relay is not None or run.it > warmup else None
         window_loss, window_n = window_loss + loss, window_n + 1
         if timed and budget.s_iter is None:    # the warm-up that the first plan is made from
             if run.it - first_it == 1:
@@ -227,10 +243,14 @@ def train_loop(run, budget, stop):
             dt = time.perf_counter() - window_t
             budget.observe(window_n, dt)
             if run.it < total:                 # refit the plan, but never past its end
-                total = max(run.it, plan.refitted_total(run, budget, total))
+                refit = max(run.it, plan.refitted_total(run, budget, total))
+                if refit < total and run.it > warmup and not args.lr_decay_iters \
+                        and _lr(run, refit, timed)[0] < RELAY_CUT * lr:
+                    run.relay = (run.it, lr)   # a steep drop: the cosine re-laid from here to the end
+                total = refit
             tok_per_s = _log_line(run, budget, total, lr, window_loss, window_n, dt, mfu)
             window_t, window_n, window_loss = time.perf_counter(), 0, 0.0
-        due = plan.eval_due(run, budget, total)    # by --eval-interval, or the clock at log lines
+        due = plan.eval_due(run, budget, total)    # by --eval-interval, or the clock (plan.check_every)
         if due and not run.comm.any(stop.requested):
             t = time.perf_counter()
             if due == "eval":
@@ -240,8 +260,10 @@ def train_loop(run, budget, stop):
             window_t += time.perf_counter() - t        # the log window times training steps only
     stopped = run.comm.any(stop.requested)
     if window_n and not stopped:               # the budget ended the run between log lines
-        tok_per_s = _log_line(run, budget, run.it, lr, window_loss, window_n,
+        tok_per_s = _log_line(run, budget, total, lr, window_loss, window_n,
                               time.perf_counter() - window_t, mfu)
+        if run.it < total:
+            print(f"stopped by the time budget at iter {run.it} of the planned {total}", flush=True)
     if stopped:
         if loss is not None and not math.isfinite(float(loss)):
             raise Diverged(f"the training loss is {float(loss)} at iter {run.it}")
@@ -326,7 +348,8 @@ def _train(args, explicit, t0, stop):
         status = train_loop(run, budget, stop)
     if status:
         return status
-    print(f"done: {run.it} iterations in {fmt_time(time.perf_counter() - t0)}; best val loss "
+    print(f"done: {run.it} iterations in {fmt_time(time.perf_counter() - t0)} of training (start-up and "
+          f"evals included, the final sample not); best val loss "
           f"{run.best:.4f} (over {args.eval_iters} batches); checkpoint {run.path('ckpt.npz')}")
     if run.records and "exact_match" in run.records[-1]:
         r = run.records[-1]

@@ -1,6 +1,8 @@
 """The time budget's arithmetic, metrics.jsonl and loss.png."""
 import math
 
+import pytest
+
 from minigpt.progress import TimeBudget, fmt_time, plot_losses, read_metrics, write_metrics
 
 
@@ -168,3 +170,14 @@ def test_loss_plot_of_a_task_keeps_equal_scores_visible_and_the_legend_off_the_p
     assert labels[-2:] == ["value match (held out)", "exact match (held out)"]
     value, exact = fig.axes[1].get_lines()
     assert value.get_markerfacecolor() == "none" and value.get_markersize() > exact.get_markersize()
+
+
+def test_warm_up_estimates_the_eval_from_its_timed_batch_not_from_the_step():
+    """Before a step is measured, the eval is the start-up timing of its batch (2 splits of
+    --eval-iters batches), not 2/3 of eval_iters steps: a 1-minute fine-tune must not stop at
+    its first step because a slow step made the eval look 67 steps long."""
+    b = TimeBudget(10.0, None, 100, 1, 400)
+    b.guess_s_iter, b.guess_eval_s = 0.1, 1.0         # the formula would give 6.7 s for the eval
+    assert b.eval_seconds() == 1.0 and b.fits_another(0.0)
+    b.warm_up(5, 1.0)                                  # measured: twice the start's step
+    assert b.eval_seconds() == pytest.approx(2.0)     # so the eval is taken twice as long too
