@@ -5,6 +5,8 @@
     python benchmarks/bench_train.py --no-torch       # minigpt alone
     python benchmarks/bench_train.py --import-order   # also minigpt imported before NumPy
     python benchmarks/bench_train.py --busy 1         # beside one busy-looping process
+    python benchmarks/bench_train.py --same-process   # also both frameworks in one process
+    python benchmarks/bench_train.py --variant OPENBLAS_THREAD_TIMEOUT=4   # also minigpt with this setting
 
 A step is a full training step in float32: forward, backward, AdamW. Each
 framework runs in its own worker process (so each has its own peak RSS and
@@ -21,6 +23,12 @@ Each worker imports NumPy first and minigpt after it, as a notebook does.
 before NumPy (as `python -m minigpt.train` does), alternated with the others:
 the two minigpt rows should match. --busy N starts N processes that spin on
 a core for the whole run, as a browser tab might on a laptop.
+--same-process adds one more worker that imports NumPy, torch and minigpt and
+builds both models, as a notebook comparing the two would; the parent
+alternates rounds of the two frameworks inside it. --variant NAME=VALUE adds a
+minigpt worker whose environment has NAME=VALUE (a setting to compare, side by
+side with the default one); MINIGPT_BENCH_CODE=DIR makes that worker time the
+minigpt package of another checkout DIR, to compare two versions of the code.
 """
 import argparse
 import json
@@ -35,7 +43,8 @@ from datetime import datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+# MINIGPT_BENCH_CODE: time the minigpt of another checkout (e.g. --variant MINIGPT_BENCH_CODE=../old)
+sys.path.insert(0, os.environ.get("MINIGPT_BENCH_CODE") or str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 USER_ENV = dict(os.environ)          # before minigpt sets OPENBLAS_THREAD_TIMEOUT: what workers get
 if "--import-minigpt-first" in sys.argv:           # the "minigpt-first" worker
@@ -185,22 +194,24 @@ def worker_main(args):
     config = GPTConfig(**sizes)
     # The baseline is taken after the libraries are loaded and have run one matmul
     # (BLAS allocates its per-thread buffers then): what is left is the model's.
-    if args.worker == "torch":
+    if args.worker in ("torch", "both"):
         import torch
         torch.set_num_threads(threads())
         torch.ones(256, 256) @ torch.ones(256, 256)
-    else:
+    if args.worker != "torch":
         np.ones((256, 256), np.float32) @ np.ones((256, 256), np.float32)
     base = rss_mb()
-    if args.worker == "minigpt":
-        step, profile = minigpt_worker(config, B, args.seed)
-    else:
-        step, profile = torch_worker(config, B, args.seed, args.torch_adamw)
+    steps, profile = {}, None                      # framework: step function; minigpt's profiler
+    if args.worker in ("minigpt", "both"):
+        steps["minigpt"], profile = minigpt_worker(config, B, args.seed)
+    if args.worker in ("torch", "both"):
+        steps["torch"], _ = torch_worker(config, B, args.seed, args.torch_adamw)
     out = sys.stdout
     sys.stdout = sys.stderr                       # nothing but answers on the pipe
     for line in sys.stdin:
         cmd = json.loads(line)
         if cmd["cmd"] == "steps":
+            step = steps[cmd.get("which") or next(iter(steps))]
             times, cpu = [], []
             for _ in range(cmd["n"]):
                 t0, c0 = time.perf_counter(), time.process_time()
@@ -226,12 +237,16 @@ def worker_main(args):
 
 class Worker:
     def __init__(self, kind, config_name, args):
-        cmd = [sys.executable, __file__, "--worker", "torch" if kind == "torch" else "minigpt",
+        worker = {"torch": "torch", "together": "both"}.get(kind, "minigpt")
+        cmd = [sys.executable, __file__, "--worker", worker,
                "--config", config_name, "--seed", str(args.seed), "--torch-adamw", args.torch_adamw]
         if kind == "minigpt-first":
             cmd.append("--import-minigpt-first")
         self.kind = kind
         env = dict(USER_ENV)
+        if kind.startswith("minigpt "):            # a --variant: "minigpt NAME=VALUE"
+            name, _, value = kind.split(" ", 1)[1].partition("=")
+            env[name] = value
         if args.threads:                           # BLAS and OpenMP read these when they load
             for var in ("MINIGPT_BENCH_THREADS", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
                 env[var] = str(args.threads)
@@ -259,24 +274,31 @@ def bench_config(name, args, with_torch):
     config = GPTConfig(**sizes)
     tokens = B * config.block_size
     kinds = ["minigpt"] + (["torch"] if with_torch else []) + (["minigpt-first"] if args.import_order else [])
+    kinds += [f"minigpt {v}" for v in args.variant]
     workers = {k: Worker(k, name, args) for k in kinds}
+    if args.same_process and with_torch:           # two kinds, one process: who runs is in the command
+        together = Worker("together", name, args)
+        kinds += ["minigpt, torch imported", "torch, minigpt imported"]
+        workers.update({"minigpt, torch imported": together, "torch, minigpt imported": together})
+    which = {"minigpt, torch imported": "minigpt", "torch, minigpt imported": "torch"}
     try:
         times = {k: [] for k in kinds}
         cpu = {k: [] for k in kinds}
         losses = {}
         for k in kinds:                            # warm-up: caches, allocator, BLAS threads
-            losses[k] = workers[k].ask(cmd="steps", n=args.warmup)["loss"]
+            losses[k] = workers[k].ask(cmd="steps", n=args.warmup, which=which.get(k))["loss"]
         for r in range(rounds):                    # alternate, and swap who goes first
             for k in (kinds if r % 2 == 0 else kinds[::-1]):
-                answer = workers[k].ask(cmd="steps", n=steps)
+                answer = workers[k].ask(cmd="steps", n=steps, which=which.get(k))
                 times[k] += answer["times"]
                 cpu[k] += answer["cpu"]
         prof = workers["minigpt"].ask(cmd="profile", n=max(1, steps)) if args.profile else None
         memory = {k: workers[k].ask(cmd="memory") for k in kinds}
         peak_gflops = workers["minigpt"].ask(cmd="peak", seconds=1.0)["gflops"]
-        spin = {k: workers[k].ask(cmd="spin")["spin_ms"] for k in kinds if k.startswith("minigpt")}
+        spin = {k: workers[k].ask(cmd="spin")["spin_ms"] for k in kinds
+                if k.startswith("minigpt") and k not in which}
     finally:
-        for w in workers.values():
+        for w in set(workers.values()):
             w.close()
     fpt = flops_per_token(config)
     result = {"config": name, "B": B, "T": config.block_size, "tokens": tokens, "losses": losses,
@@ -364,6 +386,24 @@ def report(results, with_torch):
             print(f"{r['config']:<4}{a:>13.1f}{b:>15.1f}{b / a:>7.2f}x{r['spin_ms']['minigpt']:>17.1f} ms"
                   f"{r['spin_ms']['minigpt-first']:>12.1f} ms")
 
+    together = [r for r in results if "minigpt, torch imported" in r]
+    if together:
+        print("\none process, NumPy, torch and minigpt all imported (a notebook comparing the two),\n"
+              "the two frameworks alternated inside it; separate processes beside it for reference")
+        print(f"{'cfg':<4}{'minigpt ms':>12}{'PyTorch ms':>12}{'ratio':>8}{'separate: ratio':>17}")
+        for r in together:
+            a, b = r["minigpt, torch imported"]["ms"], r["torch, minigpt imported"]["ms"]
+            print(f"{r['config']:<4}{a:>12.1f}{b:>12.1f}{b / a:>7.2f}x{r['torch']['ms'] / r['minigpt']['ms']:>16.2f}x")
+
+    variants = [k for k in (results[0] if results else {}) if k.startswith("minigpt ")]
+    if variants:
+        print("\nminigpt with a changed setting (--variant), alternated with the default worker")
+        print(f"{'cfg':<4}{'default ms':>12}" + "".join(f"{v[8:]:>32}" for v in variants))
+        for r in results:
+            a = r["minigpt"]["ms"]
+            print(f"{r['config']:<4}{a:>12.1f}" + "".join(
+                f"{r[v]['ms']:>22.1f} ({a / r[v]['ms']:.2f}x)" for v in variants))
+
     print("\npeak RSS, MiB: whole process / above the RSS after loading the libraries and one matmul")
     print(f"{'cfg':<4}{'minigpt':>16}" + (f"{'PyTorch':>16}" if with_torch else ""))
     for r in results:
@@ -401,12 +441,19 @@ def main(argv=None):
                    help="also run minigpt imported before NumPy (the default workers import NumPy first)")
     p.add_argument("--busy", type=int, default=0, metavar="N",
                    help="run beside N processes that each keep a core busy (a loaded machine)")
+    p.add_argument("--same-process", action="store_true",
+                   help="also run both frameworks in one process, NumPy, torch and minigpt all imported")
+    p.add_argument("--variant", action="append", default=[], metavar="NAME=VALUE",
+                   help="also run minigpt with NAME=VALUE in its environment (repeatable)")
     p.add_argument("--json", help="also write the results to this JSON file")
     p.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
-    p.add_argument("--worker", choices=["minigpt", "torch"], help=argparse.SUPPRESS)
+    p.add_argument("--worker", choices=["minigpt", "torch", "both"], help=argparse.SUPPRESS)
     p.add_argument("--config", help=argparse.SUPPRESS)
     p.add_argument("--import-minigpt-first", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    for v in args.variant:
+        if "=" not in v or not v.partition("=")[0]:
+            p.error(f"--variant {v!r}: expected NAME=VALUE")
     if args.worker:
         return worker_main(args)
 

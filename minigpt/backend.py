@@ -69,6 +69,11 @@ def array_module(*arrays):
     return np
 
 
+def on_host(a):
+    """True when a is a NumPy array (the CPU), False for a CuPy array (a GPU)."""
+    return array_module(a) is np
+
+
 def gpu_available():
     """True when CuPy is installed and sees at least one CUDA device."""
     cupy = _cupy()

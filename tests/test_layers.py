@@ -132,6 +132,20 @@ def test_attention_equals_the_loop_formula(B, T, nh, hs, seed):
     assert rel_error(y, attention_by_loops(qkv, nh)) < 1e-12
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("scale", [1.0, 8.0, 30.0, 1e3])
+def test_attention_softmax_shifted_by_the_diagonal_equals_the_loop_formula(scale, dtype):
+    # The CPU softmax takes each row's diagonal score, not its max: scores 88 above the
+    # diagonal (scale 30 and up) overflow exp and must be done again with the max, silently.
+    qkv = (scale * np.random.default_rng(5).standard_normal((2, 9, 3 * 12))).astype(dtype)
+    with np.errstate(over="raise", invalid="raise", divide="raise"):   # no warning reaches the user
+        y, cache = L.attention_forward(qkv, 3)
+    att = cache[3]
+    assert np.isfinite(y).all() and y.dtype == dtype
+    np.testing.assert_allclose(att.sum(axis=-1), 1.0, rtol=1e-5 if dtype == np.float32 else 1e-12)
+    assert rel_error(y, attention_by_loops(qkv.astype(np.float64), 3)) < (1e-4 if dtype == np.float32 else 1e-12)
+
+
 @given(B=dims, T=st.integers(1, 6), V=st.integers(2, 12), seed=st.integers(0, 2**31))
 def test_cross_entropy_backward_matches_numerical_gradient(B, T, V, seed):
     rng = np.random.default_rng(seed)
