@@ -132,6 +132,29 @@ def test_attention_equals_the_loop_formula(B, T, nh, hs, seed):
     assert rel_error(y, attention_by_loops(qkv, nh)) < 1e-12
 
 
+@pytest.mark.parametrize("p", [0.0, 0.3])
+@pytest.mark.parametrize("block", [1, 2, 3])
+def test_attention_by_spans_of_queries_equals_the_formula_and_its_gradient(block, p, monkeypatch):
+    # Long sequences are done a span of QUERY_BLOCK queries at a time, skipping the scores
+    # right of the span (all masked): the same output, weights, and gradient as one span.
+    rng = np.random.default_rng(block)
+    qkv = rng.standard_normal((2, 7, 3 * 6))
+    y1, c1 = L.attention_forward(qkv, 2, p, np.random.default_rng(9))
+    monkeypatch.setattr(L, "QUERY_BLOCK", block)
+    with np.errstate(over="raise", invalid="raise", divide="raise"):
+        y, c = L.attention_forward(qkv, 2, p, np.random.default_rng(9))
+        dy = rng.standard_normal(y.shape)
+        dqkv = L.attention_backward(dy, c)
+    np.testing.assert_allclose(y, y1, rtol=1e-12, atol=1e-14)
+    assert np.all(np.triu(c[3], k=1) == 0.0)        # every future weight exactly 0
+    np.testing.assert_allclose(dqkv, L.attention_backward(dy, c1), rtol=1e-12, atol=1e-14)
+    if p == 0.0:
+        assert rel_error(y, attention_by_loops(qkv, 2)) < 1e-12
+    errs = check_layer(lambda a: L.attention_forward(a, 2, p, np.random.default_rng(9)),
+                       L.attention_backward, [qkv], seed=block)
+    assert errs["input0"] < TOL, errs
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("scale", [1.0, 8.0, 30.0, 1e3])
 def test_attention_softmax_shifted_by_the_diagonal_equals_the_loop_formula(scale, dtype):
