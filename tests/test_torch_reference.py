@@ -58,3 +58,28 @@ def test_five_adamw_steps_follow_pytorch():
         assert abs(float(loss) - t_loss.item()) < 1e-9
     theirs = ref.minigpt_params()
     assert max(rel_error(model.params[k], theirs[k]) for k in theirs) < 1e-9
+
+
+def test_torch_train_runs_minigpts_recipe_with_pytorch_and_lands_where_minigpt_does(tmp_path, capsys):
+    # benchmarks/torch_train.py: the default run's recipe with PyTorch's model and AdamW, whose
+    # best val loss docs/speed.md sets beside minigpt's. Same flags, same batches, same start:
+    # the two runs must end at the same loss (to float32 rounding over the steps).
+    import math
+
+    import torch_train
+    from minigpt.checkpoint import load_checkpoint
+    from minigpt.train import main as minigpt_main
+    text = tmp_path / "tiny.txt"
+    text.write_text((Path(__file__).resolve().parents[1] / "shakespeare.txt").read_text(encoding="utf-8")[:20000],
+                    encoding="utf-8")
+    flags = ["--n-layer", "1", "--n-head", "2", "--n-embd", "16", "--block-size", "16", "--batch-size", "8",
+             "--eval-iters", "4", "--sample-tokens", "10", "--max-time", "0", "--max-iters", "40",
+             "--lr", "1e-2", "--warmup-iters", "5"]
+    assert torch_train.main([str(text), "--out-dir", str(tmp_path / "torch"), *flags]) == 0
+    assert "torch.optim.AdamW in minigpt's training loop" in capsys.readouterr().out
+    assert minigpt_main([str(text), "--out-dir", str(tmp_path / "minigpt"), *flags]) == 0
+    by_torch, by_minigpt = (load_checkpoint(tmp_path / d / "ckpt.npz") for d in ("torch", "minigpt"))
+    assert by_torch["iter_num"] == by_minigpt["iter_num"] == 40
+    vocab = by_minigpt["config"].vocab_size
+    assert by_torch["best_val_loss"] < math.log(vocab) - 0.5            # it trained
+    assert abs(by_torch["best_val_loss"] - by_minigpt["best_val_loss"]) < 0.01
