@@ -100,20 +100,35 @@ def _merge_short(ids, merges):
 
 
 class ChunkCache(dict):
-    """chunk -> its ids, a chunk being encoded (by `encode_chunk`) the first time it is looked up.
+    """chunk (str) -> its ids (a tuple), a chunk being encoded the first time it is looked up.
 
     So one pass, `map(cache.__getitem__, chunks)`, both finds the new chunks and joins
     every chunk's ids: a chunk already seen costs one lookup in C (most chunks of a text
     repeat: shakespeare.txt's 300,000 are 15,000 distinct), and only a miss runs Python.
-    >>> cache = ChunkCache(lambda chunk: (len(chunk),))
-    >>> cache["hello"], dict(cache)
-    ((5,), {'hello': (5,)})
+    merges: dict pair -> new id; byte_table: bytes.translate table byte -> its id;
+    token_of: dict bytes -> the token that is those bytes.
+    >>> cache = ChunkCache({(104, 105): 256}, bytes(range(256)), {b"h": 104, b"i": 105})
+    >>> cache["hi"], cache["i"], dict(cache)
+    ((256,), (105,), {'hi': (256,), 'i': (105,)})
     """
 
-    def __init__(self, encode_chunk):
+    def __init__(self, merges, byte_table, token_of):
         super().__init__()
-        self.encode_chunk = encode_chunk
+        self.merges, self.byte_table, self.token_of = merges, byte_table, token_of
 
     def __missing__(self, chunk):
-        ids = self[chunk] = self.encode_chunk(chunk)
+        """Encode a new chunk: its bytes, merged lowest rank first; keep and return its ids.
+
+        A chunk that is itself a token becomes that token at once, as in tiktoken.
+        This only saves time, because a token's bytes merge back into that token:
+        a token we train does, since its bytes merge alone as they did inside the
+        chunks it was learned from; every GPT-2 token does, as a test checks.
+        """
+        chunk_bytes = chunk.encode("utf-8")
+        token = self.token_of.get(chunk_bytes)
+        if token is not None:
+            ids = (token,)
+        else:
+            ids = tuple(merge_by_rank(list(chunk_bytes.translate(self.byte_table)), self.merges))
+        self[chunk] = ids
         return ids

@@ -202,7 +202,7 @@ class BPETokenizer(Tokenizer):
         for text, token in self.special_tokens.items():
             self.vocab[token] = text.encode("utf-8")
         self._vocab_size = max(self.vocab) + 1
-        self._cache = ChunkCache(self._encode_chunk)   # chunk -> its ids, filled by encode
+        self._cache = ChunkCache(self.merges, self._byte_table, self._token_of)   # filled by encode
 
     @property
     def vocab_size(self):
@@ -285,20 +285,6 @@ class BPETokenizer(Tokenizer):
         if len(self._cache) > CACHE_MAX_CHUNKS:
             self._cache.clear()
         return list(chain.from_iterable(map(self._cache.__getitem__, chunks)))
-
-    def _encode_chunk(self, chunk):
-        """One chunk -> its ids (a tuple): its bytes, merged lowest rank first.
-
-        A chunk that is itself a token becomes that token at once, as in tiktoken.
-        This only saves time, because a token's bytes merge back into that token:
-        a token we train does, since its bytes merge alone as they did inside the
-        chunks it was learned from; every GPT-2 token does, as a test checks.
-        """
-        chunk_bytes = chunk.encode("utf-8")
-        token = self._token_of.get(chunk_bytes)
-        if token is not None:
-            return (token,)
-        return tuple(merge_by_rank(list(chunk_bytes.translate(self._byte_table)), self.merges))
 
     def encode_and_show_work(self, text):
         """Encode ordinary text the slow, readable way and return every step, for teaching.
