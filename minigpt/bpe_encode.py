@@ -11,7 +11,10 @@ nodes and notes the at most two new pairs it makes with its neighbours, whose
 ranks are always higher), and skip the positions whose pair has changed since
 they were noted. Same order of merges, so the same ids: lowest rank first, and
 of equal ranks the leftmost.
+
+`ChunkCache` keeps each chunk's ids, so a chunk that repeats is merged once.
 """
+from array import array
 from heapq import heapify, heappop, heappush
 from itertools import repeat
 
@@ -100,21 +103,28 @@ def _merge_short(ids, merges):
 
 
 class ChunkCache(dict):
-    """chunk (str) -> its ids (a tuple), a chunk being encoded the first time it is looked up.
+    """chunk (str) -> its ids packed in bytes, a chunk being encoded the first time it is looked up.
 
-    So one pass, `map(cache.__getitem__, chunks)`, both finds the new chunks and joins
-    every chunk's ids: a chunk already seen costs one lookup in C (most chunks of a text
-    repeat: shakespeare.txt's 300,000 are 15,000 distinct), and only a miss runs Python.
+    `ids(chunks)` both finds the new chunks and joins every chunk's ids in one pass:
+    a chunk already seen costs one lookup in C (most chunks of a text repeat:
+    shakespeare.txt's 300,000 are 15,000 distinct), and only a miss runs Python.
+    Bytes, not lists of ints: joining bytes is one C call, and bytes are no work for
+    Python's garbage collector, which would otherwise scan the growing lists many times.
     merges: dict pair -> new id; byte_table: bytes.translate table byte -> its id;
     token_of: dict bytes -> the token that is those bytes.
     >>> cache = ChunkCache({(104, 105): 256}, bytes(range(256)), {b"h": 104, b"i": 105})
-    >>> cache["hi"], cache["i"], dict(cache)
-    ((256,), (105,), {'hi': (256,), 'i': (105,)})
+    >>> cache.ids(["hi", "i", "hi"]), sorted(cache)
+    ([256, 105, 256], ['hi', 'i'])
     """
+    ID_TYPE = "I"                # the array typecode of a packed id: unsigned int, 4 bytes
 
     def __init__(self, merges, byte_table, token_of):
         super().__init__()
         self.merges, self.byte_table, self.token_of = merges, byte_table, token_of
+
+    def ids(self, chunks):
+        """All the chunks' ids, one after another, as a list of ints."""
+        return memoryview(b"".join(map(self.__getitem__, chunks))).cast(self.ID_TYPE).tolist()
 
     def __missing__(self, chunk):
         """Encode a new chunk: its bytes, merged lowest rank first; keep and return its ids.
@@ -129,6 +139,6 @@ class ChunkCache(dict):
         if token is not None:
             ids = (token,)
         else:
-            ids = tuple(merge_by_rank(list(chunk_bytes.translate(self.byte_table)), self.merges))
-        self[chunk] = ids
-        return ids
+            ids = merge_by_rank(list(chunk_bytes.translate(self.byte_table)), self.merges)
+        packed = self[chunk] = array(self.ID_TYPE, ids).tobytes()
+        return packed

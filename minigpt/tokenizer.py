@@ -284,7 +284,7 @@ class BPETokenizer(Tokenizer):
         """Chunks -> all their ids in one pass: the cache encodes a chunk it has not seen."""
         if len(self._cache) > CACHE_MAX_CHUNKS:
             self._cache.clear()
-        return list(chain.from_iterable(map(self._cache.__getitem__, chunks)))
+        return self._cache.ids(chunks)
 
     def encode_and_show_work(self, text):
         """Encode ordinary text the slow, readable way and return every step, for teaching.

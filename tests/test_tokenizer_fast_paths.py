@@ -80,7 +80,9 @@ def test_the_chunk_cache_gives_each_chunk_the_ids_of_the_slow_loop(gpt2):
     steps = gpt2.encode_and_show_work(TRAIN_TEXT + " caf\u00e9 \u4e2d\U0001F600")
     assert any(len(step["ids"]) == 1 for step in steps) and any(len(step["ids"]) > 2 for step in steps)
     for step in steps:                                  # new chunks, and then the same ones again
-        assert cache[step["chunk"]] == tuple(step["ids"]), step["chunk"]
+        assert cache.ids([step["chunk"]]) == step["ids"], step["chunk"]
+    assert cache.ids([step["chunk"] for step in steps]) == [i for step in steps for i in step["ids"]]
+    assert cache.ids([]) == []
 
 
 def test_a_fresh_tokenizer_merges_each_distinct_chunk_once(gpt2, monkeypatch):
