@@ -116,7 +116,7 @@ class ChunkCache(dict):
     >>> cache.ids(["hi", "i", "hi"]), sorted(cache)
     ([256, 105, 256], ['hi', 'i'])
     """
-    ID_TYPE = "I"                # the array typecode of a packed id: unsigned int, 4 bytes
+    ID_TYPE = "I"        # array typecode of a packed id: unsigned int (only its range matters)
 
     def __init__(self, merges, byte_table, token_of):
         super().__init__()
@@ -137,7 +137,7 @@ class ChunkCache(dict):
         chunk_bytes = chunk.encode("utf-8")
         token = self.token_of.get(chunk_bytes)
         if token is not None:
-            ids = (token,)
+            ids = [token]
         else:
             ids = merge_by_rank(list(chunk_bytes.translate(self.byte_table)), self.merges)
         packed = self[chunk] = array(self.ID_TYPE, ids).tobytes()
