@@ -24,7 +24,8 @@ from itertools import chain
 import regex
 
 from .bpe_encode import ChunkCache, merge_by_rank
-from .bpe_gpt2 import ENDOFTEXT, GPT2_ASSETS, bytes_to_unicode, read_gpt2_files  # noqa: F401
+from .bpe_gpt2 import (ASCII_SPACE, ENDOFTEXT, GPT2_ASCII_SPLIT_PATTERN, GPT2_ASSETS,  # noqa: F401
+                       bytes_to_unicode, read_gpt2_files, split_mostly_ascii)
 from .bpe_train import N_BYTES, learn_merges, merge
 from .fileio import atomic_write, loads_versioned, read_regular_text
 
@@ -32,13 +33,6 @@ from .fileio import atomic_write, loads_versioned, read_regular_text
 # sticks to the word after it, so a run of spaces leaves its last one to the next word:
 # "a   b" -> ["a", "  ", " b"].
 GPT2_SPLIT_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
-# The same split of text that is all ASCII, written for the standard library's `re`, which
-# runs it in half the time but knows no \p{...}. Among ASCII characters \p{L} is [A-Za-z],
-# \p{N} is [0-9] and \s is ASCII_SPACE (re's own \s would also take \x1c-\x1f), so on
-# ASCII text the two find the same chunks.
-ASCII_SPACE = "\t\n\x0b\x0c\r "
-GPT2_ASCII_SPLIT_PATTERN = (rf"""'(?:[sdmt]|ll|ve|re)| ?[A-Za-z]+| ?[0-9]+| ?[^{ASCII_SPACE}A-Za-z0-9]+"""
-                            rf"""|[{ASCII_SPACE}]+(?![^{ASCII_SPACE}])|[{ASCII_SPACE}]+""")
 ASCII_TWINS = {GPT2_SPLIT_PATTERN: GPT2_ASCII_SPLIT_PATTERN}    # pattern -> its `re` twin
 # GPT-4's pre-split, as in tiktoken's cl100k_base: contractions in any case, digits in
 # groups of at most three, newlines apart from other whitespace (++ is "no backtracking").
@@ -274,11 +268,14 @@ class BPETokenizer(Tokenizer):
             return self._encode_chunks(self._chunks(_replace_lone_surrogates(text)))
 
     def _chunks(self, text):
-        """The pre-split: text -> its chunks (by the `re` twin of the pattern if there is one
-        and the text is all ASCII, a check that costs nothing: Python strings record it)."""
-        if self._ascii_split is not None and text.isascii():
+        """The pre-split: text -> its chunks. A pattern with an `re` twin (GPT-2's) splits ASCII
+        text by the twin (Python strings know if they are ASCII: the check costs nothing), and
+        other text by both, each where it can (bpe_gpt2.split_mostly_ascii)."""
+        if self._ascii_split is None:
+            return self._split.findall(text)
+        if text.isascii():
             return self._ascii_split.findall(text)
-        return self._split.findall(text)
+        return split_mostly_ascii(text, self._ascii_split, self._split)
 
     def _encode_chunks(self, chunks):
         """Chunks -> all their ids in one pass: the cache encodes a chunk it has not seen."""

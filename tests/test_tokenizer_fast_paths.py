@@ -1,7 +1,8 @@
-"""The shortcuts of BPE encoding (minigpt/tokenizer.py, bpe_encode.py) give the ids the slow way gives.
+"""The shortcuts of BPE encoding (tokenizer.py, bpe_encode.py, bpe_gpt2.py) give the slow way's ids.
 
-The `re` twin of GPT-2's pre-split for ASCII text, and the chunk cache that encodes a
-chunk the first time it is looked up (whole tokens at once, the rest by merging).
+The `re` twin of GPT-2's pre-split for ASCII text (and for the ASCII stretches of other
+text), and the chunk cache that encodes a chunk the first time it is looked up (whole
+tokens at once, the rest by merging).
 """
 import re
 from itertools import product
@@ -13,6 +14,7 @@ from hypothesis import strategies as st
 
 from minigpt import bpe_encode
 from minigpt.bpe_encode import ChunkCache
+from minigpt.bpe_gpt2 import split_mostly_ascii
 from minigpt.tokenizer import (ASCII_SPACE, GPT2_ASCII_SPLIT_PATTERN, GPT2_SPLIT_PATTERN,
                                GPT4_SPLIT_PATTERN, BPETokenizer)
 from test_tokenizer import TRAIN_TEXT, gpt2, tiktoken_gpt2  # noqa: F401 (gpt2, tiktoken_gpt2: fixtures)
@@ -54,23 +56,51 @@ def test_ascii_text_encodes_as_tiktoken_and_the_slow_loop_do(gpt2, tiktoken_gpt2
 
 
 class SplitSpy:
-    """Stands in for a compiled pattern and notes each text it splits."""
+    """Stands in for a compiled pattern and notes how many characters it was given to split."""
 
     def __init__(self, pattern):
-        self.compiled, self.texts = re.compile(pattern), []
+        self.compiled, self.chars = re.compile(pattern), 0
 
-    def findall(self, text):
-        self.texts.append(text)
-        return self.compiled.findall(text)
+    def findall(self, text, pos=0, endpos=None):
+        endpos = len(text) if endpos is None else endpos
+        self.chars += max(0, endpos - pos)
+        return self.compiled.findall(text, pos, endpos)
 
 
-def test_encode_splits_ascii_text_by_the_twin_and_other_text_by_the_pattern(gpt2, monkeypatch):
+# Mostly ASCII: the ASCII edge characters, now and then one beyond ASCII (its spaces included).
+BEYOND_ASCII = list("\u00a0\u3000\x85\u2028\u00e9\u00c9\u00b2\u00aa\u4e2d\U0001F600\u2019")
+mostly_ascii = st.lists(st.one_of(st.text(alphabet=st.sampled_from(ASCII_EDGES), max_size=12),
+                                  st.sampled_from(BEYOND_ASCII)), max_size=40).map("".join)
+
+
+@settings(max_examples=300)
+@given(mostly_ascii, st.integers(1, 12))
+def test_mostly_ascii_text_splits_as_gpt2s_pattern_does(text, min_ascii):
+    twin, pattern = re.compile(GPT2_ASCII_SPLIT_PATTERN), regex.compile(GPT2_SPLIT_PATTERN)
+    assert split_mostly_ascii(text, twin, pattern, min_ascii) == gpt2_split(text)
+
+
+@settings(max_examples=30)
+@given(st.lists(st.tuples(st.integers(0, len(TRAIN_TEXT)), st.sampled_from(BEYOND_ASCII)), max_size=8))
+def test_shakespeare_with_a_few_characters_beyond_ascii_encodes_as_tiktoken(gpt2, tiktoken_gpt2, where):
+    text = TRAIN_TEXT[:20_000]
+    for at, char in sorted(where, reverse=True):
+        text = text[:at] + char + text[at:]
+    fresh = BPETokenizer(gpt2.pattern, gpt2.merges, gpt2.special_tokens, gpt2.byte_ids)
+    assert fresh._chunks(text) == gpt2_split(text)
+    assert fresh.encode_ordinary(text) == tiktoken_gpt2.encode_ordinary(text)
+
+
+def test_encode_splits_by_the_twin_all_ascii_text_and_most_of_mostly_ascii_text(gpt2, monkeypatch):
     spy = SplitSpy(GPT2_ASCII_SPLIT_PATTERN)
     monkeypatch.setattr(gpt2, "_ascii_split", spy)
-    ascii_text, other = "plain ASCII, it's 2026\n", "caf\u00e9 \u4e2d"
-    assert gpt2.encode(ascii_text) == [i for s in gpt2.encode_and_show_work(ascii_text) for i in s["ids"]]
-    assert gpt2.encode(other) == [i for s in gpt2.encode_and_show_work(other) for i in s["ids"]]
-    assert spy.texts == [ascii_text]
+    text = TRAIN_TEXT[:20_000]
+    assert gpt2._chunks(text) == gpt2_split(text) and spy.chars == len(text)
+    spy.chars = 0
+    text = text[:10_000] + "caf\u00e9" + text[10_000:]
+    assert gpt2._chunks(text) == gpt2_split(text) and 0.95 * len(text) < spy.chars < len(text)
+    spy.chars = 0
+    assert gpt2._chunks("\u4e2d" * 1000) == gpt2_split("\u4e2d" * 1000) and spy.chars == 0
     assert BPETokenizer()._ascii_split is not None                  # trained, GPT-2's split
     assert BPETokenizer(GPT4_SPLIT_PATTERN)._ascii_split is None    # no twin: the pattern only
 
