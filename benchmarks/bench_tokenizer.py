@@ -3,6 +3,7 @@
     python benchmarks/bench_tokenizer.py                     # shakespeare.txt, 5 repeats
     python benchmarks/bench_tokenizer.py --repeats 9 --text some.txt
     python benchmarks/bench_tokenizer.py --run-lengths 10000 100000   # shorter scaling rows
+    python benchmarks/bench_tokenizer.py --text notebooks/data/tang300.txt --run-lengths  # Chinese
 
 Every figure is the median of --repeats runs. Each GPT-2 encode starts from a fresh
 tokenizer (empty chunk cache), and minigpt and tiktoken take turns in the same loop,
@@ -87,8 +88,8 @@ def scaling_rows(gpt2, reference, text, lengths, repeats, vocab_size):
 
 def encode_rows(gpt2, reference, text, repeats):
     """Rows (what, MB/s, ratio) for GPT-2 encoding of text: cold, warm, tiktoken; then, for an
-    ASCII text, cold and tiktoken on the text and one non-ASCII character, whose pre-split
-    cannot take the ASCII shortcut."""
+    ASCII text, cold and tiktoken on the text and one non-ASCII character at its end (the
+    pre-split then takes its ASCII shortcut only up to a cut before that character)."""
     beyond = text + " \u00e9" if text.isascii() else None
     if reference is not None:
         for t in (text, beyond or ""):
