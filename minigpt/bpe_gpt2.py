@@ -52,10 +52,10 @@ def split_mostly_ascii(text, ascii_split, split, min_ascii=256):
             end += min_ascii
         after = CUT_AFTER.search(text, end)
         end = after.end() if after else len(text)
-        chunks += ascii_split.findall(text, done, start)
-        chunks += split.findall(text, start, end)
+        chunks += ascii_split.findall(text[done:start])    # a slice of ASCII is an ASCII string,
+        chunks += split.findall(text[start:end])           # whose chunks Python makes faster
         done = end
-    chunks += ascii_split.findall(text, done)
+    chunks += ascii_split.findall(text[done:])
     return chunks
 
 
