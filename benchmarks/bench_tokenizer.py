@@ -3,6 +3,7 @@
     python benchmarks/bench_tokenizer.py                     # shakespeare.txt, 5 repeats
     python benchmarks/bench_tokenizer.py --repeats 9 --text some.txt
     python benchmarks/bench_tokenizer.py --run-lengths 10000 100000   # shorter scaling rows
+    python benchmarks/bench_tokenizer.py --text notebooks/data/tang300.txt --run-lengths  # Chinese
 
 Every figure is the median of --repeats runs. Each GPT-2 encode starts from a fresh
 tokenizer (empty chunk cache), and minigpt and tiktoken take turns in the same loop,
@@ -85,6 +86,44 @@ def scaling_rows(gpt2, reference, text, lengths, repeats, vocab_size):
     return rows
 
 
+def encode_rows(gpt2, reference, text, repeats):
+    """Rows (what, MB/s, ratio) for GPT-2 encoding of text: cold, warm, tiktoken; then, for an
+    ASCII text, cold and tiktoken on the text and one non-ASCII character at its end (the
+    pre-split then takes its ASCII shortcut only up to a cut before that character)."""
+    beyond = text + " \u00e9" if text.isascii() else None
+    if reference is not None:
+        for t in (text, beyond or ""):
+            assert gpt2.encode(t) == reference.encode(t), "minigpt and tiktoken disagree"
+    times = {"cold": [], "warm": [], "tiktoken": [], "cold beyond": [], "tiktoken beyond": []}
+    for _ in range(repeats):
+        fresh = BPETokenizer(gpt2.pattern, gpt2.merges, gpt2.special_tokens, gpt2.byte_ids)
+        times["cold"].append(seconds(lambda: fresh.encode(text)))
+        times["warm"].append(seconds(lambda: fresh.encode(text)))          # every chunk now cached
+        if reference is not None:
+            times["tiktoken"].append(seconds(lambda: reference.encode(text)))
+        if beyond is not None:
+            fresh = BPETokenizer(gpt2.pattern, gpt2.merges, gpt2.special_tokens, gpt2.byte_ids)
+            times["cold beyond"].append(seconds(lambda: fresh.encode(beyond)))
+            if reference is not None:
+                times["tiktoken beyond"].append(seconds(lambda: reference.encode(beyond)))
+    megabytes = len(text.encode("utf-8")) / 1e6
+    speed = {key: megabytes / statistics.median(runs) for key, runs in times.items() if runs}
+
+    def row(what, key, tiktoken_key):
+        ratio = f"{speed[key] / speed[tiktoken_key]:.2f}x tiktoken" if tiktoken_key in speed else ""
+        return (what, f"{speed[key]:.1f} MB/s", ratio)
+    rows = [row("GPT-2 encode, minigpt (fresh tokenizer)", "cold", "tiktoken"),
+            row("GPT-2 encode, minigpt (cache warm)", "warm", "tiktoken")]
+    if "tiktoken" in speed:
+        rows.append(row("GPT-2 encode, tiktoken", "tiktoken", None))
+    if "cold beyond" in speed:
+        rows.append(row("GPT-2 encode, minigpt (fresh tokenizer), text + one non-ASCII character",
+                        "cold beyond", "tiktoken beyond"))
+    if "tiktoken beyond" in speed:
+        rows.append(row("GPT-2 encode, tiktoken, text + one non-ASCII character", "tiktoken beyond", None))
+    return rows
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--text", default=str(ROOT / "shakespeare.txt"),
@@ -107,25 +146,8 @@ def main(argv=None):
 
     gpt2 = BPETokenizer.from_gpt2()
     reference = tiktoken_gpt2()
-    if reference is not None:
-        assert gpt2.encode(text) == reference.encode(text), "minigpt and tiktoken disagree"
-    cold, warm, tik = [], [], []
-    for _ in range(args.repeats):
-        fresh = BPETokenizer(gpt2.pattern, gpt2.merges, gpt2.special_tokens, gpt2.byte_ids)
-        cold.append(seconds(lambda: fresh.encode(text)))
-        warm.append(seconds(lambda: fresh.encode(text)))          # every chunk now cached
-        if reference is not None:
-            tik.append(seconds(lambda: reference.encode(text)))
-
     rows = [(f"BPE training, vocab {args.vocab_size}", f"{train_s:.2f} s", "")]
-    cold_mbs, warm_mbs = megabytes / statistics.median(cold), megabytes / statistics.median(warm)
-    rows.append(("GPT-2 encode, minigpt (fresh tokenizer)", f"{cold_mbs:.1f} MB/s", ""))
-    rows.append(("GPT-2 encode, minigpt (cache warm)", f"{warm_mbs:.1f} MB/s", ""))
-    if tik:
-        tik_mbs = megabytes / statistics.median(tik)
-        rows.append(("GPT-2 encode, tiktoken", f"{tik_mbs:.1f} MB/s", ""))
-        rows[1] = (rows[1][0], rows[1][1], f"{cold_mbs / tik_mbs:.2f}x tiktoken")
-        rows[2] = (rows[2][0], rows[2][1], f"{warm_mbs / tik_mbs:.2f}x tiktoken")
+    rows += encode_rows(gpt2, reference, text, args.repeats)
     rows += scaling_rows(gpt2, reference, text, args.run_lengths, args.run_repeats, args.vocab_size)
     print("\n| measurement | result | ratio |\n|---|---|---|")
     for row in rows:

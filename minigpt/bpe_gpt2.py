@@ -6,14 +6,57 @@ GPT-2 writes every token as text: each byte becomes one printable character
 the 50,000 merges in rank order ("Ġ t" on a line merges " " and "t"), and merge
 r makes id 256 + r. Ids 0..255 are the single bytes, but in the order of the
 printable characters, not byte order: `byte_ids[b]` is the id of byte b.
+
+Also a faster way to run GPT-2's pre-split on text that is mostly ASCII.
 """
+import re
 from pathlib import Path
+
+import regex
 
 from .bpe_train import N_BYTES
 from .fileio import loads_json, read_regular_text
 
 ENDOFTEXT = "<|endoftext|>"
 GPT2_ASSETS = Path(__file__).parent / "assets" / "gpt2"
+
+# GPT-2's pre-split (tokenizer.GPT2_SPLIT_PATTERN) of text that is all ASCII, written for the
+# standard library's `re`, which runs it in half the time but knows no \p{...}. Among ASCII
+# characters \p{L} is [A-Za-z], \p{N} is [0-9] and \s is ASCII_SPACE (re's own \s would also
+# take \x1c-\x1f), so on ASCII text the two find the same chunks.
+ASCII_SPACE = "\t\n\x0b\x0c\r "
+GPT2_ASCII_SPLIT_PATTERN = (rf"""'(?:[sdmt]|ll|ve|re)| ?[A-Za-z]+| ?[0-9]+| ?[^{ASCII_SPACE}A-Za-z0-9]+"""
+                            rf"""|[{ASCII_SPACE}]+(?![^{ASCII_SPACE}])|[{ASCII_SPACE}]+""")
+# Where GPT-2's pre-split can cut text in two without changing a chunk: after a visible ASCII
+# character that an ASCII space follows. No chunk holds a non-space and then a space, and the
+# pattern never looks behind, nor ahead but after a space, so each side splits as it did in the
+# whole. CUT_BEFORE finds the last such cut before a point ("(?r)": search backwards).
+CUT_AFTER = regex.compile(rf"[!-~](?=[{ASCII_SPACE}])")
+CUT_BEFORE = regex.compile(rf"(?r)[!-~](?=[{ASCII_SPACE}])")
+NON_ASCII = re.compile(r"[^\x00-\x7f]")
+
+
+def split_mostly_ascii(text, ascii_split, split, min_ascii=256):
+    """GPT-2's chunks of text: its ASCII stretches by `ascii_split` (the compiled `re` twin),
+    the rest by `split` (the compiled GPT-2 pattern), cut where no chunk changes.
+
+    ASCII stretches shorter than about min_ascii characters go with the non-ASCII text
+    around them: for them the twin would save less than the cutting costs.
+    """
+    chunks, done = [], 0
+    while (first := NON_ASCII.search(text, done)) is not None:
+        before = CUT_BEFORE.search(text, done, first.start())
+        start = before.end() if before else done
+        end = first.end()
+        while not text[end:end + min_ascii].isascii():    # more non-ASCII soon: take it too
+            end += min_ascii
+        after = CUT_AFTER.search(text, end)
+        end = after.end() if after else len(text)
+        chunks += ascii_split.findall(text[done:start])    # a slice of ASCII is an ASCII string,
+        chunks += split.findall(text[start:end])           # whose chunks Python makes faster
+        done = end
+    chunks += ascii_split.findall(text[done:])
+    return chunks
 
 
 def bytes_to_unicode():

@@ -17,13 +17,15 @@ first. A merge's rank is the id it makes: merges learned earlier come first.
     'hello world'
 """
 import json
+import re
 from collections import Counter
 from itertools import chain
 
 import regex
 
-from .bpe_encode import merge_by_rank
-from .bpe_gpt2 import ENDOFTEXT, GPT2_ASSETS, bytes_to_unicode, read_gpt2_files  # noqa: F401
+from .bpe_encode import ChunkCache, merge_by_rank
+from .bpe_gpt2 import (ASCII_SPACE, ENDOFTEXT, GPT2_ASCII_SPLIT_PATTERN, GPT2_ASSETS,  # noqa: F401
+                       bytes_to_unicode, read_gpt2_files, split_mostly_ascii)
 from .bpe_train import N_BYTES, learn_merges, merge
 from .fileio import atomic_write, loads_versioned, read_regular_text
 
@@ -31,6 +33,7 @@ from .fileio import atomic_write, loads_versioned, read_regular_text
 # sticks to the word after it, so a run of spaces leaves its last one to the next word:
 # "a   b" -> ["a", "  ", " b"].
 GPT2_SPLIT_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+ASCII_TWINS = {GPT2_SPLIT_PATTERN: GPT2_ASCII_SPLIT_PATTERN}    # pattern -> its `re` twin
 # GPT-4's pre-split, as in tiktoken's cl100k_base: contractions in any case, digits in
 # groups of at most three, newlines apart from other whitespace (++ is "no backtracking").
 GPT4_SPLIT_PATTERN = (r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+"""
@@ -181,6 +184,8 @@ class BPETokenizer(Tokenizer):
         self.pattern, self.merges = pattern, dict(merges)
         self.special_tokens, self.byte_ids = dict(special_tokens), list(byte_ids)
         self._split = regex.compile(self.pattern)
+        twin = ASCII_TWINS.get(self.pattern)
+        self._ascii_split = re.compile(twin) if twin else None
         self._byte_table = bytes(self.byte_ids)    # bytes.translate table: byte -> its id
         self.vocab = {token: bytes([b]) for b, token in enumerate(self.byte_ids)}
         for (a, b), new_id in self.merges.items():
@@ -191,7 +196,7 @@ class BPETokenizer(Tokenizer):
         for text, token in self.special_tokens.items():
             self.vocab[token] = text.encode("utf-8")
         self._vocab_size = max(self.vocab) + 1
-        self._cache = {}                           # chunk -> its ids, filled by encode
+        self._cache = ChunkCache(self.merges, self._byte_table, self._token_of)   # filled by encode
 
     @property
     def vocab_size(self):
@@ -258,30 +263,25 @@ class BPETokenizer(Tokenizer):
         and cached. Lone surrogates become U+FFFD first, as in tiktoken.
         """
         try:
-            return self._encode_chunks(self._split.findall(text))
+            return self._encode_chunks(self._chunks(text))
         except UnicodeEncodeError:
-            return self._encode_chunks(self._split.findall(_replace_lone_surrogates(text)))
+            return self._encode_chunks(self._chunks(_replace_lone_surrogates(text)))
+
+    def _chunks(self, text):
+        """The pre-split: text -> its chunks. A pattern with an `re` twin (GPT-2's) splits ASCII
+        text by the twin (Python strings know if they are ASCII: the check costs nothing), and
+        other text by both, each where it can (bpe_gpt2.split_mostly_ascii)."""
+        if self._ascii_split is None:
+            return self._split.findall(text)
+        if text.isascii():
+            return self._ascii_split.findall(text)
+        return split_mostly_ascii(text, self._ascii_split, self._split)
 
     def _encode_chunks(self, chunks):
+        """Chunks -> all their ids in one pass: the cache encodes a chunk it has not seen."""
         if len(self._cache) > CACHE_MAX_CHUNKS:
             self._cache.clear()
-        for chunk in set(chunks).difference(self._cache):
-            self._cache[chunk] = self._encode_chunk(chunk)
-        return list(chain.from_iterable(map(self._cache.__getitem__, chunks)))
-
-    def _encode_chunk(self, chunk):
-        """One chunk -> ids: its bytes, merged lowest rank first.
-
-        A chunk that is itself a token becomes that token at once, as in tiktoken.
-        This only saves time, because a token's bytes merge back into that token:
-        a token we train does, since its bytes merge alone as they did inside the
-        chunks it was learned from; every GPT-2 token does, as a test checks.
-        """
-        chunk_bytes = chunk.encode("utf-8")
-        token = self._token_of.get(chunk_bytes)
-        if token is not None:
-            return [token]
-        return merge_by_rank(list(chunk_bytes.translate(self._byte_table)), self.merges)
+        return self._cache.ids(chunks)
 
     def encode_and_show_work(self, text):
         """Encode ordinary text the slow, readable way and return every step, for teaching.
