@@ -5,8 +5,8 @@
     row_dots(x, y)    (x * y).sum(axis=-1, keepdims=True)
     column_sums(x)    x.sum(axis=0) of a 2-D x
 
-Sums are products with a vector of ones (BLAS), and row dot products use vecdot
-or einsum (one pass, no temporary): NumPy's x.sum(axis=-1) walks short rows one at a time.
+Sums are products with a vector of ones (BLAS), and row dot products use einsum
+(one pass, no temporary): NumPy's x.sum(axis=-1) walks short rows one at a time.
 Measured here, 2048 rows of 384: row means 0.22 -> 0.05 ms, (x * y).sum(axis=-1)
 0.26 -> 0.13 ms; column sums of (2048, 1536) 0.29 -> 0.11 ms.
 """
@@ -40,13 +40,8 @@ def row_sums(x, scale=1.0, out=None):
 
 
 def row_dots(x, y):
-    """Dot products of matching rows (last axis) of x and y: (x * y).sum(axis=-1, keepdims=True).
-
-    NumPy 2's vecdot where there is one (10-30% faster than einsum on (N, C) rows), else einsum."""
-    xp = array_module(x)
-    if hasattr(xp, "vecdot"):
-        return xp.vecdot(x, y)[..., None]
-    return xp.einsum("...j,...j->...", x, y)[..., None]
+    """Dot products of matching rows (last axis) of x and y: (x * y).sum(axis=-1, keepdims=True)."""
+    return array_module(x).einsum("...j,...j->...", x, y)[..., None]
 
 
 def column_sums(x):
