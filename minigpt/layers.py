@@ -24,7 +24,7 @@ Shape letters used in comments:
 import math
 from functools import lru_cache
 
-from .backend import array_module, on_host, parallel_rows, scatter_add
+from .backend import array_module, on_host, overflow_ignored, parallel_rows, scatter_add
 from .reductions import column_sums, row_dots, row_means, row_sums
 
 # ---------------------------------------------------------------- embedding
@@ -279,9 +279,10 @@ def _query_blocks(att):
 
 def _attention_weights(att, q, k, mask):
     """One block of heads: att = softmax(q k^T + mask), row by row (q comes scaled)."""
-    for t0, t1 in _query_blocks(att):
-        _softmax_scores(att[:, t0:t1, :t1], q[:, t0:t1], k[:, :t1], k[:, t0:t1], mask[t0:t1, :t1])
-        att[:, t0:t1, t1:] = 0.0                   # keys after t1: the future of every query here
+    with overflow_ignored(att):                    # exp's overflow is checked for (below)
+        for t0, t1 in _query_blocks(att):
+            _softmax_scores(att[:, t0:t1, :t1], q[:, t0:t1], k[:, :t1], k[:, t0:t1], mask[t0:t1, :t1])
+            att[:, t0:t1, t1:] = 0.0               # keys after t1: the future of every query here
 
 
 def _softmax_scores(s, q, k, k_diagonal, mask):
@@ -299,8 +300,7 @@ def _softmax_scores(s, q, k, k_diagonal, mask):
     if on_host(s):
         s -= row_dots(q, k_diagonal)               # s - s[t, t]
         s += mask                                  # position t sees only 0..t
-        with xp.errstate(over="ignore"):           # overflow is checked for just below
-            xp.exp(s, out=s)
+        xp.exp(s, out=s)
         sums = row_sums(s)
         if xp.isfinite(sums).all():
             s /= sums
@@ -362,6 +362,14 @@ def _attention_weights_backward(ds, att, q, k, dq, dk, scale):
     dq *= scale
     for t0, t1 in spans:
         xp.matmul(ds[:, t0:, t0:t1].transpose(0, 2, 1), q[:, t0:], out=dk[:, t0:t1])
+
+# Attention's kernels make a few short NumPy calls per span of queries; between two threads,
+# blocks of 4 x parallel_rows' default (1M scores) hand NumPy's lock back and forth less often.
+# Measured, forward + backward on two threads, against the code before spans, the diagonal
+# shift and these blocks (median of 25 ratios): 0.84 for (B, T, nh, C) = (8, 256, 6, 384),
+# 0.80 for (2, 256, 12, 768), 0.88 for (12, 64, 4, 128).
+for _kernel in (_attention_weights, _attention_output, _attention_output_backward, _attention_weights_backward):
+    _kernel.blocks_of = 4
 
 # ---------------------------------------------------------------- cross-entropy
 
