@@ -6,7 +6,6 @@ a new array asks `array_module(x)` for the module that owns `x`. Every device
 difference lives in this file (the fused GPU kernels' CUDA source is in
 gpu_kernels.py, which backend hands the cupy module).
 """
-import contextlib
 import ctypes
 import os
 import sys
@@ -68,17 +67,6 @@ def array_module(*arrays):
             import cupy
             return cupy
     return np
-
-
-def on_host(a):
-    """True when a is a NumPy array (the CPU), False for a CuPy array (a GPU)."""
-    return array_module(a) is np
-
-
-def overflow_ignored(a):
-    """with overflow_ignored(a): a NumPy overflow warns nothing (for an overflow the caller
-    checks for itself); a no-op for a CuPy array, whose operations never warn."""
-    return np.errstate(over="ignore") if on_host(a) else contextlib.nullcontext()
 
 
 def gpu_available():
@@ -219,8 +207,7 @@ def parallel_rows(kernel, *arrays, **constants):
     the rows are cut into blocks of about BLOCK_ELEMENTS (at least one per
     thread), and each of `host_threads()` threads, this one included, takes the
     next block until none is left: on a busy machine a thread that is not
-    running simply takes fewer blocks, instead of holding up the others (a kernel
-    with a `blocks_of` attribute gets blocks that many times larger). Small
+    running simply takes fewer blocks, instead of holding up the others. Small
     arrays get a single call: kernel(*arrays, **constants). On a GPU it is a
     single call too, of the kernel's fused version when `fused_gpu_kernels()`
     has one (one launch, the same math; see the GPU kernels section).
@@ -235,8 +222,7 @@ def parallel_rows(kernel, *arrays, **constants):
         with _single_threaded_blas():
             kernel(*arrays, **constants)
         return
-    block = BLOCK_ELEMENTS * getattr(kernel, "blocks_of", 1)       # a kernel may ask for bigger blocks
-    per_thread = -(-first.size // (block * n_threads))             # blocks per thread, rounded up
+    per_thread = -(-first.size // (BLOCK_ELEMENTS * n_threads))      # blocks per thread, rounded up
     rows = -(-N // (per_thread * n_threads))                       # rows per block, rounded up
     _share_out(lambda s: kernel(*(a[s:s + rows] for a in arrays), **constants),
                range(0, N, rows), n_threads)

@@ -24,7 +24,7 @@ Shape letters used in comments:
 import math
 from functools import lru_cache
 
-from .backend import array_module, on_host, overflow_ignored, parallel_rows, scatter_add
+from .backend import array_module, parallel_rows, scatter_add
 from .reductions import column_sums, row_dots, row_means, row_sums
 
 # ---------------------------------------------------------------- embedding
@@ -246,7 +246,7 @@ def attention_forward(qkv, n_head, p_drop=0.0, rng=None):
     parallel_rows(_attention_weights, *_heads(att, q, k), mask=causal_mask(xp, T, att.dtype))
     att_d, drop_cache = dropout_forward(att, p_drop, rng)
     y = xp.empty_like(q)
-    parallel_rows(_attention_output, *_heads(att_d, v, y))    # y = att_d @ v: (B, nh, T, hs)
+    parallel_rows(_matmul, *_heads(att_d, v, y))              # y = att_d @ v: (B, nh, T, hs)
     y = y.transpose(0, 2, 1, 3).reshape(B, T, C)   # (B, T, C): heads side by side
     return y, (q, k, v, att, att_d, drop_cache)     # q already scaled by 1/sqrt(hs)
 
@@ -262,61 +262,19 @@ def causal_mask(xp, T, dtype):
     return xp.triu(xp.full((T, T), -math.inf, dtype=dtype), k=1)
 
 
-QUERY_BLOCK = 64     # on the CPU, attention takes the query positions this many at a time
-
-
-def _query_blocks(att):
-    """The (t0, t1) spans of query positions that att's rows are computed in.
-
-    Queries t0..t1-1 see keys 0..t1-1 only: the scores right of column t1 are all
-    masked, so they are never computed (their weights are set to 0), which skips
-    nearly half the work of a long causal attention. One span on a GPU.
-    """
-    T = att.shape[-1]
-    step = QUERY_BLOCK if on_host(att) else T
-    return [(t0, min(t0 + step, T)) for t0 in range(0, T, step)]
-
-
 def _attention_weights(att, q, k, mask):
     """One block of heads: att = softmax(q k^T + mask), row by row (q comes scaled)."""
-    with overflow_ignored(att):                    # exp's overflow is checked for (below)
-        for t0, t1 in _query_blocks(att):
-            _softmax_scores(att[:, t0:t1, :t1], q[:, t0:t1], k[:, :t1], k[:, t0:t1], mask[t0:t1, :t1])
-            att[:, t0:t1, t1:] = 0.0               # keys after t1: the future of every query here
-
-
-def _softmax_scores(s, q, k, k_diagonal, mask):
-    """s = softmax(q k^T + mask) row by row, into the view s.
-
-    A softmax is unchanged when one number is taken from a whole row; taking the
-    row's largest score keeps exp from overflowing. On the CPU each row takes its
-    diagonal score s[t, t] = q_t . k_t instead, which every causal row has: one dot
-    product per row, where a max over short rows is NumPy's slowest reduction (half
-    of this kernel's time). exp overflows then only where a score is 88 above its
-    row's diagonal; the row sums show it (inf), and the span is done again with the max.
-    """
-    xp = array_module(s)
-    xp.matmul(q, k.transpose(0, 2, 1), out=s)      # scores q k^T
-    if on_host(s):
-        s -= row_dots(q, k_diagonal)               # s - s[t, t]
-        s += mask                                  # position t sees only 0..t
-        xp.exp(s, out=s)
-        sums = row_sums(s)
-        if xp.isfinite(sums).all():
-            s /= sums
-            return
-        xp.matmul(q, k.transpose(0, 2, 1), out=s)  # overflowed: redo it with the max
-    s += mask
-    s -= s.max(axis=-1, keepdims=True)
-    xp.exp(s, out=s)
-    s /= row_sums(s)
-
-
-def _attention_output(att, v, y):
-    """One block of heads: y = att @ v, each span of queries against the keys it sees."""
     xp = array_module(att)
-    for t0, t1 in _query_blocks(att):
-        xp.matmul(att[:, t0:t1, :t1], v[:, :t1], out=y[:, t0:t1])
+    xp.matmul(q, k.transpose(0, 2, 1), out=att)
+    att += mask                                    # position t sees only 0..t
+    att -= att.max(axis=-1, keepdims=True)
+    xp.exp(att, out=att)
+    att /= row_sums(att)
+
+
+def _matmul(a, b, out):
+    """One block: out = a @ b."""
+    array_module(a).matmul(a, b, out=out)
 
 
 def attention_backward(dy, cache):
@@ -334,15 +292,10 @@ def attention_backward(dy, cache):
 
 
 def _attention_output_backward(datt, dy, v, att_d, dv):
-    """One block of heads, y = att_d @ v in reverse: datt = dy v^T, dv = att_d^T dy.
-
-    By spans as the forward: queries t0..t1-1 reach keys 0..t1-1 (datt is 0 beyond),
-    and keys t0..t1-1 are seen by queries t0..T-1."""
+    """One block of heads, y = att_d @ v in reverse: datt = dy v^T, dv = att_d^T dy."""
     xp = array_module(dy)
-    for t0, t1 in _query_blocks(datt):
-        xp.matmul(dy[:, t0:t1], v[:, :t1].transpose(0, 2, 1), out=datt[:, t0:t1, :t1])
-        datt[:, t0:t1, t1:] = 0.0
-        xp.matmul(att_d[:, t0:, t0:t1].transpose(0, 2, 1), dy[:, t0:], out=dv[:, t0:t1])
+    xp.matmul(dy, v.transpose(0, 2, 1), out=datt)
+    xp.matmul(att_d.transpose(0, 2, 1), dy, out=dv)
 
 
 def _attention_weights_backward(ds, att, q, k, dq, dk, scale):
@@ -350,26 +303,14 @@ def _attention_weights_backward(ds, att, q, k, dq, dk, scale):
 
     att = softmax(s): ds = att * (datt - sum(datt * att, row)); masked entries
     have att = 0, so they get no gradient. s = (q * scale) k^T, with the cached q
-    already scaled: dk = ds^T (q * scale), dq = ds k * scale. By spans as the forward.
+    already scaled: dk = ds^T (q * scale), dq = ds k * scale.
     """
     xp = array_module(ds)
-    spans = _query_blocks(ds)
-    for t0, t1 in spans:
-        d, a = ds[:, t0:t1, :t1], att[:, t0:t1, :t1]
-        d -= row_dots(d, a)                        # sum(datt * att) over each row
-        d *= a
-        xp.matmul(d, k[:, :t1], out=dq[:, t0:t1])
+    ds -= row_dots(ds, att)                       # sum(datt * att) over each row
+    ds *= att
+    xp.matmul(ds, k, out=dq)
     dq *= scale
-    for t0, t1 in spans:
-        xp.matmul(ds[:, t0:, t0:t1].transpose(0, 2, 1), q[:, t0:], out=dk[:, t0:t1])
-
-# Attention's kernels make a few short NumPy calls per span of queries; between two threads,
-# blocks of 4 x parallel_rows' default (1M scores) hand NumPy's lock back and forth less often.
-# Measured, forward + backward on two threads, against the code before spans, the diagonal
-# shift and these blocks (median of 25 ratios): 0.84 for (B, T, nh, C) = (8, 256, 6, 384),
-# 0.80 for (2, 256, 12, 768), 0.88 for (12, 64, 4, 128).
-for _kernel in (_attention_weights, _attention_output, _attention_output_backward, _attention_weights_backward):
-    _kernel.blocks_of = 4
+    xp.matmul(ds.transpose(0, 2, 1), q, out=dk)
 
 # ---------------------------------------------------------------- cross-entropy
 

@@ -10,18 +10,7 @@ class AdamW:
     Weight decay applies only to parameters with ndim >= 2 (embeddings and
     matrices), not to biases or LayerNorm weights. The state (`m`, `v`,
     `t`) is plain arrays and an int, so checkpoints can save it.
-
-    Speed: the update is a dozen array operations, so on small parameters the
-    cost is the number of calls, not the arithmetic. The parameters below
-    PACK_ELEMENTS each (every bias and LayerNorm weight, and a small model's
-    matrices) are therefore packed: they become views of one flat array (one for
-    those that decay, one for those that do not), as do their m and v, and one
-    update covers each flat array. The gradients are copied into a flat array
-    of the same layout each step. Larger parameters are updated one by one, in
-    place. Same formulas, same results; `params` keeps its keys and shapes.
     """
-
-    PACK_ELEMENTS = 1 << 18
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1):
         self.params = params
@@ -32,37 +21,17 @@ class AdamW:
         self.t = 0
         self.m = {k: array_module(p).zeros_like(p) for k, p in params.items()}
         self.v = {k: array_module(p).zeros_like(p) for k, p in params.items()}
-        self._groups = self._pack()
 
     def step(self, grads, lr=None):
         """Update every parameter in place from its gradient; lr overrides self.lr."""
         lr = self.lr if lr is None else lr
         self.t += 1
         b1, b2 = self.beta1, self.beta2
-        constants = dict(b1=b1, b2=b2, step_size=lr / (1.0 - b1 ** self.t),   # bias corrections
-                         v_scale=1.0 / math.sqrt(1.0 - b2 ** self.t), eps=self.eps)
-        if self.params.keys() != self._packed.keys() or any(
-                self.params[k] is not p for k, p in self._packed.items()):
-            self._groups = self._pack()            # a parameter was replaced: pack again
-        for group in self._groups:
-            decay = lr * self.weight_decay if group.decays else 0.0
-            parallel_rows(_adamw_update, group.p, group.gradient(grads), group.m, group.v,
-                          decay=decay, **constants)
-
-    def _pack(self):
-        """The update groups: small parameters packed by (decays, dtype), large ones alone."""
-        packs, groups = {}, []
         for k, p in self.params.items():
-            if self.m.get(k) is None or self.m[k].shape != p.shape:   # a new or resized parameter
-                self.m[k], self.v[k] = array_module(p).zeros_like(p), array_module(p).zeros_like(p)
-            if p.size < self.PACK_ELEMENTS:
-                packs.setdefault((p.ndim >= 2, p.dtype.str), []).append(k)
-            else:
-                groups.append(_Group([k], p, self.m[k], self.v[k], decays=p.ndim >= 2))
-        for (decays, _), keys in packs.items():
-            groups.append(_Group.packed(keys, self.params, self.m, self.v, decays))
-        self._packed = dict(self.params)           # what was packed, to notice a replaced parameter
-        return groups
+            decay = lr * self.weight_decay if p.ndim >= 2 else 0.0
+            parallel_rows(_adamw_update, p, grads[k], self.m[k], self.v[k],
+                          b1=b1, b2=b2, step_size=lr / (1.0 - b1 ** self.t),   # bias corrections
+                          v_scale=1.0 / math.sqrt(1.0 - b2 ** self.t), eps=self.eps, decay=decay)
 
     def state_dict(self):
         return {"t": self.t, "m": self.m, "v": self.v}
@@ -72,38 +41,6 @@ class AdamW:
         for k in self.params:
             self.m[k][...] = state["m"][k]
             self.v[k][...] = state["v"][k]
-
-
-class _Group:
-    """Arrays that one AdamW update covers: one parameter, or several packed into flat arrays."""
-
-    def __init__(self, keys, p, m, v, decays):
-        self.keys, self.p, self.m, self.v, self.decays = keys, p, m, v, decays
-        self.g = None                              # the flat gradient, for a packed group
-
-    @classmethod
-    def packed(cls, keys, params, m, v, decays):
-        """Pack params[k], m[k], v[k] for k in keys into flat arrays; the dicts get views of them."""
-        flats = []
-        for arrays in (params, m, v):
-            xp = array_module(arrays[keys[0]])
-            flat = xp.concatenate([arrays[k].reshape(-1) for k in keys])
-            start = 0
-            for k in keys:
-                n = arrays[k].size
-                arrays[k] = flat[start:start + n].reshape(arrays[k].shape)
-                start += n
-            flats.append(flat)
-        group = cls(keys, *flats, decays=decays)
-        group.g = array_module(flats[0]).empty_like(flats[0])
-        return group
-
-    def gradient(self, grads):
-        """The gradient in this group's layout: the parameter's own, or the packed copy."""
-        if self.g is None:
-            return grads[self.keys[0]]
-        array_module(self.g).concatenate([grads[k].reshape(-1) for k in self.keys], out=self.g)
-        return self.g
 
 
 def _adamw_update(p, g, m, v, b1, b2, step_size, v_scale, eps, decay):

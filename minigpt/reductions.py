@@ -23,16 +23,8 @@ def row_means(x, out=None):
 def row_sums(x, scale=1.0, out=None):
     """scale * x.sum(axis=-1, keepdims=True): x @ a column of `scale`s; into out if given.
 
-    A view whose rows are not one after the other (a span of attention's scores) is
-    summed with einsum instead, which reads it where it lies."""
+    x (and out) must be contiguous (every block parallel_rows hands out is)."""
     xp = array_module(x)
-    if not x.flags.c_contiguous:
-        sums = xp.einsum("...j->...", x)[..., None]
-        if scale != 1.0:
-            sums *= scale
-        if out is not None:
-            out[...] = sums
-        return sums if out is None else out
     C = x.shape[-1]
     column = _filled(xp, (C, 1), scale, x.dtype)
     sums = xp.matmul(x.reshape(-1, C), column, out=None if out is None else out.reshape(-1, 1))

@@ -132,34 +132,11 @@ def test_attention_equals_the_loop_formula(B, T, nh, hs, seed):
     assert rel_error(y, attention_by_loops(qkv, nh)) < 1e-12
 
 
-@pytest.mark.parametrize("p", [0.0, 0.3])
-@pytest.mark.parametrize("block", [1, 2, 3])
-def test_attention_by_spans_of_queries_equals_the_formula_and_its_gradient(block, p, monkeypatch):
-    # Long sequences are done a span of QUERY_BLOCK queries at a time, skipping the scores
-    # right of the span (all masked): the same output, weights, and gradient as one span.
-    rng = np.random.default_rng(block)
-    qkv = rng.standard_normal((2, 7, 3 * 6))
-    y1, c1 = L.attention_forward(qkv, 2, p, np.random.default_rng(9))
-    monkeypatch.setattr(L, "QUERY_BLOCK", block)
-    with np.errstate(over="raise", invalid="raise", divide="raise"):
-        y, c = L.attention_forward(qkv, 2, p, np.random.default_rng(9))
-        dy = rng.standard_normal(y.shape)
-        dqkv = L.attention_backward(dy, c)
-    np.testing.assert_allclose(y, y1, rtol=1e-12, atol=1e-14)
-    assert np.all(np.triu(c[3], k=1) == 0.0)        # every future weight exactly 0
-    np.testing.assert_allclose(dqkv, L.attention_backward(dy, c1), rtol=1e-12, atol=1e-14)
-    if p == 0.0:
-        assert rel_error(y, attention_by_loops(qkv, 2)) < 1e-12
-    errs = check_layer(lambda a: L.attention_forward(a, 2, p, np.random.default_rng(9)),
-                       L.attention_backward, [qkv], seed=block)
-    assert errs["input0"] < TOL, errs
-
-
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("scale", [1.0, 8.0, 30.0, 1e3])
-def test_attention_softmax_shifted_by_the_diagonal_equals_the_loop_formula(scale, dtype):
-    # The CPU softmax takes each row's diagonal score, not its max: scores 88 above the
-    # diagonal (scale 30 and up) overflow exp and must be done again with the max, silently.
+def test_attention_with_large_scores_equals_the_loop_formula_without_a_warning(scale, dtype):
+    # Scores far apart (scale 30 and up: exp of them alone overflows) must still give the
+    # softmax, with no overflow warning reaching the user.
     qkv = (scale * np.random.default_rng(5).standard_normal((2, 9, 3 * 12))).astype(dtype)
     with np.errstate(over="raise", invalid="raise", divide="raise"):   # no warning reaches the user
         y, cache = L.attention_forward(qkv, 3)

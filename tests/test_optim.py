@@ -53,53 +53,6 @@ def test_adamw_lr_argument_overrides_and_state_round_trips():
     assert params["w"].dtype == np.float32 and opt.m["w"].dtype == np.float32
 
 
-def _one_at_a_time(params, grads, m, v, t, lr, b1=0.9, b2=0.95, eps=1e-8, wd=0.1):
-    """The update parameter by parameter, each array on its own (as before packing)."""
-    from minigpt.optim import _adamw_update
-    for k, p in params.items():
-        _adamw_update(p, grads[k], m[k], v[k], b1=b1, b2=b2, step_size=lr / (1 - b1 ** t),
-                      v_scale=1 / math.sqrt(1 - b2 ** t), eps=eps, decay=lr * wd if p.ndim >= 2 else 0.0)
-
-
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_adamw_packed_small_parameters_update_exactly_as_one_at_a_time(dtype, monkeypatch):
-    monkeypatch.setattr(AdamW, "PACK_ELEMENTS", 20)    # (5, 6) and (30,) stay alone, the rest are packed
-    rng = np.random.default_rng(3)
-    shapes = {"a": (5, 6), "b": (6,), "c": (2, 3), "d": (30,), "e": (4,), "f": (3, 2)}
-    params = {k: rng.standard_normal(s).astype(dtype) for k, s in shapes.items()}
-    ref = {k: p.copy() for k, p in params.items()}
-    ref_m = {k: np.zeros_like(p) for k, p in ref.items()}
-    ref_v = {k: np.zeros_like(p) for k, p in ref.items()}
-    opt = AdamW(params, lr=0.01)
-    held = params                                  # the caller's dict, as GPT.params is
-    for t in range(1, 5):
-        grads = {k: rng.standard_normal(s).astype(dtype) for k, s in shapes.items()}
-        opt.step(grads)
-        _one_at_a_time(ref, grads, ref_m, ref_v, t, lr=0.01)
-    assert list(held) == list(shapes) and all(held[k].shape == s and held[k].dtype == dtype
-                                              for k, s in shapes.items())
-    for k in shapes:
-        np.testing.assert_array_equal(held[k], ref[k], err_msg=k)
-        np.testing.assert_array_equal(opt.m[k], ref_m[k], err_msg=k)
-        np.testing.assert_array_equal(opt.v[k], ref_v[k], err_msg=k)
-    assert held["c"].base is held["f"].base and held["b"].base is held["e"].base   # packed
-    assert held["c"].base is not held["b"].base    # decayed and not decayed apart
-    assert len(opt._groups) == 4                   # a, d alone; {c, f} and {b, e} packed
-
-
-def test_adamw_updates_a_parameter_that_was_replaced_after_it_was_built():
-    rng = np.random.default_rng(4)
-    params = {"w": rng.standard_normal((3, 4)), "b": rng.standard_normal(4)}
-    opt = AdamW(params, lr=0.01)
-    opt.step({"w": np.ones((3, 4)), "b": np.ones(4)})
-    params["w"] = rng.standard_normal((5, 4))      # e.g. a vocabulary grown by fine-tuning
-    before = params["w"].copy()
-    opt.step({"w": np.ones((5, 4)), "b": np.ones(4)})
-    assert params["w"].shape == (5, 4) and opt.m["w"].shape == (5, 4)
-    moved = before - params["w"]                   # the new values are the ones trained, by ~lr
-    assert np.all((0.005 < moved) & (moved < 0.02))
-
-
 def test_adamw_matches_torch_adamw():
     torch = pytest.importorskip("torch")
     rng = np.random.default_rng(2)
