@@ -48,7 +48,7 @@ def build_parser():
     g.add_argument("--block-size", type=int, default=64, metavar="T", help="context length in tokens" + d)
     g.add_argument("--dropout", type=float, default=0.0, metavar="P", help="dropout probability in training" + d)
     g = p.add_argument_group("optimisation")
-    g.add_argument("--batch-size", type=int, default=16, metavar="B", help="sequences per micro-batch" + d)
+    g.add_argument("--batch-size", type=int, default=24, metavar="B", help="sequences per micro-batch" + d)
     g.add_argument("--grad-accum", type=int, default=1, metavar="N", help="micro-batches per optimizer step" + d)
     g.add_argument("--max-iters", type=int, metavar="N",
                    help="optimizer steps (default: as many as fit in --max-time)")
