@@ -398,11 +398,11 @@ def report(results, with_torch):
     variants = [k for k in (results[0] if results else {}) if k.startswith("minigpt ")]
     if variants:
         print("\nminigpt with a changed setting (--variant), alternated with the default worker")
-        print(f"{'cfg':<4}{'default ms':>12}" + "".join(f"{v[8:]:>32}" for v in variants))
+        print(f"{'cfg':<4}{'default ms':>12}" + "".join(f"  {v[8:]:>30}" for v in variants))
         for r in results:
             a = r["minigpt"]["ms"]
             print(f"{r['config']:<4}{a:>12.1f}" + "".join(
-                f"{r[v]['ms']:>22.1f} ({a / r[v]['ms']:.2f}x)" for v in variants))
+                f"{r[v]['ms']:>24.1f} ({a / r[v]['ms']:.2f}x)" for v in variants))
 
     print("\npeak RSS, MiB: whole process / above the RSS after loading the libraries and one matmul")
     print(f"{'cfg':<4}{'minigpt':>16}" + (f"{'PyTorch':>16}" if with_torch else ""))

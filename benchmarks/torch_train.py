@@ -77,12 +77,14 @@ class TorchAdamW:
         self.t += 1
 
     def state_dict(self):
-        m, v = {}, {}
+        """AdamW's moments in minigpt's layout (zeros, in the parameter's dtype, before the first step)."""
+        moments = {"m": {}, "v": {}}
         for k, p in self.model.net.named_parameters():
-            state = self.opt.state.get(p, {})
-            m[k] = _minigpt_view(k, state["exp_avg"]) if state else np.zeros(self.model.params[k].shape, np.float32)
-            v[k] = _minigpt_view(k, state["exp_avg_sq"]) if state else np.zeros(self.model.params[k].shape, np.float32)
-        return {"t": self.t, "m": m, "v": v}
+            state = self.opt.state.get(p)
+            for name, torch_name in (("m", "exp_avg"), ("v", "exp_avg_sq")):
+                moments[name][k] = (_minigpt_view(k, state[torch_name]) if state
+                                    else np.zeros_like(self.model.params[k]))
+        return {"t": self.t, **moments}
 
     def load_state_dict(self, state):
         raise SystemExit("torch_train.py: --resume is not supported (start a fresh run)")

@@ -23,7 +23,7 @@ from itertools import chain
 
 import regex
 
-from .bpe_encode import ChunkCache, merge_by_rank
+from .bpe_encode import ChunkCache, merge_by_rank  # noqa: F401 (merge_by_rank: imported from here too)
 from .bpe_gpt2 import (ASCII_SPACE, ENDOFTEXT, GPT2_ASCII_SPLIT_PATTERN, GPT2_ASSETS,  # noqa: F401
                        bytes_to_unicode, read_gpt2_files, split_mostly_ascii)
 from .bpe_train import N_BYTES, learn_merges, merge
